@@ -1,0 +1,134 @@
+"""The stable Python API: `load`, `compile`, `Method`, `CompiledMethod`.
+
+Importing this module does not import torch; `CompiledMethod.loss` does, the
+first time it runs.
+"""
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from functools import cached_property
+
+from ptdsl.compiler import Compiled, compile_definition, define
+from ptdsl.inputs import InputError  # noqa: F401  (re-exported)
+from ptdsl.syntax.resolve import MethodDef
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    constraint: str | None
+    doc: str | None
+
+
+@dataclass(frozen=True)
+class Input:
+    """One leaf tensor the loss reads."""
+
+    name: str        # canonical query text, e.g. "logprobs(policy, chosen)"
+    kind: str        # logprobs | entropy | logits | values | score | mask | reward | field
+    level: str       # e.g. "f32[token chosen]"
+    set: str | None
+    model: str | None
+    trainable: bool  # gradients of the loss flow into this input
+    dtype: str       # real | bool
+
+
+class Method:
+    """A parsed, checked method definition (from `ptdsl.load`)."""
+
+    def __init__(self, definition: MethodDef, default: Compiled):
+        self.definition = definition
+        self._default = default
+
+    name = property(lambda self: self.definition.name)
+    title = property(lambda self: self.definition.title)
+    paper = property(lambda self: self.definition.paper)
+    family = property(lambda self: self.definition.family)
+    stability = property(lambda self: self.definition.stability)
+    extends = property(lambda self: self.definition.extends)
+    path = property(lambda self: self.definition.path)
+    data = property(lambda self: self.definition.data.kind)
+
+    @property
+    def params(self) -> dict[str, Param]:
+        from ptdsl.syntax.unparse import constraint_text
+        return {n: Param(n, self._default.params[n], constraint_text(p.constraint), p.doc)
+                for n, p in self.definition.params.items()}
+
+    def __repr__(self) -> str:
+        return f"<ptdsl.Method {self.name} ({self.stability}) from {self.path}>"
+
+
+def load(name_or_path: str) -> Method:
+    """Parse and check a method; raises SpecError (with `.diagnostics`) on any error."""
+    m = define(name_or_path)
+    return Method(m, compile_definition(m))
+
+
+def compile(method_or_name, **params) -> "CompiledMethod":
+    """Compile a method (a Method, a library name or a path) with parameter overrides."""
+    method = method_or_name if isinstance(method_or_name, Method) else load(method_or_name)
+    return CompiledMethod(method, compile_definition(method.definition, params))
+
+
+class CompiledMethod:
+    def __init__(self, method: Method, compiled: Compiled):
+        self.method = method
+        self._c = compiled
+
+    graph = property(lambda self: self._c.graph)
+    unoptimised_graph = property(lambda self: self._c.typed)
+    source = property(lambda self: self._c.source)
+    params = property(lambda self: dict(self._c.params))
+    plan = property(lambda self: self._c.plan)
+    rewrites = property(lambda self: self._c.rewrites)
+    name = property(lambda self: self.method.name)
+
+    @cached_property
+    def inputs(self) -> list[Input]:
+        out = []
+        for n in _leaf_order(self.graph):
+            a = self.graph.nodes[n]["attrs"]
+            out.append(Input(a["name"], a["kind"], str(self.graph.nodes[n]["level"]), a["set"], a["model"],
+                             bool(a["trainable"]), a["dtype"]))
+        return out
+
+    def group_size(self, rows: str) -> int | None:
+        return self.graph.graph["rows"].get(rows)
+
+    @cached_property
+    def _fn(self):
+        import torch
+        import torch.nn.functional as F
+
+        from ptdsl.codegen import kernels
+        namespace = {"torch": torch, "F": F, "K": kernels}
+        # The source was generated from the validated IR only (codegen/python.py).
+        code = builtins.compile(self.source, f"<ptdsl:{self.name}>", "exec")
+        exec(code, namespace)  # noqa: S102
+        return namespace["loss_fn"]
+
+    def loss(self, inputs: dict):
+        """(loss, metrics) for a dict of leaf tensors keyed by `.inputs` names."""
+        from ptdsl.inputs import check_inputs, float_dtype
+        check_inputs(self.graph, inputs)
+        return self._fn(inputs, float_dtype(self.graph, inputs))
+
+    def interpret(self, inputs: dict, optimised: bool = True):
+        """(loss, metrics) by the IR interpreter, on the optimised or the checked unoptimised graph."""
+        from ptdsl.codegen.interpret import evaluate
+        from ptdsl.inputs import check_inputs, float_dtype
+        g = self.graph if optimised else self.unoptimised_graph
+        check_inputs(g, inputs)
+        loss, metrics, _ = evaluate(g, inputs, float_dtype(g, inputs))
+        return loss, metrics
+
+    def __repr__(self) -> str:
+        return f"<ptdsl.CompiledMethod {self.name} {self.params}>"
+
+
+def _leaf_order(g):
+    from ptdsl.ir.graph import leaves
+    return sorted(leaves(g), key=lambda n: (g.nodes[n]["attrs"]["kind"] == "mask", g.nodes[n]["attrs"]["name"]))

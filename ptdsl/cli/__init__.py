@@ -1,0 +1,1 @@
+"""The `ptdsl` command line (see cli/main.py)."""

@@ -1,0 +1,199 @@
+"""The `ptdsl` command line.
+
+    ptdsl list [--family F] [--stability S] [--format text|markdown|json]
+    ptdsl check FILE_OR_NAME... [--set k=v ...] [--format text|json]
+    ptdsl show METHOD [--set k=v ...] [--unoptimised]
+    ptdsl compile METHOD --emit python|ir [--set k=v ...]
+
+Commands that do not run models never import torch. Exit status: 0 ok, 1 the
+spec (or input) has errors, 2 bad usage, 3 an internal error in ptdsl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ptdsl.diagnostics import Diagnostic, SpecError, render_all, to_json
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    from ptdsl.passes.params import parse_cli_value
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise _Usage(f"--set takes NAME=VALUE, got `{pair}`")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = parse_cli_value(v)
+    return out
+
+
+class _Usage(Exception):
+    pass
+
+
+def _color(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def _report(err: SpecError) -> None:
+    print(render_all(err.diagnostics, err.sources, color=_color(sys.stderr)), file=sys.stderr)
+    n = sum(d.severity == "error" for d in err.diagnostics)
+    print(f"\n{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+
+
+# ---- commands -------------------------------------------------------------------
+
+def cmd_check(args) -> int:
+    from ptdsl.api import compile as compile_method, load
+    overrides = _overrides(args.set)
+    results, failed = [], 0
+    for target in args.targets:
+        try:
+            m = load(target)
+            if overrides:
+                compile_method(m, **overrides)
+            results.append({"target": target, "method": m.name, "file": m.path, "ok": True, "diagnostics": []})
+            if args.format == "text":
+                print(f"ok: {m.name} ({m.path})")
+        except SpecError as err:
+            failed += 1
+            results.append({"target": target, "ok": False, "diagnostics": [d.to_json() for d in err.diagnostics]})
+            if args.format == "text":
+                _report(err)
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def cmd_list(args) -> int:
+    from ptdsl import library
+    from ptdsl.compiler import define
+    rows = []
+    for name in library.all_names():
+        try:
+            m = define(name)
+        except SpecError:
+            rows.append({"name": name, "family": "?", "data": "?", "stability": "broken", "paper": "",
+                         "title": "(does not parse: run `ptdsl check`)"})
+            continue
+        rows.append({"name": m.name, "family": m.family or "", "data": m.data.kind if m.data else "",
+                     "stability": m.stability, "paper": m.paper or "", "title": m.title or ""})
+    rows = [r for r in rows if (not args.family or args.family.lower() in r["family"].lower())
+            and (not args.stability or r["stability"] == args.stability)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "markdown":
+        print(_markdown(rows))
+    else:
+        cols = ("name", "family", "data", "stability", "paper")
+        widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in cols}
+        print("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip())
+        for r in rows:
+            print("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+        print(f"\n{len(rows)} method{'s' if len(rows) != 1 else ''}")
+    return 0
+
+
+def _markdown(rows) -> str:
+    lines = ["| method | title | family | data | stability | paper |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        paper = r["paper"]
+        if paper.startswith("arXiv:"):
+            paper = f"[{paper}](https://arxiv.org/abs/{paper[6:]})"
+        lines.append(f"| `{r['name']}` | {r['title']} | {r['family']} | {r['data']} | {r['stability']} | {paper} |")
+    return "\n".join(lines)
+
+
+def cmd_show(args) -> int:
+    from ptdsl.api import compile as compile_method
+    from ptdsl.ir.printer import print_ir
+    c = compile_method(args.method, **_overrides(args.set))
+    m = c.method
+    out = [f"method {m.name}" + (f" extends {m.extends}" if m.extends else "") + f" \"{m.title or ''}\"",
+           f"  file       {m.path}", f"  paper      {m.paper or '-'}", f"  family     {m.family or '-'}",
+           f"  stability  {m.stability}", f"  data       {m.data}", "", "params"]
+    for p in m.params.values():
+        value = c.params[p.name]
+        extra = f"  {p.constraint}" if p.constraint else ""
+        out.append(f"  {p.name} = {_fmt(value)}{extra}" + (f"    # {p.doc}" if p.doc else ""))
+    out += ["", "inputs"]
+    for i in c.inputs:
+        out.append(f"  {i.name:<46} {i.level:<22} {'trainable' if i.trainable else ''}".rstrip())
+    out += ["", "plan"] + ["  " + line for line in c.plan.describe().splitlines()]
+    out += ["", "ir" + (" (checked, before optimisation)" if args.unoptimised else "")]
+    out += ["  " + line for line in print_ir(c.unoptimised_graph if args.unoptimised else c.graph).splitlines()]
+    if c.rewrites and not args.unoptimised:
+        out += ["", "rewrites applied: " + ", ".join(c.rewrites)]
+    print("\n".join(out))
+    return 0
+
+
+def _fmt(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def cmd_compile(args) -> int:
+    from ptdsl.api import compile as compile_method
+    from ptdsl.ir.printer import print_ir
+    c = compile_method(args.method, **_overrides(args.set))
+    print(c.source if args.emit == "python" else print_ir(c.graph), end="" if args.emit == "python" else "\n")
+    return 0
+
+
+# ---- entry point ----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptdsl", description="A compiler for LLM post-training methods.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="the method catalogue")
+    s.add_argument("--family", help="only methods whose family contains this text")
+    s.add_argument("--stability", choices=["stable", "experimental"])
+    s.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("check", help="parse and check spec files or library methods")
+    s.add_argument("targets", nargs="+", metavar="FILE_OR_NAME")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="check with a parameter override")
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(fn=cmd_check)
+
+    s = sub.add_parser("show", help="a method's params, inputs, plan and IR")
+    s.add_argument("method")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE")
+    s.add_argument("--unoptimised", action="store_true", help="show the IR before optimisation")
+    s.set_defaults(fn=cmd_show)
+
+    s = sub.add_parser("compile", help="the generated loss code (or optimised IR)")
+    s.add_argument("method")
+    s.add_argument("--emit", choices=["python", "ir"], default="python")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE")
+    s.set_defaults(fn=cmd_compile)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except SpecError as err:
+        _report(err)
+        return 1
+    except _Usage as exc:
+        parser.error(str(exc))
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a bare traceback: report it as our bug
+        d = Diagnostic("error", "E0901", f"internal error in `ptdsl {args.command}`", (),
+                       (f"{type(exc).__name__}: {exc}",), "this is a bug in ptdsl; please report it "
+                       "with the command line and spec file")
+        print(render_all([d], {}, color=_color(sys.stderr)), file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Code generation (readable torch source) and the IR interpreter (the oracle)."""

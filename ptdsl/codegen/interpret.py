@@ -1,0 +1,151 @@
+"""The IR interpreter: the reference semantics of every op.
+
+It evaluates a graph node by node, written for clarity rather than speed (group
+statistics and scans loop over rows and tokens) and independently of the
+kernels the generated code calls, so that codegen and the optimisation passes
+can be tested against it. Works on the unoptimised graph too.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ptdsl.ir.graph import order
+
+
+def _z(x):
+    return torch.zeros((), dtype=x.dtype, device=x.device)
+
+
+def _masked(x, m):
+    return torch.where(m if x.dim() == m.dim() else m[..., None], x, _z(x))
+
+
+def _group_apply(x, n, fn):
+    out = torch.empty_like(x)
+    for start in range(0, x.shape[0], n):
+        out[start:start + n] = fn(x[start:start + n])
+    return out
+
+
+def _log1mexp(x):
+    # log(1 - e^x), computed two ways and picked by x (Mächler 2012)
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _at_last(x, m):
+    out = torch.zeros(m.shape, dtype=x.dtype, device=x.device)
+    for i in range(m.shape[0]):
+        idx = torch.nonzero(m[i]).flatten()
+        if len(idx):
+            out[i, idx[-1]] = x[i] if x.dim() else x
+    return out
+
+
+def _reverse_scan(step, T):
+    vals, carry = [None] * T, None
+    for t in reversed(range(T)):
+        carry = step(t, carry)
+        vals[t] = carry
+    return torch.stack(vals, 1)
+
+
+def _gae(r, v, m, gamma, lam):
+    r, v = _masked(r, m), _masked(v, m)
+    T = r.shape[1]
+
+    def step(t, carry):
+        nv = v[:, t + 1] if t + 1 < T else torch.zeros_like(v[:, 0])
+        delta = r[:, t] + gamma * nv - v[:, t]
+        a = delta + gamma * lam * (carry if carry is not None else torch.zeros_like(delta))
+        return torch.where(m[:, t], a, torch.zeros_like(a))
+    return _reverse_scan(step, T)
+
+
+def _discounted(x, m, gamma):
+    x = _masked(x, m)
+    return _reverse_scan(lambda t, c: x[:, t] + gamma * (c if c is not None else 0), x.shape[1])
+
+
+def _whiten(x, m):
+    vals = x[m]
+    mean, var = vals.mean(), vals.var(unbiased=True)
+    return (x - mean) / torch.sqrt(var + 1e-8)
+
+
+_UNARY = {
+    "neg": torch.neg, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p, "expm1": torch.expm1,
+    "sigmoid": torch.sigmoid, "logsigmoid": F.logsigmoid, "softplus": F.softplus, "relu": torch.relu,
+    "abs": torch.abs, "sqrt": torch.sqrt, "square": lambda x: x * x, "tanh": torch.tanh,
+    "log1mexp": _log1mexp, "sign": torch.sign, "stopgrad": lambda x: x.detach(),
+    "not": torch.logical_not, "mean": torch.mean, "sum": torch.sum, "std": lambda x: x.std(unbiased=True),
+    "max_rows": torch.max, "min_rows": torch.min,
+    "softmax": lambda x: torch.softmax(x, -1), "log_softmax": lambda x: torch.log_softmax(x, -1),
+    "sum_vocab": lambda x: x.sum(-1),
+}
+_BINARY = {
+    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
+    "minimum": torch.minimum, "maximum": torch.maximum, "logaddexp": torch.logaddexp,
+    "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq, "ne": torch.ne,
+    "and": torch.logical_and, "or": torch.logical_or,
+    "sum_tokens": lambda x, m: _masked(x, m).sum(-1),
+    "mean_tokens": lambda x, m: _masked(x, m).sum(-1) / m.sum(-1).to(x.dtype),
+    "token_sum": lambda x, m: _masked(x, m).sum(),
+    "token_mean": lambda x, m: _masked(x, m).sum() / m.sum().to(x.dtype),
+    "at_last": _at_last, "whiten": _whiten,
+}
+
+
+def evaluate(g, inputs: dict, dtype: torch.dtype):
+    """(loss, metrics, values): values maps every node id to its tensor."""
+    val: dict[int, torch.Tensor] = {}
+    mask_of: dict[str, torch.Tensor] = {}
+    for n in order(g):  # masks first: token leaves are cleaned with their set's mask
+        d = g.nodes[n]
+        if d["op"] == "leaf" and d["attrs"]["kind"] == "mask":
+            m = inputs[d["attrs"]["name"]]
+            val[n] = mask_of[d["attrs"]["set"]] = m if m.dtype == torch.bool else m != 0
+    for n in order(g):
+        if n not in val:
+            val[n] = _node(g, n, [val[a] for a in g.nodes[n]["args"]], inputs, mask_of, dtype)
+    metrics = {k: val[v].detach() for k, v in g.graph["metrics"].items()}
+    return val[g.graph["loss"]], metrics, val
+
+
+def _node(g, n, args, inputs, mask_of, dtype):
+    d = g.nodes[n]
+    op, a = d["op"], d["attrs"]
+    if op == "leaf":
+        x = inputs[a["name"]]
+        return _masked(x, mask_of[a["set"]]) if a["level"] in ("token", "vocab") else x
+    if op == "const":
+        return torch.tensor(a["value"]) if isinstance(a["value"], bool) else torch.tensor(float(a["value"]), dtype=dtype)
+    if op == "expand":
+        src = g.nodes[d["args"][0]]["level"].kind
+        x = args[0]
+        return x.reshape(x.shape + (1,) * ({"token": 1, "vocab": 2}[a["to"]] - {"seq": 0, "token": 1}[src]))
+    if op == "to_real":
+        return args[0].to(dtype)
+    if op == "length":
+        return args[0].sum(-1).to(dtype)
+    if op in ("group_mean", "group_std", "group_sum"):
+        n_group = g.graph["rows"][d["level"].rows]
+        fn = {"group_mean": lambda x: x.mean().expand(x.shape), "group_sum": lambda x: x.sum().expand(x.shape),
+              "group_std": lambda x: x.std(unbiased=True).expand(x.shape)}[op]
+        return _group_apply(args[0], n_group, fn)
+    if op == "clip":
+        return torch.clamp(args[0], args[1], args[2])
+    if op == "where":
+        return torch.where(*args)
+    if op == "gae":
+        return _gae(*args, a["gamma"], a["lam"])
+    if op == "discounted_sum":
+        return _discounted(*args, a["gamma"])
+    if op in _UNARY:
+        return _UNARY[op](*args)
+    return _BINARY[op](*args)
+
+
+OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"leaf", "const", "expand", "to_real", "length", "group_mean",
+                                                 "group_std", "group_sum", "clip", "where", "gae",
+                                                 "discounted_sum"}

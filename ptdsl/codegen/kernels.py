@@ -1,0 +1,100 @@
+"""Small torch kernels the generated loss code calls for ops that are more than
+one torch expression. Token tensors are [rows, tokens] with a boolean mask of
+the same shape; masked-out positions may hold anything and never leak (torch.where,
+never multiplication, so a NaN there stays out of both value and gradient)."""
+from __future__ import annotations
+
+import torch
+
+
+def as_mask(m: torch.Tensor) -> torch.Tensor:
+    return m if m.dtype == torch.bool else m != 0
+
+
+def clean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero what masked-out positions hold, so no later op sees it."""
+    m = mask if x.dim() == mask.dim() else mask[..., None]
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def sum_tokens(x, mask):
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(-1)
+
+
+def mean_tokens(x, mask):
+    return sum_tokens(x, mask) / mask.sum(-1).to(x.dtype)
+
+
+def token_sum(x, mask):
+    return sum_tokens(x, mask).sum()
+
+
+def token_mean(x, mask):
+    return token_sum(x, mask) / mask.sum().to(x.dtype)
+
+
+def _groups(x, n):
+    return x.reshape(-1, n)
+
+
+def group_mean(x, n):
+    return _groups(x, n).mean(1, keepdim=True).expand(-1, n).reshape(-1)
+
+
+def group_sum(x, n):
+    return _groups(x, n).sum(1, keepdim=True).expand(-1, n).reshape(-1)
+
+
+def group_std(x, n):
+    return _groups(x, n).std(1, keepdim=True).expand(-1, n).reshape(-1)
+
+
+def log1mexp(x):
+    """log(1 - e^x) for x < 0: log(-expm1(x)) near 0, log1p(-e^x) far from it."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def at_last(x, mask):
+    """x (one value per row) at each row's last completion token, 0 elsewhere."""
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    last = torch.where(mask, positions, -1).max(-1).values
+    hit = positions[None, :] == last[:, None]
+    x = x[:, None] if x.dim() == 1 else x
+    return torch.where(hit, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def discounted_sum(x, mask, gamma):
+    x = sum_tokens_keep(x, mask)
+    out, running = [], torch.zeros_like(x[:, 0])
+    for t in range(x.shape[1] - 1, -1, -1):
+        running = x[:, t] + gamma * running
+        out.append(running)
+    return torch.stack(out[::-1], 1)
+
+
+def gae(rewards, values, mask, gamma, lam):
+    """Â_t = δ_t + γλ Â_{t+1}, δ_t = r_t + γ V_{t+1} − V_t, with V = 0 past the last token."""
+    r, v = sum_tokens_keep(rewards, mask), sum_tokens_keep(values, mask)
+    T = r.shape[1]
+    adv, last = [], torch.zeros_like(r[:, 0])
+    for t in range(T - 1, -1, -1):
+        next_v = v[:, t + 1] if t + 1 < T else torch.zeros_like(v[:, 0])
+        delta = r[:, t] + gamma * next_v - v[:, t]
+        last = delta + gamma * lam * last
+        out_t = torch.where(mask[:, t], last, torch.zeros_like(last))
+        last = out_t
+        adv.append(out_t)
+    return torch.stack(adv[::-1], 1)
+
+
+def whiten(x, mask):
+    """(x − mean) / sqrt(var + 1e-8) over the valid tokens of the batch (unbiased var)."""
+    n = mask.sum().to(x.dtype)
+    mean = token_sum(x, mask) / n
+    var = sum_tokens((x - mean) ** 2, mask).sum() / (n - 1)
+    return (x - mean) * torch.rsqrt(var + 1e-8)
+
+
+def sum_tokens_keep(x, mask):
+    """x with masked-out positions zeroed (shape kept)."""
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))

@@ -1,0 +1,111 @@
+"""The pipeline: the compiler's table of contents.
+
+    text ─parse─▶ AST ─resolve─▶ MethodDef (extends merged)
+         ─bind─▶ params ─lower─▶ IR ─levels─▶ typed IR ─gradient─▶ (checked)
+         ─optimise─▶ IR (fold · rewrite · cse · dce, to a fixpoint) ─plan─▶ Plan ─codegen─▶ source
+Every stage is a pure function; each collects its diagnostics, and the pipeline
+stops after the first stage that found an error, so one mistake is not reported
+again as a cascade of others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptdsl import library, passes
+from ptdsl.codegen.python import emit_source
+from ptdsl.diagnostics import Sink, SpecError, did_you_mean, error
+from ptdsl.ir.lower import lower
+from ptdsl.passes.cse import eliminate_common
+from ptdsl.passes.dce import eliminate_dead
+from ptdsl.passes.fold import fold_constants
+from ptdsl.passes.gradflow import check_gradient
+from ptdsl.passes.levels import check_levels
+from ptdsl.passes.params import bind
+from ptdsl.passes.rewrite import rewrite
+from ptdsl.plan import Plan, make_plan
+from ptdsl.syntax.parse import ParseFailed, parse
+from ptdsl.syntax.resolve import MethodDef, library_loader, resolve
+
+MAX_ROUNDS = 10
+
+
+@dataclass(frozen=True)
+class Compiled:
+    definition: MethodDef
+    params: dict
+    typed: object        # the checked, unoptimised IR graph
+    graph: object        # the optimised IR graph
+    rewrites: tuple[str, ...]
+    plan: Plan
+    source: str
+    variables: dict      # generated variable name → IR node
+
+
+def _fail(sink: Sink, sources: dict) -> None:
+    if sink.has_errors:
+        raise SpecError(sink.items, sources)
+
+
+def read_spec(path: Path, sources: dict):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([error("E0203", f"cannot read `{path}`: {exc.__class__.__name__}",
+                               help="check the path")], sources) from None
+    sources[str(path)] = text
+    try:
+        return parse(text, str(path))
+    except ParseFailed as exc:
+        raise SpecError([exc.diagnostic], sources) from None
+
+
+def define(name_or_path: str) -> MethodDef:
+    """Parse and resolve a method (by library name or file path)."""
+    path = library.find(name_or_path)
+    if path is None:
+        looks_like_path = name_or_path.endswith(".ptdsl") or "/" in name_or_path
+        raise SpecError([error("E0203", f"no {'file' if looks_like_path else 'method'} `{name_or_path}`",
+                               help=did_you_mean(name_or_path, library.all_names())
+                               or "`ptdsl list` shows the methods in the library")])
+    sources: dict[str, str] = {}
+    spec = read_spec(path, sources)
+    sink = Sink()
+    loader = library_loader([library.methods_dir()], lambda p: read_spec(p, sources))
+    m = resolve(spec, loader, sink)
+    _fail(sink, sources)
+    return m
+
+
+def optimise(g):
+    """Fold, rewrite, share and prune to a fixpoint."""
+    applied: list[str] = []
+    for _ in range(MAX_ROUNDS):
+        g, _, c1 = passes.run("fold", fold_constants, g)
+        g, _, c2, rules = passes.run("rewrite", rewrite, g)
+        g, _, c3 = passes.run("cse", eliminate_common, g)
+        g, _, c4 = passes.run("dce", eliminate_dead, g)
+        applied += rules
+        if not (c1 or c2 or c3 or c4):
+            break
+    return g, tuple(applied)
+
+
+def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
+    sources = m.sources
+    sink = Sink()
+    try:
+        params = bind(m, dict(overrides or {}), sink)          # defaults, overrides, constraints
+        _fail(sink, sources)
+        g = passes.run("lower", lower, m, params, sink)          # names → IR
+        _fail(sink, sources)
+        typed = passes.run("levels", check_levels, g, sink)      # levels as types; explicit masks
+        _fail(sink, sources)
+        passes.run("gradient", check_gradient, typed, sink)      # the loss must train the policy
+        _fail(sink, sources)
+        graph, rewrites = optimise(typed)
+        plan = passes.run("plan", make_plan, graph)
+        source, variables = passes.run("codegen", emit_source, graph, sources)
+    except passes.InternalError as exc:
+        raise SpecError([exc.diagnostic], sources) from None
+    return Compiled(m, params, typed, graph, rewrites, plan, source, variables)

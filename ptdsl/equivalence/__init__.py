@@ -1,0 +1,1 @@
+"""Equivalence engine: hypothesis strategies and checks (see strategies.py)."""

@@ -1,0 +1,44 @@
+"""The spec language's builtin functions and how each lowers to IR ops.
+
+Categories:
+  query    model × set → a leaf (`logprobs`, `entropy`, `logits`, `values`, `score`)
+  sugar    a query followed by a reduction (`logp` = sum_tokens ∘ logprobs, …)
+  set      set → value (`mask`, `length`)
+  op       n value operands → one IR op of the same arity (elementwise, reductions)
+  scan     an op with constant keyword options (`gae(r, v, gamma = 1, lam = 0.95)`)
+Role sources (`frozen`, `model`, `value_head`), reward sources (`verifier`,
+`reward_model`), rollouts (`sample`) and set builders (`mismatched`) are only
+valid in their own statements and are listed here so that errors can say so.
+"""
+from __future__ import annotations
+
+QUERIES = {  # name → (level kind, leaf kind)
+    "logprobs": ("token", "logprobs"),
+    "entropy": ("token", "entropy"),
+    "logits": ("vocab", "logits"),
+    "values": ("token", "values"),
+    "score": ("seq", "score"),
+}
+SUGAR = {"logp": "sum_tokens", "mean_logp": "mean_tokens"}  # reductions of logprobs(M, S)
+SET_FUNCS = ("mask", "length")
+
+OPS = {  # builtin name → IR op (arity from the op table)
+    **{n: n for n in ("exp", "log", "log1p", "expm1", "sigmoid", "logsigmoid", "softplus", "relu",
+                      "abs", "sqrt", "square", "tanh", "log1mexp", "sign", "stopgrad", "clip",
+                      "where", "logaddexp", "sum_tokens", "mean_tokens", "token_mean", "token_sum",
+                      "mean", "sum", "std", "group_mean", "group_std", "group_sum", "softmax",
+                      "log_softmax", "sum_vocab", "whiten")},
+    "min": "minimum", "max": "maximum", "max_rows": "max_rows", "min_rows": "min_rows",
+}
+SCANS = {"gae": ("gae", 2, ("gamma", "lam")), "discounted_sum": ("discounted_sum", 1, ("gamma",))}
+AT_LAST = "at_last"  # at_last(x, S): a per-sequence value at the last token of set S
+
+ROLE_SOURCES = ("frozen", "model", "value_head")
+REWARD_SOURCES = ("verifier", "reward_model")
+ROLLOUTS = ("sample",)
+SET_BUILDERS = ("mismatched",)
+SAMPLE_OPTIONS = {"n": "int", "temperature": "float", "top_p": "float", "top_k": "int",
+                  "max_tokens": "int", "mask_truncated": "bool"}
+
+ALL = sorted(set(QUERIES) | set(SUGAR) | set(SET_FUNCS) | set(OPS) | set(SCANS) | {AT_LAST}
+             | set(ROLE_SOURCES) | set(REWARD_SOURCES) | set(ROLLOUTS) | set(SET_BUILDERS) | {"old"})

@@ -1,0 +1,28 @@
+"""Data kinds: which sequence sets and per-example fields each kind of dataset
+provides. Methods name a kind with `data KIND`; the runtime reads the same table
+to know which dataset columns a method needs (TRL's dataset formats)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataKind:
+    name: str
+    sets: tuple[str, ...]            # sequence sets, all on the `examples` row space
+    fields: tuple[tuple[str, str], ...]  # per-example fields: (name, dtype)
+    columns: tuple[str, ...]         # dataset columns (TRL format)
+    doc: str
+
+
+DATA_KINDS: dict[str, DataKind] = {k.name: k for k in [
+    DataKind("sft", ("completion",), (), ("prompt", "completion"),
+             "prompt-completion (or language-modelling text) pairs"),
+    DataKind("preference", ("chosen", "rejected"), (), ("prompt", "chosen", "rejected"),
+             "a prompt with a preferred and a dispreferred completion"),
+    DataKind("unpaired", ("completion",), (("label", "bool"),), ("prompt", "completion", "label"),
+             "a prompt and one completion labelled desirable (true) or undesirable (false)"),
+    DataKind("prompts", (), (), ("prompt",), "prompts only; completions come from rollouts"),
+]}
+
+EXAMPLES = "examples"  # the row space of every dataset set

@@ -1,0 +1,419 @@
+"""MethodDef + bound params → IR graph (untyped).
+
+Resolves every name (lets, params, data fields, roles, sets, rewards), expands
+builtin sugar into IR ops, registers roles, sequence sets and row spaces, and
+turns each model query into a leaf named by its canonical text. Levels are not
+computed here (passes/levels.py does that); names are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ptdsl.diagnostics import Sink, Span, did_you_mean, error
+from ptdsl.ir import builtins as B
+from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
+from ptdsl.ir.graph import SetInfo, add, new_graph
+from ptdsl.ir.ops import OPS
+from ptdsl.passes.params import NotConstant, const_eval
+from ptdsl.syntax import ast
+from ptdsl.syntax.resolve import MethodDef
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    kind: str        # policy | frozen_copy | model | value_head | old
+    trainable: bool
+    source: str      # e.g. "frozen(policy)", "model(\"gpt2\")"
+    of: str | None = None  # the role a frozen copy / value head / old snapshot is built from
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    weight: float
+    kind: str        # verifier | reward_model
+    name: str
+
+
+@dataclass(frozen=True)
+class Rollout:
+    name: str
+    model: str
+    options: dict
+
+
+class LoweringError(Exception):
+    """Raised inside the lowering to abandon one expression; already reported."""
+
+
+_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow", "<": "lt", "<=": "le",
+           ">": "gt", ">=": "ge", "==": "eq", "!=": "ne", "and": "and", "or": "or"}
+
+
+class _Lowerer:
+    def __init__(self, m: MethodDef, params: dict, sink: Sink):
+        self.m, self.params, self.sink = m, params, sink
+        self.sets: dict[str, SetInfo] = {}
+        self.rows: dict[str, int | None] = {EXAMPLES: None}
+        self.fields: dict[str, str] = {}
+        self.roles: dict[str, Role] = {}
+        self.rewards: dict[str, tuple[RewardTerm, ...]] = {}
+        self.rollouts: dict[str, Rollout] = {}
+        self.g: nx.DiGraph | None = None
+        self.let_nodes: dict[str, int] = {}
+        self.lowering: list[str] = []
+
+    # ---- declarations ----------------------------------------------------------
+    def declare(self) -> None:
+        m = self.m
+        if m.data is None:
+            self.sink.add(error("E0206", f"method `{m.name}` has no `data` line", m.span, "in this method",
+                                help=f"add e.g. `data preference`; data kinds: {', '.join(DATA_KINDS)}"))
+        elif m.data.kind not in DATA_KINDS:
+            self.sink.add(error("E0207", f"unknown data kind `{m.data.kind}`", m.data.span, "unknown",
+                                help=did_you_mean(m.data.kind, DATA_KINDS) or
+                                f"data kinds: {', '.join(DATA_KINDS)}"))
+        else:
+            kind = DATA_KINDS[m.data.kind]
+            for s in kind.sets:
+                self.sets[s] = SetInfo(s, EXAMPLES, "data")
+            self.fields.update(dict(kind.fields))
+            for f in m.data.fields:
+                self.fields[f.id] = "real"
+        if m.policy is None:
+            self.sink.add(error("E0206", f"method `{m.name}` has no `policy` line", m.span, "in this method",
+                                help="declare the trainable model with a line `policy`"))
+        self.roles["policy"] = Role("policy", "policy", True, "policy")
+        for name, decl in m.roles.items():
+            self._declare_role(name, decl)
+        self.roles["old"] = Role("old", "old", False, "old", "policy")
+        for name, decl in m.rollouts.items():
+            self._declare_rollout(name, decl)
+        for name, decl in m.rewards.items():
+            self._declare_reward(name, decl)
+        if m.loss is None:
+            self.sink.add(error("E0206", f"method `{m.name}` has no `loss`", m.span, "in this method",
+                                help="add a line `loss EXPR`, a scalar expression"))
+
+    def _declare_role(self, name: str, decl: ast.RoleDecl) -> None:
+        src = decl.source
+        if name in ("policy", "old"):
+            self.sink.add(error("E0202", f"`{name}` is a built-in role and cannot be rebound", decl.span))
+            return
+        if src.func == "frozen" and _single_name(src) in ("policy",):
+            self.roles[name] = Role(name, "frozen_copy", False, "frozen(policy)", "policy")
+        elif src.func == "model" and len(src.args) == 1 and isinstance(src.args[0], ast.String) and not src.kwargs:
+            self.roles[name] = Role(name, "model", False, f'model("{src.args[0].value}")')
+        elif src.func == "value_head" and _single_name(src) == "policy":
+            self.roles[name] = Role(name, "value_head", True, "value_head(policy)", "policy")
+        else:
+            self.sink.add(error("E0212", f"`{name}` is bound to something that is not a model", src.span,
+                                "not a role source",
+                                help="roles are `frozen(policy)`, `model(\"id or path\")` or `value_head(policy)`"))
+
+    def _declare_rollout(self, name: str, decl: ast.RolloutDecl) -> None:
+        c = decl.call
+        if c.func != "sample" or len(c.args) != 1 or not isinstance(c.args[0], ast.Name):
+            self.sink.add(error("E0212", f"rollout `{name}` must be `sample(MODEL, n = …)`", c.span,
+                                help="e.g. `rollout y = sample(policy, n = 8, temperature = 1.0)`"))
+            return
+        model = c.args[0].id
+        role = self.roles.get(model)
+        if role is None or role.kind == "value_head":
+            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span, "not a language model",
+                                help=did_you_mean(model, self.roles) or "sample from `policy` or a declared model role"))
+            return
+        options = {"n": 1}
+        for kw in c.kwargs:
+            if kw.name not in B.SAMPLE_OPTIONS:
+                self.sink.add(error("E0209", f"`sample` has no option `{kw.name}`", kw.name_span,
+                                    help=did_you_mean(kw.name, B.SAMPLE_OPTIONS) or
+                                    f"options: {', '.join(B.SAMPLE_OPTIONS)}"))
+                continue
+            try:
+                options[kw.name] = const_eval(kw.value, self._param_lookup)
+            except NotConstant as exc:
+                self.sink.add(error("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what))
+        n = options["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            self.sink.add(error("E0403", f"`n` must be a whole number ≥ 1, got {n!r}", decl.span,
+                                help="n is the number of samples drawn per prompt"))
+            n = 1
+        self.rollouts[name] = Rollout(name, model, options)
+        self.sets[name] = SetInfo(name, name, "rollout")
+        self.rows[name] = n
+
+    def _declare_reward(self, name: str, decl: ast.RewardDecl) -> None:
+        terms = self._reward_terms(decl.expr, 1.0)
+        if terms is not None:
+            self.rewards[name] = tuple(terms)
+
+    def _reward_terms(self, e: ast.Expr, w: float):
+        if isinstance(e, ast.Call) and e.func in B.REWARD_SOURCES:
+            if len(e.args) == 1 and isinstance(e.args[0], ast.String) and not e.kwargs:
+                return [RewardTerm(w, e.func, e.args[0].value)]
+            self.sink.add(error("E0209", f"`{e.func}` takes one string", e.span,
+                                help=f'e.g. `{e.func}("accuracy")`'))
+            return None
+        if isinstance(e, ast.Binary) and e.op in "+-":
+            a = self._reward_terms(e.left, w)
+            b = self._reward_terms(e.right, w if e.op == "+" else -w)
+            return a + b if a is not None and b is not None else None
+        if isinstance(e, ast.Binary) and e.op == "*":
+            for k, s in ((e.left, e.right), (e.right, e.left)):
+                try:
+                    c = const_eval(k, self._param_lookup)
+                except NotConstant:
+                    continue
+                return self._reward_terms(s, w * c)
+        self.sink.add(error("E0212", "a reward is a weighted sum of `verifier(\"name\")` and "
+                                     "`reward_model(\"path\")` sources", e.span, "not a reward source",
+                            help='e.g. `reward r = 0.8 * verifier("accuracy") + 0.2 * verifier("format")`'))
+        return None
+
+    def _param_lookup(self, name: str, span: Span):
+        if name in self.params:
+            return self.params[name]
+        raise NotConstant(span, f"`{name}` is not a parameter")
+
+    # ---- graph -------------------------------------------------------------------
+    def build(self) -> nx.DiGraph:
+        g = self.g = new_graph(self.m.name, self.m.path, self.sets, self.rows)
+        for name, decl in self.m.lets.items():  # every let is checked, used or not
+            try:
+                self.let(name, decl.span)
+            except LoweringError:
+                pass
+        if self.m.loss is not None:
+            g.graph["loss"] = self._lower_or_none(self.m.loss.expr)
+        for name, decl in self.m.metrics.items():
+            nid = self._lower_or_none(decl.expr)
+            if nid is not None:
+                g.graph["metrics"][name] = nid
+        g.graph.update(data=self.m.data.kind, sets=self.sets, rows=self.rows, roles=self.roles, rewards=self.rewards,
+                       rollouts=self.rollouts, params=dict(self.params))
+        return g
+
+    def _lower_or_none(self, e: ast.Expr):
+        try:
+            return self.expr(e)
+        except LoweringError:
+            return None
+
+    def fail(self, code: str, message: str, span: Span, label: str = "", help: str | None = None,
+             notes=()):
+        self.sink.add(error(code, message, span, label, help=help, notes=notes))
+        raise LoweringError()
+
+    def expr(self, e: ast.Expr) -> int:
+        if isinstance(e, ast.Number):
+            return add(self.g, "const", (), {"value": e.value}, e.span)
+        if isinstance(e, ast.Bool):
+            return add(self.g, "const", (), {"value": e.value}, e.span)
+        if isinstance(e, ast.String):
+            self.fail("E0210", "a string cannot be used as a value", e.span, "string",
+                      help="strings name verifiers, reward models and models: `verifier(\"accuracy\")`")
+        if isinstance(e, ast.Name):
+            return self.name(e)
+        if isinstance(e, ast.Unary):
+            x = self.expr(e.operand)
+            return add(self.g, "neg" if e.op == "-" else "not", (x,), None, e.span)
+        if isinstance(e, ast.Binary):
+            a, b = self.expr(e.left), self.expr(e.right)
+            return add(self.g, _BINOPS[e.op], (a, b), None, e.span)
+        return self.call(e)
+
+    def name(self, e: ast.Name) -> int:
+        n = e.id
+        if n in self.m.lets:
+            return self.let(n, e.span)
+        if n in self.params:
+            return add(self.g, "const", (), {"value": self.params[n], "param": n}, e.span)
+        if n in self.fields:
+            return self.leaf(e.span, n, "field", "seq", None, None, EXAMPLES, dtype=self.fields[n])
+        what = ("a sequence set" if n in self.sets else "a model role" if n in self.roles
+                else "a reward" if n in self.rewards else None)
+        if what:
+            help = {"a sequence set": f"query it, e.g. `logp(policy, {n})` or `length({n})`",
+                    "a model role": f"query it, e.g. `logp({n}, chosen)`",
+                    "a reward": f"apply it to a rollout set, e.g. `{n}(y)`"}[what]
+            self.fail("E0210", f"`{n}` is {what}, not a value", e.span, what, help=help)
+        known = list(self.m.lets) + list(self.params) + list(self.fields)
+        self.fail("E0201", f"unknown name `{n}`", e.span, "not defined",
+                  help=did_you_mean(n, known + list(self.sets) + list(self.roles)) or
+                  "define it with `let` or `param`")
+
+    def let(self, name: str, span: Span) -> int:
+        if name in self.let_nodes:
+            return self.let_nodes[name]
+        if name in self.lowering:
+            cycle = " → ".join(self.lowering[self.lowering.index(name):] + [name])
+            self.fail("E0211", f"`{name}` is defined in terms of itself ({cycle})", span, "used here")
+        self.lowering.append(name)
+        try:
+            nid = self.expr(self.m.lets[name].expr)
+        finally:
+            self.lowering.pop()
+        # the let names its node; a let that is just another name keeps the first name
+        if self.g.nodes[nid]["name"] is None:
+            self.g.nodes[nid]["name"] = name
+        self.let_nodes[name] = nid
+        return nid
+
+    # ---- calls -------------------------------------------------------------------
+    def call(self, c: ast.Call) -> int:
+        f = c.func
+        if f in self.rewards:
+            return self.reward(c)
+        if f in B.QUERIES or f in B.SUGAR:
+            return self.query(c)
+        if f in B.SET_FUNCS:
+            self._arity(c, 1)
+            s = self.set_arg(c.args[0])
+            mask = self.mask(s, c.span)
+            return mask if f == "mask" else add(self.g, "length", (mask,), None, c.span)
+        if f in B.OPS:
+            op = B.OPS[f]
+            want = OPS[op].arity - (1 if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum",
+                                                 "whiten") else 0)
+            self._arity(c, want)
+            return add(self.g, op, [self.expr(a) for a in c.args], None, c.span)
+        if f in B.SCANS:
+            return self.scan(c)
+        if f == B.AT_LAST:
+            self._arity(c, 2)
+            x = self.expr(c.args[0])
+            s = self.set_arg(c.args[1])
+            return add(self.g, "at_last", (x, self.mask(s, c.args[1].span)), None, c.span)
+        where = ("a role line (`name = frozen(policy)`)" if f in B.ROLE_SOURCES else
+                 "a `reward` line" if f in B.REWARD_SOURCES else "a `rollout` line" if f in B.ROLLOUTS
+                 else "the set argument of a query, e.g. `logp(policy, mismatched(completion))`"
+                 if f in B.SET_BUILDERS else None)
+        if where:
+            self.fail("E0210", f"`{f}(…)` is only allowed in {where}", c.func_span, "not a value")
+        self.fail("E0208", f"unknown function `{f}`", c.func_span, "not a builtin",
+                  help=did_you_mean(f, B.ALL + list(self.rewards)) or "see docs/language.md for the builtins")
+
+    def _arity(self, c: ast.Call, n: int, kwargs: tuple[str, ...] = ()) -> None:
+        if len(c.args) != n:
+            self.fail("E0209", f"`{c.func}` takes {n} argument{'s' if n != 1 else ''}, got {len(c.args)}",
+                      c.span, "wrong number of arguments")
+        for kw in c.kwargs:
+            if kw.name not in kwargs:
+                self.fail("E0209", f"`{c.func}` has no option `{kw.name}`", kw.name_span, "unknown option",
+                          help=did_you_mean(kw.name, kwargs) or
+                          (f"options: {', '.join(kwargs)}" if kwargs else f"`{c.func}` takes no options"))
+
+    def scan(self, c: ast.Call) -> int:
+        op, nargs, opts = B.SCANS[c.func]
+        self._arity(c, nargs, opts)
+        attrs = {}
+        for kw in c.kwargs:
+            try:
+                attrs[kw.name] = float(const_eval(kw.value, self._param_lookup))
+            except NotConstant as exc:
+                self.fail("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what)
+        missing = [o for o in opts if o not in attrs]
+        if missing:
+            self.fail("E0209", f"`{c.func}` needs option{'s' if len(missing) > 1 else ''} "
+                               f"{', '.join(f'`{o} = …`' for o in missing)}", c.span)
+        return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
+
+    def reward(self, c: ast.Call) -> int:
+        self._arity(c, 1)
+        s = self.set_arg(c.args[0])
+        return self.leaf(c.span, f"{c.func}({s})", "reward", "seq", None, s, self.sets[s].rows,
+                         reward=c.func)
+
+    def query(self, c: ast.Call) -> int:
+        self._arity(c, 2)
+        model = self.model_arg(c.args[0])
+        s = self.set_arg(c.args[1])
+        kind_name = "logprobs" if c.func in B.SUGAR else c.func
+        level, kind = B.QUERIES[kind_name]
+        role = self._role_of(model)
+        self._check_query(c, kind, model, role, s)
+        trainable = role.trainable and role.kind != "old"
+        leaf = self.leaf(c.span, f"{kind}({model}, {s})", kind, level, model, s, self.sets[s].rows,
+                         trainable=trainable)
+        if c.func in B.SUGAR:
+            return add(self.g, B.SUGAR[c.func], (leaf,), None, c.span)
+        return leaf
+
+    def _role_of(self, model: str) -> Role:
+        if model.startswith("old(") or model == "old":
+            base = model[4:-1] if model != "old" else "policy"
+            return Role(model, "old", False, model, base)
+        return self.roles[model]
+
+    def _check_query(self, c, kind, model, role, s):
+        base_kind = self.roles[role.of].kind if role.kind == "old" else role.kind
+        if kind == "values" and base_kind != "value_head":
+            self.fail("E0210", f"`values` needs a value head, and `{model}` is not one", c.args[0].span,
+                      help="declare one with `value = value_head(policy)` and query `values(value, y)`")
+        if kind != "values" and base_kind == "value_head":
+            self.fail("E0210", f"`{model}` is a value head; it has values, not {kind}", c.args[0].span,
+                      help=f"use `values({model}, {s})`")
+        if role.kind == "old" and self.sets[s].source != "rollout":
+            self.fail("E0210", f"`{model}` exists only for rollout sets, and `{s}` comes from the dataset",
+                      c.args[1].span, "not a rollout",
+                      help="behaviour log-probs are recorded when a `rollout` samples; use `reference` "
+                           "for a frozen model's log-probs on data")
+
+    def model_arg(self, e: ast.Expr) -> str:
+        if isinstance(e, ast.Name) and e.id in self.roles:
+            return e.id
+        if isinstance(e, ast.Call) and e.func == "old" and len(e.args) == 1 and isinstance(e.args[0], ast.Name):
+            inner = e.args[0].id
+            if inner in self.roles and self.roles[inner].trainable:
+                return "old" if inner == "policy" else f"old({inner})"
+            self.fail("E0210", f"`old(…)` takes a trainable role, not `{inner}`", e.args[0].span,
+                      help="`old` snapshots a trainable model (the policy or a value head) at sampling time")
+        name = e.id if isinstance(e, ast.Name) else getattr(e, "func", "?")
+        self.fail("E0210", f"`{name}` is not a model role", e.span, "expected a model",
+                  help=did_you_mean(name, self.roles) or
+                  f"model roles here: {', '.join(f'`{r}`' for r in self.roles)}")
+
+    def set_arg(self, e: ast.Expr) -> str:
+        if isinstance(e, ast.Name) and e.id in self.sets:
+            return e.id
+        if isinstance(e, ast.Call) and e.func == "mismatched":
+            if len(e.args) == 1 and isinstance(e.args[0], ast.Name) and e.args[0].id in self.sets:
+                base = e.args[0].id
+                if self.sets[base].source != "data":
+                    self.fail("E0210", "`mismatched` pairs dataset prompts with another row's completion",
+                              e.span, help="use a set from the dataset, e.g. `mismatched(completion)`")
+                name = f"mismatched({base})"
+                self.sets.setdefault(name, SetInfo(name, self.sets[base].rows, "derived", base))
+                return name
+            self.fail("E0209", "`mismatched` takes one sequence set", e.span)
+        name = e.id if isinstance(e, ast.Name) else getattr(e, "func", "?")
+        self.fail("E0210", f"`{name}` is not a sequence set", e.span, "expected a set",
+                  help=did_you_mean(name, self.sets) or
+                  (f"sets here: {', '.join(f'`{s}`' for s in self.sets)}" if self.sets else
+                   "this method has no sequence sets: its data has none and it declares no rollout"))
+
+    def mask(self, s: str, span: Span) -> int:
+        return self.leaf(span, f"mask({s})", "mask", "token", None, s, self.sets[s].rows, dtype="bool")
+
+    def leaf(self, span, name, kind, level, model, s, rows, dtype="real", trainable=False, **extra) -> int:
+        attrs = dict(name=name, kind=kind, level=level, model=model, set=s, rows=rows, dtype=dtype,
+                     trainable=trainable, **extra)
+        return add(self.g, "leaf", (), attrs, span)
+
+
+def _single_name(c: ast.Call) -> str | None:
+    if len(c.args) == 1 and isinstance(c.args[0], ast.Name) and not c.kwargs:
+        return c.args[0].id
+    return None
+
+
+def lower(m: MethodDef, params: dict, sink: Sink) -> nx.DiGraph | None:
+    lw = _Lowerer(m, params, sink)
+    lw.declare()
+    if sink.has_errors:
+        return None
+    g = lw.build()
+    return None if sink.has_errors else g

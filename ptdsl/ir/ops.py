@@ -1,0 +1,92 @@
+"""The closed op table: every IR op once, grouped, with its level rule and which
+operands it is differentiable in.
+
+Per-op semantics live in three more tables keyed by the same names — the level
+checker (passes/levels.py), the interpreter (codegen/interpret.py) and the torch
+emitter (codegen/python.py); tests/ir/test_ops.py checks that every op has a row
+in each. Spec-level builtins (`logp`, `mean_logp`, …) that are sugar over these
+ops are expanded by the lowering (ir/builtins.py), not here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    arity: int
+    rule: str                 # level rule, see passes/levels.py
+    diff: tuple[int, ...]     # operand positions gradients flow through
+    doc: str
+
+
+def _ops(rule: str, arity: int, diff, rows: list[tuple[str, str]]) -> list[Op]:
+    return [Op(name, arity, rule, tuple(diff), doc) for name, doc in rows]
+
+
+OPS: dict[str, Op] = {op.name: op for op in [
+    # -- leaves: model queries, masks, rewards and data fields (the loss's inputs); constants
+    Op("leaf", 0, "leaf", (), "an input tensor, named by its canonical query text"),
+    Op("const", 0, "const", (), "a number or boolean (parameters are bound to constants)"),
+
+    # -- elementwise, one real operand
+    *_ops("map", 1, (0,), [
+        ("neg", "-x"), ("exp", "e^x"), ("log", "natural log"), ("log1p", "log(1 + x)"),
+        ("expm1", "e^x - 1"), ("sigmoid", "1 / (1 + e^-x)"),
+        ("logsigmoid", "log σ(x) = -softplus(-x), finite where σ underflows"),
+        ("softplus", "log(1 + e^x), stable"), ("relu", "max(x, 0)"), ("abs", "|x|"),
+        ("sqrt", "√x"), ("square", "x²"), ("tanh", "tanh x"),
+        ("log1mexp", "log(1 - e^x) for x < 0, stable on both sides of -log 2"),
+    ]),
+    *_ops("map", 1, (), [
+        ("sign", "sign of x (no gradient)"),
+        ("stopgrad", "x in value, no gradient (detach)"),
+    ]),
+    # -- elementwise, two or three real operands (levels broadcast, see ir/types.join)
+    *_ops("map2", 2, (0, 1), [
+        ("add", "a + b"), ("sub", "a - b"), ("mul", "a * b"), ("div", "a / b"), ("pow", "a ^ b"),
+        ("minimum", "min(a, b)"), ("maximum", "max(a, b)"), ("logaddexp", "log(e^a + e^b), stable"),
+    ]),
+    Op("clip", 3, "map3", (0,), "min(max(x, lo), hi)"),
+    Op("where", 3, "where", (1, 2), "a where the condition holds, else b"),
+    # -- comparisons and logic: boolean results, no gradient
+    *_ops("compare", 2, (), [("lt", "a < b"), ("le", "a <= b"), ("gt", "a > b"), ("ge", "a >= b"),
+                             ("eq", "a == b"), ("ne", "a != b")]),
+    *_ops("logic", 2, (), [("and", "a and b"), ("or", "a or b")]),
+    Op("not", 1, "not", (), "not a"),
+    # -- explicit conversions inserted by the level checker
+    Op("to_real", 1, "to_real", (), "boolean → 0/1 real"),
+    Op("expand", 1, "expand", (0,), "broadcast to a finer level (seq → token, token → vocab)"),
+
+    # -- token → sequence reductions, masked by the set's completion mask (operand 1)
+    *_ops("sum_tokens", 2, (0,), [("sum_tokens", "Σ_t m_t x_t"), ("mean_tokens", "Σ_t m_t x_t / Σ_t m_t")]),
+    Op("length", 1, "length", (), "number of completion tokens |y| = Σ_t m_t"),
+    # -- batch reductions to a scalar
+    *_ops("rows", 1, (0,), [("mean", "mean over rows"), ("sum", "sum over rows"),
+                            ("std", "Bessel-corrected std over rows"),
+                            ("max_rows", "max over rows"), ("min_rows", "min over rows")]),
+    *_ops("token_reduce", 2, (0,), [("token_mean", "Σ_{i,t} m x / Σ_{i,t} m over the whole batch"),
+                                    ("token_sum", "Σ_{i,t} m x over the whole batch")]),
+    # -- group statistics over the n rows a rollout draws per prompt (broadcast back to rows)
+    *_ops("group", 1, (0,), [("group_mean", "mean of the row's group"),
+                             ("group_std", "Bessel-corrected std of the row's group"),
+                             ("group_sum", "sum of the row's group")]),
+    # -- vocabulary level
+    *_ops("vocab_map", 1, (0,), [("softmax", "softmax over the vocabulary"),
+                                 ("log_softmax", "log-softmax over the vocabulary")]),
+    Op("sum_vocab", 1, "sum_vocab", (0,), "Σ_v x_v: vocabulary → token"),
+    # -- sequence structure
+    Op("at_last", 2, "at_last", (0,), "a per-sequence value placed at the last completion token, 0 elsewhere"),
+    Op("gae", 3, "gae", (0, 1), "generalised advantage estimate: reverse scan δ_t + γλ Â_{t+1} (attrs gamma, lam)"),
+    Op("discounted_sum", 2, "scan", (0,), "reverse discounted cumulative sum Σ_{s≥t} γ^{s-t} x_s (attr gamma)"),
+    Op("whiten", 2, "whiten", (0,), "(x - mean) / std over the batch's completion tokens"),
+]}
+
+# Named op sets, used by passes instead of repeated tuples.
+MASKED = frozenset({"sum_tokens", "mean_tokens", "token_mean", "token_sum", "at_last", "gae",
+                    "discounted_sum", "whiten"})
+ELEMENTWISE = frozenset(n for n, o in OPS.items() if o.rule in ("map", "map2", "map3", "where",
+                                                                 "compare", "logic", "not"))
+COMMUTATIVE = frozenset({"add", "mul", "minimum", "maximum", "logaddexp", "eq", "ne", "and", "or"})
+NONDIFF_RESULT = frozenset(n for n, o in OPS.items() if not o.diff and o.name not in ("leaf",))

@@ -1,0 +1,73 @@
+"""Gradient flow: the loss must reach a trainable model output differentiably.
+
+Frozen models, `old`, rewards, masks and data fields are leaves without
+gradient; `stopgrad`, comparisons and `sign` cut it; `where` passes it through
+its branches but not its condition (ir/ops.py says which operands each op is
+differentiable in). A loss that cannot train the policy is an error, pointing at
+the place where its gradient was cut, if there is one.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from ptdsl.diagnostics import Label, Sink, error
+from ptdsl.ir.graph import order
+from ptdsl.ir.ops import OPS
+
+
+def differentiable(g: nx.DiGraph) -> set[int]:
+    """Nodes whose value depends differentiably on a trainable leaf."""
+    live: set[int] = set()
+    for n in order(g):
+        d = g.nodes[n]
+        if d["op"] == "leaf":
+            if d["attrs"].get("trainable"):
+                live.add(n)
+        elif any(d["args"][i] in live for i in OPS[d["op"]].diff if i < len(d["args"])):
+            live.add(n)
+    return live
+
+
+def gradient_sources(g: nx.DiGraph) -> set[int]:
+    """Nodes the loss's gradient actually reaches (walking back through differentiable operands).
+
+    A trainable query outside this set (e.g. KTO's detached KL estimate) can run without
+    building an autograd graph."""
+    loss = g.graph.get("loss")
+    seen: set[int] = set()
+    stack = [loss] if loss is not None else []
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        d = g.nodes[n]
+        if d["op"] != "leaf":
+            stack.extend(d["args"][i] for i in OPS[d["op"]].diff if i < len(d["args"]))
+    return seen
+
+
+def check_gradient(g: nx.DiGraph, sink: Sink) -> None:
+    loss = g.graph.get("loss")
+    if loss is None:
+        return
+    live = differentiable(g)
+    if loss in live:
+        return
+    upstream = nx.ancestors(g, loss)
+    trainable = [n for n in upstream if g.nodes[n]["op"] == "leaf" and g.nodes[n]["attrs"].get("trainable")]
+    span = g.nodes[loss]["span"]
+    if not trainable:
+        sink.add(error("E0501", "the loss cannot train the policy", span,
+                       "this reads no trainable model output",
+                       notes=("frozen models, `old`, rewards, masks and data fields carry no gradient",),
+                       help="use a query on the policy, e.g. `logp(policy, chosen)`"))
+        return
+    cuts = [n for n in upstream if n not in live and any(a in live for a in g.nodes[n]["args"])
+            and g.nodes[n]["span"] is not None]
+    extra = tuple(Label(g.nodes[c]["span"], f"gradient stops at `{g.nodes[c]['op']}`", primary=False)
+                  for c in sorted(cuts)[:3])
+    sink.add(error("E0501", "the loss cannot train the policy: every path from the policy is cut", span,
+                   "no gradient reaches this", extra=extra,
+                   help="`stopgrad`, comparisons and `sign` have no gradient; keep one differentiable "
+                        "path from a policy query to the loss"))

@@ -1,0 +1,190 @@
+"""The AST: frozen dataclasses with spans and no logic.
+
+One class per grammar alias (see grammar/ptdsl.lark). Expressions and
+statements are kept apart; a spec file is the ordered tuple of its statements.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from ptdsl.diagnostics import Span
+
+# ---- expressions --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Number:
+    value: float | int
+    span: Span
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class KwArg:
+    name: str
+    name_span: Span
+    value: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    func_span: Span
+    args: tuple["Expr", ...]
+    kwargs: tuple[KwArg, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # "-" | "not"
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str  # + - * / ^ and or < <= > >= == !=
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+Expr = Union[Number, String, Bool, Name, Call, Unary, Binary]
+
+# ---- statements ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodDecl:
+    name: str
+    extends: str | None
+    extends_span: Span | None
+    title: str | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class PaperDecl:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class FamilyDecl:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class StabilityDecl:
+    value: str  # "stable" | "experimental"
+    span: Span
+
+
+@dataclass(frozen=True)
+class DataDecl:
+    kind: str
+    fields: tuple[Name, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class PolicyDecl:
+    span: Span
+
+
+@dataclass(frozen=True)
+class RoleDecl:
+    name: str
+    source: Call
+    span: Span
+
+
+@dataclass(frozen=True)
+class RewardDecl:
+    name: str
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class RolloutDecl:
+    name: str
+    call: Call
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bound:
+    op: str  # < <= > >= == !=
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: Expr
+    high: Expr
+    low_closed: bool
+    high_closed: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    name: str
+    default: Expr
+    constraint: Bound | Interval | None
+    doc: str | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class LetDecl:
+    name: str
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class LossDecl:
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class MetricDecl:
+    name: str
+    expr: Expr
+    span: Span
+
+
+Statement = Union[MethodDecl, PaperDecl, FamilyDecl, StabilityDecl, DataDecl, PolicyDecl,
+                  RoleDecl, RewardDecl, RolloutDecl, ParamDecl, LetDecl, LossDecl, MetricDecl]
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    path: str
+    text: str
+    statements: tuple[Statement, ...]

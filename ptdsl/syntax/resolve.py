@@ -1,0 +1,180 @@
+"""Statements → one method definition, with `extends` resolved.
+
+A child inherits everything from its parent and overrides by name: params
+(default, and constraint/doc when it gives them), lets, metrics and the loss;
+header lines (title, paper, family, stability) it states replace the parent's.
+Later stages see one flat MethodDef and never know a parent existed, except
+through spans, which keep pointing into the file each line came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from ptdsl.diagnostics import Diagnostic, Label, Sink, Span, error
+from ptdsl.syntax import ast
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    name: str
+    title: str | None
+    paper: str | None
+    family: str | None
+    stability: str
+    extends: str | None
+    path: str
+    span: Span
+    data: ast.DataDecl | None
+    policy: ast.PolicyDecl | None
+    roles: dict[str, ast.RoleDecl] = field(default_factory=dict)
+    rewards: dict[str, ast.RewardDecl] = field(default_factory=dict)
+    rollouts: dict[str, ast.RolloutDecl] = field(default_factory=dict)
+    params: dict[str, ast.ParamDecl] = field(default_factory=dict)
+    lets: dict[str, ast.LetDecl] = field(default_factory=dict)
+    loss: ast.LossDecl | None = None
+    metrics: dict[str, ast.MetricDecl] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # file → text, parents included
+
+
+_NAMED = {ast.RoleDecl: "roles", ast.RewardDecl: "rewards", ast.RolloutDecl: "rollouts",
+          ast.ParamDecl: "params", ast.LetDecl: "lets", ast.MetricDecl: "metrics"}
+_SINGLE = {ast.PaperDecl: "paper", ast.FamilyDecl: "family", ast.StabilityDecl: "stability",
+           ast.DataDecl: "data", ast.PolicyDecl: "policy", ast.LossDecl: "loss"}
+
+
+def _what(stmt) -> str:
+    return {ast.PaperDecl: "`paper`", ast.FamilyDecl: "`family`", ast.StabilityDecl: "stability",
+            ast.DataDecl: "`data`", ast.PolicyDecl: "`policy`", ast.LossDecl: "`loss`"}[type(stmt)]
+
+
+def collect(spec: ast.SpecFile, sink: Sink) -> dict:
+    """Group one file's statements; report duplicates and a missing header."""
+    out: dict = {k: {} for k in _NAMED.values()}
+    first: dict[str, Span] = {}
+    header = None
+    for i, stmt in enumerate(spec.statements):
+        if isinstance(stmt, ast.MethodDecl):
+            if header is not None or i != 0:
+                sink.add(error("E0205", "`method` must be the first line, and appear once", stmt.span,
+                               "misplaced header", help="start the file with `method NAME \"Title\"`"))
+            header = header or stmt
+            continue
+        key = _NAMED.get(type(stmt)) or _SINGLE[type(stmt)]
+        name = getattr(stmt, "name", None) if type(stmt) in _NAMED else None
+        slot = f"{key}:{name}" if name else key
+        # a name may be bound once across roles/rewards/rollouts/params/lets
+        bind = f"bind:{name}" if name and key != "metrics" else slot
+        if bind in first or slot in first:
+            prev = first.get(bind) or first[slot]
+            what = f"`{name}`" if name else _what(stmt)
+            sink.add(error("E0202", f"{what} is defined twice", stmt.span, "defined again here",
+                           extra=(Label(prev, "first defined here", primary=False),),
+                           help="remove one of them, or give it another name"))
+            continue
+        first[bind] = first[slot] = stmt.span
+        if name:
+            out[key][name] = stmt
+        else:
+            out[key] = stmt
+    if header is None:
+        sp = spec.statements[0].span if spec.statements else Span(spec.path, 1, 1, 1, 2)
+        sink.add(error("E0205", "missing `method` header", sp, "expected `method NAME \"Title\"` first",
+                       help="start the file with e.g. `method my_dpo \"My DPO variant\"`"))
+    out["header"] = header
+    return out
+
+
+Loader = Callable[[str, str], ast.SpecFile]  # (name, requesting file) → parsed parent
+
+
+def resolve(spec: ast.SpecFile, load_parent: Loader, sink: Sink, _chain: tuple[str, ...] = ()) -> MethodDef | None:
+    parts = collect(spec, sink)
+    header: ast.MethodDecl | None = parts["header"]
+    if header is None:
+        return None
+    parent: MethodDef | None = None
+    if header.extends:
+        if header.extends in _chain + (header.name,):
+            sink.add(error("E0204", f"`extends` cycle: {' → '.join(_chain + (header.name, header.extends))}",
+                           header.extends_span, "extends a method that extends this one",
+                           help="a method cannot extend itself, directly or through others"))
+            return None
+        try:
+            parent_spec = load_parent(header.extends, spec.path)
+        except _ParentError as exc:
+            sink.add(replace(exc.diagnostic, labels=(Label(header.extends_span, exc.label),)))
+            return None
+        parent = resolve(parent_spec, load_parent, sink, _chain + (header.name,))
+        if parent is None:
+            return None
+    return _merge(parent, header, parts, spec)
+
+
+class _ParentError(Exception):
+    def __init__(self, diagnostic: Diagnostic, label: str):
+        self.diagnostic, self.label = diagnostic, label
+
+
+def parent_error(code: str, message: str, label: str, help: str | None = None,
+                 notes: tuple[str, ...] = ()) -> _ParentError:
+    return _ParentError(Diagnostic("error", code, message, (), notes, help), label)
+
+
+def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: ast.SpecFile) -> MethodDef:
+    def pick(key, attr=None):
+        stmt = parts.get(key)
+        if stmt is not None and not isinstance(stmt, dict):
+            return getattr(stmt, attr) if attr else stmt
+        return getattr(parent, key) if parent else None
+
+    params = dict(parent.params) if parent else {}
+    for name, p in parts["params"].items():
+        if name in params:  # an override keeps the parent's constraint and doc unless restated
+            old = params[name]
+            p = replace(p, constraint=p.constraint or old.constraint, doc=p.doc or old.doc)
+        params[name] = p
+
+    def merged(key):
+        d = dict(getattr(parent, key)) if parent else {}
+        d.update(parts[key])
+        return d
+
+    stability = parts.get("stability")
+    return MethodDef(
+        name=header.name,
+        title=header.title or (parent.title if parent else None),
+        paper=pick("paper", "text"),
+        family=pick("family", "text"),
+        stability=stability.value if isinstance(stability, ast.StabilityDecl) else
+        (parent.stability if parent else "experimental"),
+        extends=header.extends,
+        path=spec.path,
+        span=header.span,
+        data=pick("data"),
+        policy=pick("policy"),
+        roles=merged("roles"),
+        rewards=merged("rewards"),
+        rollouts=merged("rollouts"),
+        params=params,
+        lets=merged("lets"),
+        loss=pick("loss"),
+        metrics=merged("metrics"),
+        sources={**(parent.sources if parent else {}), spec.path: spec.text},
+    )
+
+
+def library_loader(search_dirs: list[Path], parse_file) -> Loader:
+    """Find a parent by name next to the child, then in the method library."""
+    def load(name: str, requester: str) -> ast.SpecFile:
+        dirs = [Path(requester).parent] + list(search_dirs)
+        for d in dirs:
+            for cand in (d / f"{name}.ptdsl", d / "experimental" / f"{name}.ptdsl"):
+                if cand.is_file():
+                    return parse_file(cand)
+        from ptdsl.library import all_names
+        from ptdsl.diagnostics import did_you_mean
+        raise parent_error("E0203", f"cannot find method `{name}` to extend", "not found",
+                           help=did_you_mean(name, all_names()) or "`ptdsl list` shows the methods available")
+    return load
