@@ -125,8 +125,11 @@ def render(d: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
         if file != (d.span.file if d.span else file):
             out.append(f"{pad}{c['blue']}::>{c['reset']} {labels[0].span}")
         out.append(f"{pad} {c['blue']}|{c['reset']}")
-        for label in sorted(labels, key=lambda l: (l.span.line, l.span.col)):
-            out.extend(_snippet(label, lines, width, c))
+        by_line: dict[int, list[Label]] = {}
+        for label in labels:
+            by_line.setdefault(label.span.line, []).append(label)
+        for line in sorted(by_line):
+            out.extend(_snippet(line, by_line[line], lines, width, c))
     if d.notes or d.help:
         out.append(f"{pad} {c['blue']}|{c['reset']}")
     for note in d.notes:
@@ -136,19 +139,21 @@ def render(d: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
     return "\n".join(out)
 
 
-def _snippet(label: Label, lines: list[str], width: int, c: dict) -> list[str]:
-    s = label.span
-    if not (1 <= s.line <= len(lines)):
+def _snippet(line: int, labels: list[Label], lines: list[str], width: int, c: dict) -> list[str]:
+    """One source line, then one underline row per label on it (primary first)."""
+    if not (1 <= line <= len(lines)):
         return []
-    text = lines[s.line - 1].replace("\t", " ")
-    end_col = s.end_col if s.end_line == s.line else len(text) + 1
-    n_carets = max(1, end_col - s.col)
-    marker = "^" if label.primary else "-"
-    colour = c["error"] if label.primary else c["blue"]
-    gutter = f"{s.line:>{width}} {c['blue']}|{c['reset']} "
-    under = (f"{' ' * width} {c['blue']}|{c['reset']} " + " " * (s.col - 1)
-             + f"{colour}{marker * n_carets}{' ' + label.text if label.text else ''}{c['reset']}")
-    return [gutter + text, under]
+    text = lines[line - 1].replace("\t", " ")
+    out = [f"{line:>{width}} {c['blue']}|{c['reset']} " + text]
+    for label in sorted(labels, key=lambda l: (not l.primary, l.span.col)):
+        s = label.span
+        end_col = s.end_col if s.end_line == s.line else len(text) + 1
+        n_carets = max(1, end_col - s.col)
+        marker = "^" if label.primary else "-"
+        colour = c["error"] if label.primary else c["blue"]
+        out.append(f"{' ' * width} {c['blue']}|{c['reset']} " + " " * (s.col - 1)
+                   + f"{colour}{marker * n_carets}{' ' + label.text if label.text else ''}{c['reset']}")
+    return out
 
 
 def render_all(diags: list[Diagnostic], sources: dict[str, str], color: bool = False) -> str:

@@ -63,6 +63,7 @@ class _Lowerer:
         self.rollouts: dict[str, Rollout] = {}
         self.g: nx.DiGraph | None = None
         self.let_nodes: dict[str, int] = {}
+        self.let_failed: set[str] = set()  # reported once; later uses fail silently
         self.lowering: list[str] = []
 
     # ---- declarations ----------------------------------------------------------
@@ -146,6 +147,10 @@ class _Lowerer:
         self.rows[name] = n
 
     def _declare_reward(self, name: str, decl: ast.RewardDecl) -> None:
+        if name in B.ALL:  # rewards are applied like functions: `r(y)`
+            self.sink.add(error("E0202", f"reward `{name}` would shadow the builtin `{name}`", decl.span,
+                                help=f"give the reward another name, e.g. `{name}_reward`"))
+            return
         terms = self._reward_terms(decl.expr, 1.0)
         if terms is not None:
             self.rewards[name] = tuple(terms)
@@ -248,12 +253,17 @@ class _Lowerer:
     def let(self, name: str, span: Span) -> int:
         if name in self.let_nodes:
             return self.let_nodes[name]
+        if name in self.let_failed:
+            raise LoweringError()
         if name in self.lowering:
             cycle = " → ".join(self.lowering[self.lowering.index(name):] + [name])
             self.fail("E0211", f"`{name}` is defined in terms of itself ({cycle})", span, "used here")
         self.lowering.append(name)
         try:
             nid = self.expr(self.m.lets[name].expr)
+        except LoweringError:
+            self.let_failed.add(name)
+            raise
         finally:
             self.lowering.pop()
         # the let names its node; a let that is just another name keeps the first name

@@ -114,9 +114,11 @@ class _Checker:
 
     def need_bool(self, nid, d):
         if self.lv(nid).dtype != "bool":
-            span = self.g.nodes[d["args"][0]]["span"] if d["op"] == "where" else d["span"]
-            self.sink.add(error("E0306", f"`{_spec_name(d)}` needs a boolean condition", span,
-                                f"this is a number: {self.lv(nid)}",
+            operand = self.g.nodes[d["args"][0]]["span"]
+            extra = (Label(operand, f"this is a number: {self.lv(nid)}", primary=False),) \
+                if operand is not None and operand != d["span"] else ()
+            self.sink.add(error("E0306", f"`{_spec_name(d)}` needs a boolean condition", d["span"],
+                                "condition is not a boolean", extra=extra,
                                 help="compare it, e.g. `x > 0`"))
             raise _Skip()
 
@@ -140,6 +142,13 @@ class _Checker:
 
     def rule_const(self, op, args, d):
         return [], (Level("scalar", dtype="bool") if isinstance(d["attrs"]["value"], bool) else SCALAR)
+
+    # `to_real` and `expand` are what this pass inserts; re-checking a typed graph keeps them
+    def rule_to_real(self, op, args, d):
+        return args, self.lv(args[0]).with_dtype("real")
+
+    def rule_expand(self, op, args, d):
+        return args, d["level"]  # only typed graphs hold `expand`, with the level it was given
 
     def rule_map(self, op, args, d):
         x = self.real(args[0], d["span"])
@@ -190,7 +199,10 @@ class _Checker:
         return args, self.lv(args[0]).at("seq").with_dtype("real")
 
     def rule_rows(self, op, args, d):
-        self.need(args[0], ("seq",), d, "a per-sequence value")
+        self.need(args[0], ("seq",), d, "a per-sequence value",
+                  help=None if self.lv(args[0]).kind != "token" else
+                  f"reduce the tokens first: per sequence, e.g. `{op}(mean_tokens(x))` or "
+                  f"`{op}(sum_tokens(x))`; or over all tokens of the batch, `token_mean(x)`")
         return [self.real(args[0], d["span"])], SCALAR
 
     def rule_token_reduce(self, op, args, d):
@@ -202,7 +214,7 @@ class _Checker:
         n = self.g.graph["rows"].get(lvl.rows)
         if n is None:
             self.sink.add(error("E0305", f"`{_spec_name(d)}` needs rows drawn in groups by a rollout, "
-                                         f"but these are {lvl}", d["span"],
+                                         f"but these are {lvl}", d["span"], "these rows are not groups",
                                 help="group statistics work on rollout rows, e.g. `group_mean(r(y))` "
                                      "with `rollout y = sample(policy, n = 8)`"))
             raise _Skip()

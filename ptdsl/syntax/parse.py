@@ -256,8 +256,9 @@ def _common_mistake(exc, text: str) -> tuple[str, str] | None:
 def _diagnose(exc: LarkError, text: str, path: str) -> Diagnostic:
     mistake = _common_mistake(exc, text)
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        line = text.count("\n") + 1
-        col = len(text.rsplit("\n", 1)[-1]) + 1
+        body = text.rstrip()  # point just after the last character, not at an empty last line
+        line = body.count("\n") + 1
+        col = len(body.rsplit("\n", 1)[-1]) + 1
         span = Span(path, line, col, line, col + 1)
         expected_set = set(getattr(exc, "expected", set()) or set())
         expected = _describe_expected(expected_set)
