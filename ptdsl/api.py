@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ptdsl.compiler import Compiled, compile_definition, define
-from ptdsl.inputs import InputError  # noqa: F401  (re-exported)
+from ptdsl.inputs import InputError  # re-exported by ptdsl/__init__
+
+__all__ = ["load", "compile", "Method", "CompiledMethod", "Input", "Param", "InputError"]
 from ptdsl.syntax.resolve import MethodDef
 
 

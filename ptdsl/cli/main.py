@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from ptdsl.diagnostics import Diagnostic, SpecError, render_all, to_json
+from ptdsl.diagnostics import Diagnostic, SpecError, render_all
 
 
 def _overrides(pairs: list[str] | None) -> dict:

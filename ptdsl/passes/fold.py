@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ptdsl.ir.graph import copy, order, replace_uses
+from ptdsl.ir.graph import copy, order
 
 
 def _log(x):

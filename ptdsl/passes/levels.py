@@ -265,7 +265,7 @@ def _spec_name(d) -> str:
 
 def _reduce_help(lvl: Level, what, kinds=("scalar",)) -> str | None:
     if lvl.kind == "seq" and "scalar" in kinds:
-        return f"reduce it over the batch, e.g. `mean(...)`" + (f" in the {what}" if what else "")
+        return "reduce it over the batch, e.g. `mean(...)`" + (f" in the {what}" if what else "")
     if lvl.kind == "token" and "seq" in kinds:
         return None
     if lvl.kind == "token":

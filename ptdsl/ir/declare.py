@@ -1,0 +1,185 @@
+"""Declarations: the data kind's sets and fields, model roles, rollouts and
+reward sources of a method, checked and registered before any expression is
+lowered (ir/lower.py reads them to resolve names)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ptdsl.diagnostics import Sink, Span, did_you_mean, error
+from ptdsl.ir import builtins as B
+from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
+from ptdsl.ir.graph import SetInfo
+from ptdsl.passes.params import NotConstant, const_eval
+from ptdsl.syntax import ast
+from ptdsl.syntax.resolve import MethodDef
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    kind: str        # policy | frozen_copy | model | value_head | old
+    trainable: bool
+    source: str      # e.g. "frozen(policy)", "model(\"gpt2\")"
+    of: str | None = None  # the role a frozen copy / value head / old snapshot is built from
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    weight: float
+    kind: str        # verifier | reward_model
+    name: str
+
+
+@dataclass(frozen=True)
+class Rollout:
+    name: str
+    model: str
+    options: dict
+
+
+@dataclass
+class Declarations:
+    sets: dict[str, SetInfo] = field(default_factory=dict)
+    rows: dict[str, int | None] = field(default_factory=lambda: {EXAMPLES: None})
+    fields: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=dict)
+    rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
+    rollouts: dict[str, Rollout] = field(default_factory=dict)
+
+
+class _Declarer:
+    def __init__(self, m: MethodDef, params: dict, sink: Sink):
+        self.m, self.params, self.sink = m, params, sink
+        self.d = Declarations()
+        self.sets, self.rows, self.fields = self.d.sets, self.d.rows, self.d.fields
+        self.roles, self.rewards, self.rollouts = self.d.roles, self.d.rewards, self.d.rollouts
+
+    def declare(self) -> None:
+        m = self.m
+        if m.data is None:
+            self.sink.add(error("E0206", f"method `{m.name}` has no `data` line", m.span, "in this method",
+                                help=f"add e.g. `data preference`; data kinds: {', '.join(DATA_KINDS)}"))
+        elif m.data.kind not in DATA_KINDS:
+            self.sink.add(error("E0207", f"unknown data kind `{m.data.kind}`", m.data.span, "unknown",
+                                help=did_you_mean(m.data.kind, DATA_KINDS) or
+                                f"data kinds: {', '.join(DATA_KINDS)}"))
+        else:
+            kind = DATA_KINDS[m.data.kind]
+            for s in kind.sets:
+                self.sets[s] = SetInfo(s, EXAMPLES, "data")
+            self.fields.update(dict(kind.fields))
+            for f in m.data.fields:
+                self.fields[f.id] = "real"
+        if m.policy is None:
+            self.sink.add(error("E0206", f"method `{m.name}` has no `policy` line", m.span, "in this method",
+                                help="declare the trainable model with a line `policy`"))
+        self.roles["policy"] = Role("policy", "policy", True, "policy")
+        for name, decl in m.roles.items():
+            self._declare_role(name, decl)
+        self.roles["old"] = Role("old", "old", False, "old", "policy")
+        for name, decl in m.rollouts.items():
+            self._declare_rollout(name, decl)
+        for name, decl in m.rewards.items():
+            self._declare_reward(name, decl)
+        if m.loss is None:
+            self.sink.add(error("E0206", f"method `{m.name}` has no `loss`", m.span, "in this method",
+                                help="add a line `loss EXPR`, a scalar expression"))
+
+    def _declare_role(self, name: str, decl: ast.RoleDecl) -> None:
+        src = decl.source
+        if name in ("policy", "old"):
+            self.sink.add(error("E0202", f"`{name}` is a built-in role and cannot be rebound", decl.span))
+            return
+        if src.func == "frozen" and _single_name(src) in ("policy",):
+            self.roles[name] = Role(name, "frozen_copy", False, "frozen(policy)", "policy")
+        elif src.func == "model" and len(src.args) == 1 and isinstance(src.args[0], ast.String) and not src.kwargs:
+            self.roles[name] = Role(name, "model", False, f'model("{src.args[0].value}")')
+        elif src.func == "value_head" and _single_name(src) == "policy":
+            self.roles[name] = Role(name, "value_head", True, "value_head(policy)", "policy")
+        else:
+            self.sink.add(error("E0212", f"`{name}` is bound to something that is not a model", src.span,
+                                "not a role source",
+                                help="roles are `frozen(policy)`, `model(\"id or path\")` or `value_head(policy)`"))
+
+    def _declare_rollout(self, name: str, decl: ast.RolloutDecl) -> None:
+        c = decl.call
+        if c.func != "sample" or len(c.args) != 1 or not isinstance(c.args[0], ast.Name):
+            self.sink.add(error("E0212", f"rollout `{name}` must be `sample(MODEL, n = …)`", c.span,
+                                help="e.g. `rollout y = sample(policy, n = 8, temperature = 1.0)`"))
+            return
+        model = c.args[0].id
+        role = self.roles.get(model)
+        if role is None or role.kind == "value_head":
+            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span, "not a language model",
+                                help=did_you_mean(model, self.roles) or "sample from `policy` or a declared model role"))
+            return
+        options = {"n": 1}
+        for kw in c.kwargs:
+            if kw.name not in B.SAMPLE_OPTIONS:
+                self.sink.add(error("E0209", f"`sample` has no option `{kw.name}`", kw.name_span,
+                                    help=did_you_mean(kw.name, B.SAMPLE_OPTIONS) or
+                                    f"options: {', '.join(B.SAMPLE_OPTIONS)}"))
+                continue
+            try:
+                options[kw.name] = const_eval(kw.value, self._param_lookup)
+            except NotConstant as exc:
+                self.sink.add(error("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what))
+        n = options["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            self.sink.add(error("E0403", f"`n` must be a whole number ≥ 1, got {n!r}", decl.span,
+                                help="n is the number of samples drawn per prompt"))
+            n = 1
+        self.rollouts[name] = Rollout(name, model, options)
+        self.sets[name] = SetInfo(name, name, "rollout")
+        self.rows[name] = n
+
+    def _declare_reward(self, name: str, decl: ast.RewardDecl) -> None:
+        if name in B.ALL:  # rewards are applied like functions: `r(y)`
+            self.sink.add(error("E0202", f"reward `{name}` would shadow the builtin `{name}`", decl.span,
+                                help=f"give the reward another name, e.g. `{name}_reward`"))
+            return
+        terms = self._reward_terms(decl.expr, 1.0)
+        if terms is not None:
+            self.rewards[name] = tuple(terms)
+
+    def _reward_terms(self, e: ast.Expr, w: float):
+        if isinstance(e, ast.Call) and e.func in B.REWARD_SOURCES:
+            if len(e.args) == 1 and isinstance(e.args[0], ast.String) and not e.kwargs:
+                return [RewardTerm(w, e.func, e.args[0].value)]
+            self.sink.add(error("E0209", f"`{e.func}` takes one string", e.span,
+                                help=f'e.g. `{e.func}("accuracy")`'))
+            return None
+        if isinstance(e, ast.Binary) and e.op in "+-":
+            a = self._reward_terms(e.left, w)
+            b = self._reward_terms(e.right, w if e.op == "+" else -w)
+            return a + b if a is not None and b is not None else None
+        if isinstance(e, ast.Binary) and e.op == "*":
+            for k, s in ((e.left, e.right), (e.right, e.left)):
+                try:
+                    c = const_eval(k, self._param_lookup)
+                except NotConstant:
+                    continue
+                return self._reward_terms(s, w * c)
+        self.sink.add(error("E0212", "a reward is a weighted sum of `verifier(\"name\")` and "
+                                     "`reward_model(\"path\")` sources", e.span, "not a reward source",
+                            help='e.g. `reward r = 0.8 * verifier("accuracy") + 0.2 * verifier("format")`'))
+        return None
+
+    def _param_lookup(self, name: str, span: Span):
+        if name in self.params:
+            return self.params[name]
+        raise NotConstant(span, f"`{name}` is not a parameter")
+
+    # ---- graph -------------------------------------------------------------------
+
+def _single_name(c: ast.Call) -> str | None:
+    if len(c.args) == 1 and isinstance(c.args[0], ast.Name) and not c.kwargs:
+        return c.args[0].id
+    return None
+
+
+
+def declare(m: MethodDef, params: dict, sink: Sink) -> Declarations:
+    dec = _Declarer(m, params, sink)
+    dec.declare()
+    return dec.d
