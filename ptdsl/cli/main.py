@@ -17,18 +17,19 @@ import sys
 from ptdsl.diagnostics import Diagnostic, SpecError, render_all
 
 
-def _overrides(pairs: list[str] | None) -> dict:
+def parse_overrides(pairs: list[str] | None) -> dict:
     from ptdsl.passes.params import parse_cli_value
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise _Usage(f"--set takes NAME=VALUE, got `{pair}`")
+            raise Usage(f"--set takes NAME=VALUE, got `{pair}`")
         k, v = pair.split("=", 1)
         out[k.strip()] = parse_cli_value(v)
     return out
 
 
-class _Usage(Exception):
+class Usage(Exception):
+    """Bad command-line usage: argparse prints it and exits 2."""
     pass
 
 
@@ -36,7 +37,7 @@ def _color(stream) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def _report(err: SpecError) -> None:
+def report(err: SpecError) -> None:
     print(render_all(err.diagnostics, err.sources, color=_color(sys.stderr)), file=sys.stderr)
     n = sum(d.severity == "error" for d in err.diagnostics)
     print(f"\n{n} error{'s' if n != 1 else ''}", file=sys.stderr)
@@ -46,7 +47,7 @@ def _report(err: SpecError) -> None:
 
 def cmd_check(args) -> int:
     from ptdsl.api import compile as compile_method, load
-    overrides = _overrides(args.set)
+    overrides = parse_overrides(args.set)
     results, failed = [], 0
     for target in args.targets:
         try:
@@ -60,7 +61,7 @@ def cmd_check(args) -> int:
             failed += 1
             results.append({"target": target, "ok": False, "diagnostics": [d.to_json() for d in err.diagnostics]})
             if args.format == "text":
-                _report(err)
+                report(err)
     if args.format == "json":
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
@@ -108,7 +109,7 @@ def _markdown(rows) -> str:
 def cmd_show(args) -> int:
     from ptdsl.api import compile as compile_method
     from ptdsl.ir.printer import print_ir
-    c = compile_method(args.method, **_overrides(args.set))
+    c = compile_method(args.method, **parse_overrides(args.set))
     m = c.method
     out = [f"method {m.name}" + (f" extends {m.extends}" if m.extends else "") + f" \"{m.title or ''}\"",
            f"  file       {m.path}", f"  paper      {m.paper or '-'}", f"  family     {m.family or '-'}",
@@ -136,14 +137,21 @@ def _fmt(v) -> str:
 def cmd_compile(args) -> int:
     from ptdsl.api import compile as compile_method
     from ptdsl.ir.printer import print_ir
-    c = compile_method(args.method, **_overrides(args.set))
+    c = compile_method(args.method, **parse_overrides(args.set))
     print(c.source if args.emit == "python" else print_ir(c.graph), end="" if args.emit == "python" else "\n")
     return 0
 
 
 # ---- entry point ----------------------------------------------------------------
 
+# Commands defined in other modules: each exposes `register(subparsers)`, which adds
+# its parser with `set_defaults(fn=...)`. Listed by module path so that importing
+# the CLI stays cheap (a module is imported when the parser is built).
+EXTRA_COMMANDS: list[str] = []
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
     p = argparse.ArgumentParser(prog="ptdsl", description="A compiler for LLM post-training methods.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -170,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--emit", choices=["python", "ir"], default="python")
     s.add_argument("--set", action="append", metavar="NAME=VALUE")
     s.set_defaults(fn=cmd_compile)
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module).register(sub)
     return p
 
 
@@ -179,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except SpecError as err:
-        _report(err)
+        report(err)
         return 1
-    except _Usage as exc:
+    except Usage as exc:
         parser.error(str(exc))
     except BrokenPipeError:
         return 0
