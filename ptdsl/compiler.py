@@ -65,7 +65,9 @@ def define(name_or_path: str) -> MethodDef:
     path = library.find(name_or_path)
     if path is None:
         looks_like_path = name_or_path.endswith(".ptdsl") or "/" in name_or_path
-        raise SpecError([error("E0203", f"no {'file' if looks_like_path else 'method'} `{name_or_path}`",
+        if looks_like_path:
+            raise SpecError([error("E0203", f"no file `{name_or_path}`", help="check the path")])
+        raise SpecError([error("E0203", f"no method `{name_or_path}`",
                                help=did_you_mean(name_or_path, library.all_names())
                                or "`ptdsl list` shows the methods in the library")])
     sources: dict[str, str] = {}

@@ -78,7 +78,7 @@ _UNARY = {
     "sigmoid": torch.sigmoid, "logsigmoid": F.logsigmoid, "softplus": F.softplus, "relu": torch.relu,
     "abs": torch.abs, "sqrt": torch.sqrt, "square": lambda x: x * x, "tanh": torch.tanh,
     "log1mexp": _log1mexp, "sign": torch.sign, "stopgrad": lambda x: x.detach(),
-    "not": torch.logical_not, "mean": torch.mean, "sum": torch.sum, "std": lambda x: x.std(unbiased=True),
+    "not": torch.logical_not, "sum": torch.sum, "std": lambda x: x.std(unbiased=True),
     "max_rows": torch.max, "min_rows": torch.min,
     "softmax": lambda x: torch.softmax(x, -1), "log_softmax": lambda x: torch.log_softmax(x, -1),
     "sum_vocab": lambda x: x.sum(-1),
@@ -89,15 +89,19 @@ _BINARY = {
     "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq, "ne": torch.ne,
     "and": torch.logical_and, "or": torch.logical_or,
     "sum_tokens": lambda x, m: _masked(x, m).sum(-1),
-    "mean_tokens": lambda x, m: _masked(x, m).sum(-1) / m.sum(-1).to(x.dtype),
+    "mean_tokens": lambda x, m: _masked(x, m).sum(-1) / torch.clamp(m.sum(-1), min=1).to(x.dtype),
     "token_sum": lambda x, m: _masked(x, m).sum(),
-    "token_mean": lambda x, m: _masked(x, m).sum() / m.sum().to(x.dtype),
     "at_last": _at_last, "whiten": _whiten,
 }
 
 
-def evaluate(g, inputs: dict, dtype: torch.dtype):
-    """(loss, metrics, values): values maps every node id to its tensor."""
+def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None):
+    """(loss, metrics, values): values maps every node id to its tensor.
+
+    `norm` gives global counts for batch means when the batch is split (see
+    codegen/python.normalizer_key); without it, means divide by local counts."""
+    from ptdsl.codegen.python import normalizer_key
+    norm = norm or {}
     val: dict[int, torch.Tensor] = {}
     mask_of: dict[str, torch.Tensor] = {}
     for n in order(g):  # masks first: token leaves are cleaned with their set's mask
@@ -107,14 +111,20 @@ def evaluate(g, inputs: dict, dtype: torch.dtype):
             val[n] = mask_of[d["attrs"]["set"]] = m if m.dtype == torch.bool else m != 0
     for n in order(g):
         if n not in val:
-            val[n] = _node(g, n, [val[a] for a in g.nodes[n]["args"]], inputs, mask_of, dtype)
+            count = norm.get(normalizer_key(g, n))
+            val[n] = _node(g, n, [val[a] for a in g.nodes[n]["args"]], inputs, mask_of, dtype, count)
     metrics = {k: val[v].detach() for k, v in g.graph["metrics"].items()}
     return val[g.graph["loss"]], metrics, val
 
 
-def _node(g, n, args, inputs, mask_of, dtype):
+def _node(g, n, args, inputs, mask_of, dtype, count=None):
     d = g.nodes[n]
     op, a = d["op"], d["attrs"]
+    if op == "mean":
+        return args[0].sum() / (args[0].shape[0] if count is None else count)
+    if op == "token_mean":
+        x, m = args
+        return _masked(x, m).sum() / (torch.clamp(m.sum(), min=1) if count is None else count)
     if op == "leaf":
         x = inputs[a["name"]]
         return _masked(x, mask_of[a["set"]]) if a["level"] in ("token", "vocab") else x
@@ -146,6 +156,6 @@ def _node(g, n, args, inputs, mask_of, dtype):
     return _BINARY[op](*args)
 
 
-OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"leaf", "const", "expand", "to_real", "length", "group_mean",
+OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
                                                  "group_std", "group_sum", "clip", "where", "gae",
                                                  "discounted_sum"}

@@ -22,15 +22,23 @@ def sum_tokens(x, mask):
 
 
 def mean_tokens(x, mask):
-    return sum_tokens(x, mask) / mask.sum(-1).to(x.dtype)
+    # an empty sequence (e.g. a truncated rollout masked out) has token mean 0, as in TRL
+    return sum_tokens(x, mask) / mask.sum(-1).clamp(min=1).to(x.dtype)
 
 
 def token_sum(x, mask):
     return sum_tokens(x, mask).sum()
 
 
-def token_mean(x, mask):
-    return token_sum(x, mask) / mask.sum().to(x.dtype)
+def token_mean(x, mask, count=None):
+    """Σ m x / Σ m; `count` is the global token count when the batch is split."""
+    n = mask.sum().clamp(min=1) if count is None else count
+    return token_sum(x, mask) / torch.as_tensor(n).to(x.dtype)
+
+
+def mean_rows(x, count=None):
+    """Σ x / rows; `count` is the global row count when the batch is split."""
+    return x.sum() / (x.shape[0] if count is None else count)
 
 
 def _groups(x, n):

@@ -110,8 +110,11 @@ class _Declarer:
         model = c.args[0].id
         role = self.roles.get(model)
         if role is None or role.kind == "value_head":
-            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span, "not a language model",
-                                help=did_you_mean(model, self.roles) or "sample from `policy` or a declared model role"))
+            lms = [r for r, info in self.roles.items() if info.kind != "value_head"]
+            help = (did_you_mean(model, lms) if role is None else None) or \
+                f"sample from a language model: {', '.join(f'`{r}`' for r in lms)}"
+            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span,
+                                "a value head" if role else "not a model role", help=help))
             return
         options = {"n": 1}
         for kw in c.kwargs:
@@ -125,6 +128,8 @@ class _Declarer:
             except NotConstant as exc:
                 self.sink.add(error("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what))
         n = options["n"]
+        if isinstance(n, float) and n.is_integer():  # e.g. `n = group / 2`
+            n = options["n"] = int(n)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             self.sink.add(error("E0403", f"`n` must be a whole number ≥ 1, got {n!r}", decl.span,
                                 help="n is the number of samples drawn per prompt"))

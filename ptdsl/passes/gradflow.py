@@ -15,6 +15,11 @@ from ptdsl.ir.graph import order
 from ptdsl.ir.ops import OPS
 
 
+# how ops without gradient are written in a spec
+_SURFACE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!=", "and": "and", "or": "or",
+            "not": "not", "to_real": "a comparison used as a number"}
+
+
 def differentiable(g: nx.DiGraph) -> set[int]:
     """Nodes whose value depends differentiably on a trainable leaf."""
     live: set[int] = set()
@@ -65,7 +70,8 @@ def check_gradient(g: nx.DiGraph, sink: Sink) -> None:
         return
     cuts = [n for n in upstream if n not in live and any(a in live for a in g.nodes[n]["args"])
             and g.nodes[n]["span"] is not None]
-    extra = tuple(Label(g.nodes[c]["span"], f"gradient stops at `{g.nodes[c]['op']}`", primary=False)
+    extra = tuple(Label(g.nodes[c]["span"], f"gradient stops at `{_SURFACE.get(g.nodes[c]['op'], g.nodes[c]['op'])}`",
+                        primary=False)
                   for c in sorted(cuts)[:3])
     sink.add(error("E0501", "the loss cannot train the policy: every path from the policy is cut", span,
                    "no gradient reaches this", extra=extra,
