@@ -147,7 +147,9 @@ def cmd_compile(args) -> int:
 # Commands defined in other modules: each exposes `register(subparsers)`, which adds
 # its parser with `set_defaults(fn=...)`. Listed by module path so that importing
 # the CLI stays cheap (a module is imported when the parser is built).
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = [
+    "ptdsl.cli.train",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

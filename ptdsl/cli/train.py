@@ -1,0 +1,57 @@
+"""`ptdsl train METHOD …`: train with a compiled method (runtime/loop.py).
+
+With no --model and --data it runs the embedded default: a tiny model with random
+weights, a character tokenizer and synthetic arithmetic data of the method's kind.
+Under several processes: `accelerate launch -m ptdsl train …`."""
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    s = sub.add_parser("train", help="train a model with a method (embedded default without --model/--data)")
+    s.add_argument("method")
+    s.add_argument("--model", help="model id or local path (default: the embedded tiny model)")
+    s.add_argument("--data", help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name")
+    s.add_argument("--reward-fn", action="append", default=[], metavar="[NAME=]MODULE:FUNCTION",
+                   help="a verifier, imported from the named module")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a method parameter")
+    s.add_argument("--output", default="out", help="output directory (metrics.jsonl, checkpoints, final/)")
+    s.add_argument("--steps", type=int, help="optimizer steps (default: one epoch)")
+    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    s.add_argument("--batch-size", type=int, default=8, help="examples (prompts) per process per micro-step")
+    s.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    s.add_argument("--lr", type=float, help="learning rate (default 1e-5; 3e-3 for the embedded model)")
+    s.add_argument("--warmup-ratio", type=float, default=0.1)
+    s.add_argument("--max-grad-norm", type=float, default=1.0)
+    s.add_argument("--max-length", type=int, default=512)
+    s.add_argument("--max-prompt-length", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")
+    s.add_argument("--log-steps", type=int, default=10)
+    s.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    s.add_argument("--no-precompute", action="store_true", help="run frozen data-only queries at every step")
+    s.add_argument("--report-to", action="append", default=[], choices=["tensorboard", "trackio"])
+    s.add_argument("--temperature", type=float, help="override the rollout sampling temperature")
+    s.add_argument("--max-tokens", type=int, help="override the rollout's maximum completion tokens")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from ptdsl.cli.main import parse_overrides
+    from ptdsl.runtime.errors import RuntimeSetupError
+    from ptdsl.runtime.loop import train
+    rollout = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v is not None}
+    try:
+        train(args.method, model=args.model, data=args.data, reward_fns=args.reward_fn,
+              params=parse_overrides(args.set), output=args.output, steps=args.steps, resume=args.resume,
+              batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
+              warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
+              max_prompt_length=args.max_prompt_length, seed=args.seed, save_steps=args.save_steps,
+              log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
+              report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet)
+    except RuntimeSetupError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
+    return 0

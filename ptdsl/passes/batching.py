@@ -1,0 +1,65 @@
+"""Which losses split exactly across micro-batches and processes.
+
+With global counts for its batch means (codegen/python.normalizer_key), a loss
+that is a linear combination of batch reductions (`mean`, `sum`, `token_mean`,
+`token_sum`) of per-row expressions splits exactly: the micro-batch losses sum
+to the full-batch loss, so their gradients do too. Group statistics are
+per-row here (groups never straddle micro-batches). Anything else that looks
+across rows — a batch statistic used non-linearly (`std`, `whiten`, a mean inside
+a sigmoid, KTO's detached KL estimate) — is computed per micro-batch, as TRL
+does; this pass names those nodes so the runtime can say so.
+"""
+from __future__ import annotations
+
+from ptdsl.ir.graph import order
+
+LINEAR_REDUCTIONS = frozenset({"mean", "sum", "token_mean", "token_sum"})
+CROSS_ROW = frozenset({"mean", "sum", "std", "max_rows", "min_rows", "token_mean", "token_sum", "whiten"})
+_LINEAR = frozenset({"add", "sub", "neg"})
+
+
+def _constant(g, n) -> bool:
+    return g.nodes[n]["op"] == "const"
+
+
+def inexact_nodes(g) -> list[int]:
+    """Nodes that make a split of the loss's batch inexact (empty: the split is exact)."""
+    cross = _cross_row(g)
+    bad: list[int] = []
+
+    def visit(n):  # n is in linear position above the reductions
+        d = g.nodes[n]
+        op = d["op"]
+        if op in LINEAR_REDUCTIONS:
+            operand = d["args"][0]
+            if operand in cross:
+                bad.append(n)
+            return
+        if op in _LINEAR:
+            for a in d["args"]:
+                visit(a)
+            return
+        if op in ("mul", "div"):
+            a, b = d["args"]
+            if op == "mul" and _constant(g, a):
+                return visit(b)
+            if _constant(g, b):
+                return visit(a)
+        if op == "const" or n not in cross:
+            return  # constants and per-row values need no counts
+        bad.append(n)
+
+    loss = g.graph.get("loss")
+    if loss is not None:
+        visit(loss)
+    return bad
+
+
+def _cross_row(g) -> set[int]:
+    """Nodes whose value depends on more than their own row (a batch statistic upstream)."""
+    out: set[int] = set()
+    for n in order(g):
+        d = g.nodes[n]
+        if d["op"] in CROSS_ROW or any(a in out for a in d["args"]):
+            out.add(n)
+    return out

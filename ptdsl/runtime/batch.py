@@ -1,0 +1,83 @@
+"""Batches: the rows of every sequence set a step needs, and their token layout.
+
+A set's rows are (prompt ids, completion ids) pairs. Dataset sets come from the
+examples; `mismatched(S)` pairs each prompt with the previous row's completion
+(cyclic within the micro-batch, as TRL's KTO does within a device batch); rollout
+sets are filled by rollout.py. One forward runs over several sets at once in the
+layout `[left padding][prompt][completion][right padding]`, so every row's
+completion starts at the same column and per-token outputs are a plain slice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SetRows:
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    truncated: list[bool] | None = None   # rollouts: no EOS within max_tokens
+    texts: list[str] | None = None        # rollouts: decoded completions
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+
+@dataclass
+class Batch:
+    examples: list
+    sets: dict[str, SetRows] = field(default_factory=dict)
+
+    @property
+    def prompts(self) -> list[str]:
+        return [e.prompt_text for e in self.examples]
+
+
+def dataset_sets(examples, wanted: list[str], set_info) -> dict[str, SetRows]:
+    prompts = [e.prompt_ids for e in examples]
+    out = {}
+    for s in wanted:
+        info = set_info[s]
+        if info.source == "data":
+            out[s] = SetRows(prompts, [e.completions[s] for e in examples])
+        elif info.source == "derived":  # mismatched(base): the previous row's completion
+            base = [e.completions[info.base] for e in examples]
+            out[s] = SetRows(prompts, base[-1:] + base[:-1])
+    return out
+
+
+@dataclass
+class Layout:
+    """Token ids of rows from several sets, ready for one forward."""
+
+    input_ids: object       # [R, P + C]
+    attention_mask: object
+    position_ids: object
+    prompt_len: int         # P: completions start at column P
+    spans: dict             # set → (first row, row count, completion length C_s)
+    completion_mask: dict   # set → [rows, C_s] bool
+
+
+def layout(sets: dict[str, SetRows], names: list[str], pad_id: int, device) -> Layout:
+    import torch
+    rows = [(s, p, c) for s in names for p, c in zip(sets[s].prompt_ids, sets[s].completion_ids)]
+    P = max(len(p) for _, p, _ in rows)
+    C = max(max(len(c) for _, _, c in rows), 1)
+    ids = torch.full((len(rows), P + C), pad_id, dtype=torch.long)
+    att = torch.zeros((len(rows), P + C), dtype=torch.long)
+    for i, (_, p, c) in enumerate(rows):
+        ids[i, P - len(p):P] = torch.tensor(p, dtype=torch.long)
+        att[i, P - len(p):P] = 1
+        if c:
+            ids[i, P:P + len(c)] = torch.tensor(c, dtype=torch.long)
+            att[i, P:P + len(c)] = 1
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    spans, masks, start = {}, {}, 0
+    for s in names:
+        n = len(sets[s])
+        width = max(max((len(c) for c in sets[s].completion_ids), default=1), 1)
+        lengths = torch.tensor([len(c) for c in sets[s].completion_ids])
+        masks[s] = (torch.arange(width)[None, :] < lengths[:, None]).to(device)
+        spans[s] = (start, n, width)
+        start += n
+    return Layout(ids.to(device), att.to(device), pos.to(device), P, spans, masks)

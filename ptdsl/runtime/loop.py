@@ -1,0 +1,274 @@
+"""The training loop: one readable file, the compiled method its only
+method-specific input.
+
+Each optimizer step takes one global batch (the same on every process, from a
+seeded permutation, so a step's data depends only on the seed and the step),
+keeps this process's slice, splits it into micro-batches, samples rollouts and
+scores rewards where the plan has them, counts rows and tokens over the whole
+global batch (all processes) BEFORE any backward, and gives those counts to the
+compiled loss as its normalisers: the micro-batch losses then sum to the
+full-batch loss, whatever the accumulation steps or the number of processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import ptdsl
+from ptdsl.passes.batching import inexact_nodes
+from ptdsl.runtime import checkpoint, embedded, rollout
+from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.precompute import precompute
+from ptdsl.runtime.rewards import RewardSources
+from ptdsl.runtime.setup import load_examples, load_models
+from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks
+
+
+@dataclass
+class TrainOptions:
+    output: str = "out"
+    steps: int | None = None             # optimizer steps (default: one epoch)
+    batch_size: int = 8                  # examples (prompts, for rollouts) per process per micro-step
+    grad_accum: int = 1
+    learning_rate: float | None = None   # default: 1e-5, or 3e-3 for the embedded tiny model
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 512
+    max_prompt_length: int | None = None
+    seed: int = 0
+    save_steps: int = 0                  # 0: only the final model
+    log_steps: int = 10
+    mixed_precision: str = "no"          # no | bf16 | fp16
+    precompute: bool = True              # precompute frozen data-only queries (reference log-probs)
+    report_to: tuple = ()                # tensorboard, trackio
+    resume: bool = False
+    rollout: dict = field(default_factory=dict)   # sample option overrides (temperature, max_tokens, …)
+    quiet: bool = False
+
+
+def train(method, model: str | None = None, data: str | None = None, reward_fns=(), params: dict | None = None,
+          **options) -> dict:
+    """Train `method` (name, path or Method) and return the last logged metrics."""
+    opts = TrainOptions(**options)
+    compiled = ptdsl.compile(method, **(params or {}))
+    if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
+        opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
+                      project_dir=opts.output)
+    set_seed(opts.seed)
+    log = _logger(acc, opts)
+    out = Path(opts.output)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # -- models, data, rewards: everything checked before step 1
+    models = load_models(compiled, model, opts.seed)
+    examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
+                             opts.seed, log)
+    rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device) \
+        if compiled.plan.rewards else None
+    world = acc.num_processes
+    per_step = opts.batch_size * opts.grad_accum * world
+    if len(examples) < per_step:
+        raise RuntimeSetupError(f"the dataset has {len(examples)} usable rows, fewer than one global batch "
+                                f"({opts.batch_size} × {opts.grad_accum} accumulation × {world} processes)")
+    total = opts.steps or max(1, len(examples) // per_step)
+    if (opts.grad_accum > 1 or world > 1) and inexact_nodes(compiled.graph):
+        spans = ", ".join(str(compiled.graph.nodes[n]["span"]) for n in inexact_nodes(compiled.graph))
+        log(f"note: `{compiled.name}` uses a batch statistic non-linearly ({spans}); it is computed per "
+            f"micro-batch, as TRL does, so the split is not exact for that term")
+
+    # -- precompute frozen, data-only queries (reference log-probs) once
+    pre = [q for q in compiled.plan.queries if q.precomputable] if opts.precompute else []
+    for m in models.frozen.values():
+        m.to(acc.device)
+    positions = {e.index: i for i, e in enumerate(examples)}
+    cache = precompute(pre, models.frozen, examples, compiled.graph.graph["sets"], models.tokenizer.pad_token_id,
+                       acc.device, 16, out / "cache" if acc.is_main_process else None, models.ids,
+                       _progress(acc, opts)) if pre else {}
+
+    # -- optimizer, schedule, accelerate
+    lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
+    heads = list(models.heads.values())
+    params_ = [p for m in [models.policy, *heads] for p in m.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params_, lr=lr, weight_decay=opts.weight_decay)
+    warm = int(opts.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min((s + 1) / max(warm, 1), max(0.0, (total - s) / max(total - warm, 1))))
+    prepared = acc.prepare(models.policy, *heads, optim, sched)
+    models.policy, heads, optim, sched = prepared[0], list(prepared[1:-2]), prepared[-2], prepared[-1]
+    models.heads = dict(zip(models.heads, heads))
+    start = 0
+    if opts.resume:
+        ck = checkpoint.latest(out)
+        if ck is None:
+            raise RuntimeSetupError(f"--resume: no checkpoint in `{out}`")
+        start = checkpoint.load(acc, ck)
+        log(f"resumed from {ck} at step {start}")
+    if opts.report_to:
+        acc.init_trackers("ptdsl", config={"method": compiled.name, **compiled.params, **asdict(opts)})
+
+    ctx = StepContext(compiled, models, acc.device, cache, positions)
+    trainable = [models.policy, *heads]
+    bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
+    last: dict = {}
+    for step in bar:
+        t0 = time.time()
+        micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards)
+        norm = _global_counts(compiled, micro, acc)
+        sums: dict[str, float] = {}
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            with contextlib.ExitStack() as stack:
+                if not sync:
+                    for m in trainable:
+                        stack.enter_context(acc.no_sync(m))
+                with acc.autocast():
+                    inputs = loss_inputs(ctx, batch)
+                    loss, metrics = compiled.loss(inputs, normalizers=norm)
+                _check_finite(compiled, loss, inputs, step)
+                acc.backward(loss * world)  # DDP averages over processes; the counts are global
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v.float().item() / len(micro)
+        if opts.max_grad_norm:
+            grad_norm = acc.clip_grad_norm_(params_, opts.max_grad_norm)
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        last = _reduce_metrics(acc, sums)
+        last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
+        if opts.max_grad_norm:
+            last["grad_norm"] = float(grad_norm)
+        _log_step(acc, opts, out, bar, last, log)
+        if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
+            checkpoint.save(acc, out, step + 1)
+    _save_final(acc, models, out)
+    if opts.report_to:
+        acc.end_training()
+    return last
+
+
+# ---- batches ------------------------------------------------------------------------
+
+def _indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
+    """The global batch of `step`: a slice of a seeded permutation of the dataset, one per epoch
+    (the last incomplete batch of an epoch is dropped), so resuming needs only the step."""
+    per_epoch = n // per_step
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    return perm[k * per_step:(k + 1) * per_step]
+
+
+def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
+    per_step = opts.batch_size * opts.grad_accum * acc.num_processes
+    ids = _indices(len(examples), step, per_step, opts.seed)
+    mine = ids[acc.process_index::acc.num_processes]
+    micro = []
+    for i in range(opts.grad_accum):
+        batch = build_batch(compiled, [examples[j] for j in mine[i::opts.grad_accum]])
+        for name, spec in compiled.plan.rollouts.items():
+            sampler = models.policy if spec.model == "policy" else models.frozen[spec.model]
+            rows = rollout.sample(acc.unwrap_model(sampler), models.tokenizer, batch.examples, spec, acc.device,
+                                  opts.rollout)
+            batch.sets[name] = rows
+            _score(compiled, batch, name, rows, rewards, spec)
+        micro.append(batch)
+    return micro
+
+
+def _score(compiled, batch, set_name, rows, rewards, spec):
+    n = int(spec.options.get("n", 1))
+    prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
+    columns = {}
+    for k in batch.examples[0].columns:
+        columns[k] = [e.columns.get(k) for e in batch.examples for _ in range(n)]
+    for i in compiled.inputs:
+        if i.kind == "reward" and i.set == set_name:
+            reward = i.name.split("(", 1)[0]
+            batch.rewards[i.name] = rewards.evaluate(reward, prompts, rows.texts, columns)
+
+
+def _global_counts(compiled, micro, acc) -> dict:
+    """Rows and completion tokens of the whole global batch, over every process."""
+    keys, values = [], []
+    for s in compiled.plan.sets:
+        rows = compiled.graph.graph["sets"][s].rows
+        if f"rows:{rows}" not in keys:
+            keys.append(f"rows:{rows}")
+            values.append(sum(len(b.sets[s]) for b in micro))
+        keys.append(f"tokens:{s}")
+        values.append(sum(int(masks(compiled, b, "cpu")[s].sum()) for b in micro))
+    if "rows:examples" not in keys:
+        keys.append("rows:examples")
+        values.append(sum(len(b.examples) for b in micro))
+    total = acc.reduce(torch.tensor(values, dtype=torch.float64, device=acc.device), "sum")
+    return {k: max(float(v), 1.0) for k, v in zip(keys, total.tolist())}
+
+
+# ---- checks, logging, saving -------------------------------------------------------
+
+def _check_finite(compiled, loss, inputs, step):
+    if torch.isfinite(loss):
+        return
+    from ptdsl.runtime.diagnose import first_nonfinite
+    raise RuntimeSetupError(f"the loss is not finite at step {step + 1}: {first_nonfinite(compiled, inputs)}",
+                            help="lower the learning rate, or guard the expression named above")
+
+
+def _reduce_metrics(acc, sums: dict) -> dict:
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=acc.device)
+    t = acc.reduce(t, "sum")
+    # the loss sums over micro-batches and processes (global counts); metrics average
+    return {k: (v if k == "loss" else v / acc.num_processes) for k, v in zip(keys, t.tolist())}
+
+
+def _log_step(acc, opts, out: Path, bar, metrics: dict, log):
+    if not acc.is_main_process:
+        return
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    shown = {k: v for k, v in metrics.items() if k not in ("step", "lr", "step_time", "grad_norm")}
+    if hasattr(bar, "set_postfix"):
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(shown.items())[:4]}, refresh=False)
+    if opts.report_to:
+        acc.log(metrics, step=metrics["step"])
+    if metrics["step"] % max(opts.log_steps, 1) == 0 and not opts.quiet:
+        log(f"step {metrics['step']}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+
+
+def _save_final(acc, models, out: Path):
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return
+    final = out / "final"
+    acc.unwrap_model(models.policy).save_pretrained(final)
+    models.tokenizer.save_pretrained(final)
+    for name, head in models.heads.items():
+        torch.save(acc.unwrap_model(head).state_dict(), final / f"{name}_head.pt")
+
+
+def _logger(acc, opts):
+    def log(msg: str):
+        if acc.is_main_process and not opts.quiet:
+            from tqdm.auto import tqdm
+            tqdm.write(msg)
+    return log
+
+
+def _progress(acc, opts):
+    def make(it, **kw):
+        if not acc.is_main_process or opts.quiet:
+            return it
+        from tqdm.auto import tqdm
+        return tqdm(it, dynamic_ncols=True, **kw)
+    return make

@@ -1,0 +1,104 @@
+"""Everything a run needs before step 1: the tokenizer, the models the plan names
+(policy, frozen copies, named models, value heads), and the tokenised, checked
+dataset. With no --model and --data, the embedded default (embedded.py)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from ptdsl.ir.datakinds import DATA_KINDS
+from ptdsl.runtime import data as D
+from ptdsl.runtime import embedded
+from ptdsl.runtime.errors import RuntimeSetupError
+
+
+@dataclass
+class Models:
+    policy: torch.nn.Module
+    tokenizer: object
+    frozen: dict[str, torch.nn.Module] = field(default_factory=dict)   # role → frozen model
+    heads: dict[str, torch.nn.Module] = field(default_factory=dict)    # value-head role → head
+    ids: dict[str, str] = field(default_factory=dict)                  # role → what it was loaded from
+
+
+def _needs_scorer(compiled) -> bool:
+    return any(q.output == "score" and q.model == "policy" for q in compiled.plan.queries)
+
+
+def load_tokenizer(model_id: str | None):
+    if model_id is None:
+        return embedded.tokenizer()
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(model_id)
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot load the tokenizer of `{model_id}`: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # generation needs left padding
+    return tok
+
+
+def _load_lm(model_id: str, scorer: bool):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    cls = AutoModelForSequenceClassification if scorer else AutoModelForCausalLM
+    try:
+        return cls.from_pretrained(model_id, **({"num_labels": 1} if scorer else {}))
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot load model `{model_id}`: {exc}",
+                                help="give a local directory or a hub id reachable from this machine") from None
+
+
+def load_models(compiled, model_id: str | None, seed: int) -> Models:
+    tok = load_tokenizer(model_id)
+    scorer = _needs_scorer(compiled)
+    policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
+    if getattr(policy.config, "pad_token_id", None) is None:
+        policy.config.pad_token_id = tok.pad_token_id
+    models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"})
+    roles = compiled.graph.graph["roles"]
+    used = {q.model for q in compiled.plan.queries} | {r.model for r in compiled.plan.rollouts.values()}
+    for name in sorted(used):
+        role = roles.get(name)
+        if role is None or role.kind in ("policy", "old"):
+            continue
+        if role.kind == "frozen_copy":
+            models.frozen[name] = _freeze(copy.deepcopy(policy))
+            models.ids[name] = models.ids["policy"]
+        elif role.kind == "model":
+            path = role.source[len('model("'):-2]
+            # the embedded default has no named models: another tiny model stands in
+            models.frozen[name] = _freeze(embedded.model(tok, seed + 1) if model_id is None else _load_lm(path, False))
+            models.ids[name] = path
+        elif role.kind == "value_head":
+            torch.manual_seed(seed + 2)
+            models.heads[name] = torch.nn.Linear(policy.config.hidden_size, 1)
+    return models
+
+
+def _freeze(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_length: int | None,
+                  seed: int, log=print):
+    """Tokenised examples of the method's data kind, every needed field checked first."""
+    kind = compiled.plan.data
+    fields = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(
+        f for f in compiled.plan.fields if f not in dict(DATA_KINDS[kind].fields))
+    extra = tuple(f for f in compiled.plan.fields if f not in dict(DATA_KINDS[kind].fields))
+    raw = embedded.dataset(kind, seed=seed, fields=extra) if data is None else D.load_rows(data)
+    rows = [r for row in raw for r in D.normalise(row, kind, tok)]
+    D.check_fields(rows, compiled.name, kind, extra)
+    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length)
+    if str(skipped):
+        log(f"{skipped} (of {len(rows)})")
+    if not examples:
+        raise RuntimeSetupError(f"no usable rows: {skipped}",
+                                help="raise --max-length, or check that completions are not empty")
+    return examples

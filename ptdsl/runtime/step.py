@@ -1,0 +1,126 @@
+"""One micro-batch → the leaf tensors of the compiled loss, following the plan.
+
+Each model runs one forward over all the sets it is asked about (split in two
+only when some of its outputs need no gradient, e.g. KTO's detached KL
+estimate). `old` outputs are the detached current ones: every batch feeds
+exactly one optimizer step, so the behaviour policy is the current policy and
+costs no extra forward. Precomputed frozen queries are read from the cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ptdsl.runtime.batch import Batch, dataset_sets
+from ptdsl.runtime.precompute import lookup
+from ptdsl.runtime.queries import run_model
+
+
+@dataclass
+class StepContext:
+    compiled: object
+    models: object          # setup.Models
+    device: object
+    precomputed: dict       # leaf → per-example tensors
+    positions: dict         # example index → position in the precomputed lists
+    dtype: torch.dtype = torch.float32
+
+
+def _body(ctx, model_name):
+    """The network a role's outputs come from: value heads share the policy's body."""
+    role = ctx.compiled.graph.graph["roles"].get(model_name)
+    if role is not None and role.kind == "value_head":
+        return "policy", ctx.models.heads[model_name]
+    return model_name, None
+
+
+def masks(compiled, batch: Batch, device) -> dict:
+    out = {}
+    for s in compiled.plan.sets:
+        rows = batch.sets[s]
+        width = max(max((len(c) for c in rows.completion_ids), default=1), 1)
+        lengths = torch.tensor([len(c) for c in rows.completion_ids])
+        m = torch.arange(width)[None, :] < lengths[:, None]
+        rollout = compiled.plan.rollouts.get(s)
+        if rollout is not None and rollout.options.get("mask_truncated") and rows.truncated:
+            m[torch.tensor(rows.truncated, dtype=torch.bool)] = False  # overlong filtering
+        out[s] = m.to(device)
+    return out
+
+
+def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
+    plan = ctx.compiled.plan
+    m = masks(ctx.compiled, batch, ctx.device)
+    inputs = {f"mask({s})": v for s, v in m.items()}
+    live = [q for q in plan.queries if q.leaf not in ctx.precomputed and q.role_kind != "old"]
+    groups: dict[tuple, list] = {}
+    for q in live:
+        body, head = _body(ctx, q.model)
+        groups.setdefault((body, q.frozen), []).append((q, head))
+    for (body, frozen), items in groups.items():
+        model = ctx.models.policy if body == "policy" else ctx.models.frozen[body]
+        sets = sorted({q.set for q, _ in items})
+        wanted = {s: [] for s in sets}
+        head = next((h for _, h in items if h is not None), None)
+        for q, _ in items:
+            wanted[q.set].append(q.output)
+        res = run_model(model, batch.sets, sets, wanted, ctx.models.tokenizer.pad_token_id, ctx.device,
+                        frozen=frozen or body != "policy", temperature=_temperature(plan, sets),
+                        value_head=head)
+        for q, _ in items:
+            inputs[q.leaf] = _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
+    for q in plan.queries:
+        if q.leaf in ctx.precomputed:
+            inputs[q.leaf] = lookup(ctx.precomputed, q.leaf, batch.examples, ctx.positions, m[q.set], ctx.dtype)
+        elif q.role_kind == "old":
+            inputs[q.leaf] = _recorded(ctx, q, inputs, batch, m)
+    for name, value in batch_fields(ctx.compiled, batch, ctx.device).items():
+        inputs[name] = value
+    return inputs
+
+
+def _fit(t, mask):
+    """Trim or pad a per-token output to its set's mask width."""
+    if t.dim() >= 2 and t.shape[1] != mask.shape[1]:
+        t = t[:, : mask.shape[1]]
+    return t
+
+
+def _temperature(plan, sets) -> float:
+    """Log-probs of a rollout are taken at its sampling temperature (as TRL does)."""
+    temps = {float(plan.rollouts[s].options.get("temperature", 1.0)) for s in sets if s in plan.rollouts}
+    return temps.pop() if len(temps) == 1 else 1.0
+
+
+def _recorded(ctx, q, inputs, batch, m):
+    """`old` outputs: the current model's, detached (one optimizer step per batch)."""
+    base = "policy" if q.model == "old" else q.model[4:-1]
+    current = f"{q.output}({base}, {q.set})"
+    if current in inputs:
+        return inputs[current].detach()
+    body, head = _body(ctx, base)
+    res = run_model(ctx.models.policy, batch.sets, [q.set], {q.set: [q.output]},
+                    ctx.models.tokenizer.pad_token_id, ctx.device, frozen=True,
+                    temperature=_temperature(ctx.compiled.plan, [q.set]), value_head=head)
+    return _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
+
+
+def batch_fields(compiled, batch: Batch, device) -> dict:
+    """Per-example data fields and rewards (rewards were scored at rollout time)."""
+    out = {}
+    for f in compiled.plan.fields:
+        vals = [e.fields[f] for e in batch.examples]
+        dtype = torch.bool if isinstance(vals[0], bool) else torch.float32
+        out[f] = torch.tensor(vals, dtype=dtype, device=device)
+    for name, values in getattr(batch, "rewards", {}).items():
+        out[name] = torch.tensor(values, dtype=torch.float32, device=device)
+    return out
+
+
+def build_batch(compiled, examples) -> Batch:
+    batch = Batch(list(examples))
+    data_sets = [s for s in compiled.plan.sets if s not in compiled.plan.rollouts]
+    batch.sets.update(dataset_sets(batch.examples, data_sets, compiled.graph.graph["sets"]))
+    batch.rewards = {}
+    return batch
