@@ -149,6 +149,9 @@ def cmd_compile(args) -> int:
 # the CLI stays cheap (a module is imported when the parser is built).
 EXTRA_COMMANDS: list[str] = [
     "ptdsl.cli.train",
+    "ptdsl.cli.graph",
+    "ptdsl.cli.diff",
+    "ptdsl.cli.equiv",
 ]
 
 

@@ -101,7 +101,9 @@ def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None):
     `norm` gives global counts for batch means when the batch is split (see
     codegen/python.normalizer_key); without it, means divide by local counts."""
     from ptdsl.codegen.python import normalizer_key
+    from ptdsl.passes.batching import split_analysis
     norm = norm or {}
+    linear = split_analysis(g)[0] if norm else set()
     val: dict[int, torch.Tensor] = {}
     mask_of: dict[str, torch.Tensor] = {}
     for n in order(g):  # masks first: token leaves are cleaned with their set's mask
@@ -111,7 +113,7 @@ def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None):
             val[n] = mask_of[d["attrs"]["set"]] = m if m.dtype == torch.bool else m != 0
     for n in order(g):
         if n not in val:
-            count = norm.get(normalizer_key(g, n))
+            count = norm.get(normalizer_key(g, n, linear))
             val[n] = _node(g, n, [val[a] for a in g.nodes[n]["args"]], inputs, mask_of, dtype, count)
     metrics = {k: val[v].detach() for k, v in g.graph["metrics"].items()}
     return val[g.graph["loss"]], metrics, val

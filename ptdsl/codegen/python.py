@@ -8,6 +8,7 @@ with repr). No spec text is ever executed.
 from __future__ import annotations
 
 from ptdsl.ir.graph import order
+from ptdsl.passes.batching import split_analysis
 
 # op → template over operand variables {0}, {1}, … and attributes {a[name]}
 EMIT = {
@@ -43,9 +44,13 @@ _EXPAND = {("seq", "token"): "{0}[:, None]", ("seq", "vocab"): "{0}[:, None, Non
            ("token", "vocab"): "{0}[..., None]"}
 
 
-def normalizer_key(g, n) -> str | None:
+def normalizer_key(g, n, linear: set[int]) -> str | None:
     """The global count a batch reduction divides by when the batch is split:
-    `rows:R` for a mean over rows of R, `tokens:S` for a token mean over set S."""
+    `rows:R` for a mean over rows of R, `tokens:S` for a token mean over set S.
+    Only reductions in linear position of an output take it (passes/batching.py);
+    a batch mean used non-linearly (e.g. inside a sigmoid) stays local."""
+    if n not in linear:
+        return None
     d = g.nodes[n]
     if d["op"] == "mean":
         return f"rows:{g.nodes[d['args'][0]]['level'].rows}"
@@ -60,7 +65,7 @@ def _const(value) -> str:
     return f"torch.tensor({float(value)!r}, dtype=dt)"
 
 
-def _statement(g, n, var, masks) -> str:
+def _statement(g, n, var, masks, linear) -> str:
     d = g.nodes[n]
     op, attrs = d["op"], d["attrs"]
     args = [var[a] for a in d["args"]]
@@ -77,7 +82,7 @@ def _statement(g, n, var, masks) -> str:
         src_kind = g.nodes[d["args"][0]]["level"].kind
         return _EXPAND[(src_kind, attrs["to"])].format(*args)
     n_group = g.graph["rows"].get(d["level"].rows) if op.startswith("group_") else None
-    return EMIT[op].format(*args, a=attrs, n=n_group, nkey=normalizer_key(g, n))
+    return EMIT[op].format(*args, a=attrs, n=n_group, nkey=normalizer_key(g, n, linear))
 
 
 def _comment(d, sources) -> str:
@@ -97,6 +102,7 @@ def emit_source(g, sources: dict[str, str], fn_name: str = "loss_fn") -> tuple[s
     rest = [n for n in nodes if n not in set(masks_first)]
     var: dict[int, str] = {}
     masks: dict[str, str] = {}
+    linear, _ = split_analysis(g)
     body, where = [], {}
     for n in masks_first + rest:
         d = g.nodes[n]
@@ -107,7 +113,7 @@ def emit_source(g, sources: dict[str, str], fn_name: str = "loss_fn") -> tuple[s
         where[name] = n
         if d["op"] == "leaf" and d["attrs"]["kind"] == "mask":
             masks[d["attrs"]["set"]] = name
-        stmt = f"{name} = {_statement(g, n, var, masks)}"
+        stmt = f"{name} = {_statement(g, n, var, masks, linear)}"
         comment = _comment(d, sources)
         body.append(f"    {stmt:<60}  # {d['level']}  {comment}".rstrip())
     metrics = ", ".join(f"{k!r}: {var[v]}.detach()" for k, v in g.graph["metrics"].items())

@@ -3,22 +3,28 @@
 Shapes follow the graph: every row space gets a row count (rollouts: prompts ×
 n, contiguous groups), every sequence set a token count and a ragged mask
 (each row has between 1 and T completion tokens, left-aligned), vocabulary-level
-leaves a small vocabulary. Values follow the leaf kind: log-probs ≤ 0, `old`
+leaves a small vocabulary. Values follow the leaf kind: log-probs < 0, `old`
 log-probs close to the policy's (sometimes equal: on-policy), rewards with ties,
 boolean labels. Masked-out positions hold garbage (huge numbers, NaN), which a
-correct loss never reads.
+correct loss never reads. Conditions (conditions.py) tweak the draw so that an
+identity's assumptions hold by construction.
 """
 from __future__ import annotations
 
 from hypothesis import strategies as st
 
-_RANGES = {"logprobs": (-8.0, 0.0), "entropy": (0.0, 4.0), "logits": (-6.0, 6.0), "values": (-2.0, 2.0),
-           "score": (-3.0, 3.0), "reward": (-1.0, 2.0), "field": (0.0, 2.0)}
+from ptdsl.equivalence.conditions import ConditionError, Conditions, parse
+
+# Log-probs stay strictly below 0: a token-mean log-prob of exactly 0 (probability 1)
+# sends log(1 − p) to −inf, a boundary no trained model reaches in float64.
+LOGPROB_MAX = -(2.0 ** -10)
+_RANGES = {"logprobs": (-8.0, LOGPROB_MAX), "entropy": (0.0, 4.0), "logits": (-6.0, 6.0),
+           "values": (-2.0, 2.0), "score": (-3.0, 3.0), "reward": (-1.0, 2.0), "field": (0.0, 2.0)}
 GARBAGE = (float("nan"), 1e30, -1e30, 123.0)
 
 
 def leaf_table(graphs) -> dict[str, dict]:
-    """Canonical leaf name → attrs (with level), over the union of the graphs' leaves."""
+    """Canonical leaf name → attrs (with group size), over the union of the graphs' leaves."""
     from ptdsl.ir.graph import leaves
     out: dict[str, dict] = {}
     for g in graphs:
@@ -29,54 +35,102 @@ def leaf_table(graphs) -> dict[str, dict]:
     return out
 
 
-def _floats(lo, hi):
-    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64)
+def trainable_names(graphs) -> list[str]:
+    return sorted(n for n, a in leaf_table(graphs).items() if a.get("trainable"))
+
+
+def inputs(graphs, dtype=None, max_rows: int = 4, max_tokens: int = 6, max_vocab: int = 5, conditions=None,
+           max_prompts: int = 3):
+    """A strategy for dicts of input tensors, one for every leaf of `graphs` (IR graphs)."""
+    return table_inputs(leaf_table(graphs), dtype, max_rows, max_tokens, max_vocab, conditions, max_prompts)
+
+
+def table_inputs(table: dict, dtype=None, max_rows: int = 4, max_tokens: int = 6, max_vocab: int = 5,
+                 conditions=None, max_prompts: int = 3):
+    """A strategy over a leaf table (see `leaf_table`); checks that the conditions fit it."""
+    c = parse(conditions or ())
+    for s in c.reference_equals_policy + c.reference_below_policy:
+        for model in ("policy", "reference"):
+            if f"logprobs({model}, {s})" not in table:
+                raise ConditionError(f"a condition on set `{s}` needs the input `logprobs({model}, {s})`, "
+                                     "which neither method reads")
+    return _draw_inputs(table, dtype, max_rows, max_prompts, max_tokens, max_vocab, c)
 
 
 @st.composite
-def inputs(draw, graphs, dtype=None, max_rows: int = 4, max_tokens: int = 6, max_vocab: int = 5):
-    """A dict of input tensors for every leaf of `graphs` (a list of IR graphs)."""
+def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_vocab, c: Conditions):
     import torch
     dtype = dtype or torch.float64
-    table = leaf_table(graphs)
-    rows: dict[str, int] = {}
-    for a in table.values():
-        if a.get("rows") and a["rows"] not in rows:
-            group = a["group"]
-            rows[a["rows"]] = draw(st.integers(1, 3)) * group if group else draw(st.integers(1, max_rows))
-    tokens: dict[str, int] = {}
-    masks: dict[str, torch.Tensor] = {}
-    for a in table.values():
-        s = a.get("set")
-        if s and s not in masks:
-            tokens[s] = T = draw(st.integers(1, max_tokens))
-            lengths = draw(st.lists(st.integers(1, T), min_size=rows[a["rows"]], max_size=rows[a["rows"]]))
-            masks[s] = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    rows = _row_counts(draw, table, max_rows, max_prompts, c)
+    masks = _masks(draw, table, rows, max_tokens, c)
     vocab = draw(st.integers(2, max_vocab))
     out: dict = {}
     policy_of: dict[str, torch.Tensor] = {}
-    for name, a in sorted(table.items(), key=lambda kv: kv[1]["model"] == "old"):
+    # the policy first: `old` and conditioned reference log-probs are drawn relative to it
+    for name, a in sorted(table.items(), key=lambda kv: kv[1]["model"] in ("old", "reference")):
         kind, s = a["kind"], a.get("set")
         if kind == "mask":
             out[name] = masks[s]
             continue
-        shape = (rows[a["rows"]],) + ((tokens[s],) if a["level"] in ("token", "vocab") else ()) \
-            + ((vocab,) if a["level"] == "vocab" else ())
+        n_rows = rows[a["rows"]] if a.get("rows") else None
         if a["dtype"] == "bool":
-            out[name] = torch.tensor(draw(st.lists(st.booleans(), min_size=shape[0], max_size=shape[0])))
+            out[name] = torch.tensor(draw(st.lists(st.booleans(), min_size=n_rows, max_size=n_rows)))
             continue
-        if kind == "logprobs" and a["model"] == "old" and f"logprobs(policy, {s})" in policy_of:
-            out[name] = _near(draw, policy_of[f"logprobs(policy, {s})"], dtype)
-        elif kind == "reward":
-            out[name] = _rewards(draw, shape[0], a["group"], dtype)
-        else:
-            lo, hi = _RANGES.get(kind, (-2.0, 2.0))
-            out[name] = _tensor(draw, shape, lo, hi, dtype)
+        shape = ((n_rows,) if n_rows else ()) + ((masks[s].shape[1],) if a["level"] in ("token", "vocab") else ()) \
+            + ((vocab,) if a["level"] == "vocab" else ())
+        x = _value(draw, a, shape, policy_of, c, dtype)
         if kind == "logprobs" and a["model"] == "policy":
-            policy_of[name] = out[name]
-        if a["level"] in ("token", "vocab"):
-            out[name] = _garble(draw, out[name], masks[s])
+            policy_of[s] = x
+        out[name] = _garble(draw, x, masks[s]) if a["level"] in ("token", "vocab") else x
     return out
+
+
+def _row_counts(draw, table, max_rows, max_prompts, c: Conditions) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    for a in table.values():
+        space = a.get("rows")
+        if space and space not in rows:
+            group = a["group"]
+            count = c.rows or draw(st.integers(1, max_prompts if group else max_rows))
+            rows[space] = count * (group or 1)
+    return rows
+
+
+def _masks(draw, table, rows, max_tokens, c: Conditions) -> dict:
+    import torch
+    masks: dict = {}
+    shared_T = c.length or (draw(st.integers(1, max_tokens)) if c.equal_lengths else None)
+    for a in table.values():
+        s = a.get("set")
+        if s and s not in masks:
+            T = shared_T or draw(st.integers(1, max_tokens))
+            n = rows[a["rows"]]
+            lengths = [T] * n if c.equal_lengths else draw(st.lists(st.integers(1, T), min_size=n, max_size=n))
+            masks[s] = torch.arange(T)[None, :] < torch.tensor(lengths, dtype=torch.long)[:, None]
+    return masks
+
+
+def _value(draw, a, shape, policy_of, c: Conditions, dtype):
+    import torch
+    kind, model, s = a["kind"], a.get("model"), a.get("set")
+    policy = policy_of.get(s) if kind == "logprobs" else None
+    if model == "old" and policy is not None:
+        return _near(draw, policy, dtype, c)
+    if model == "reference" and policy is not None:
+        if s in c.reference_equals_policy:
+            return policy.clone()
+        if s in c.reference_below_policy:
+            return policy - _tensor(draw, shape, 0.01, 0.5, dtype)
+    if model == "reference" and kind == "logprobs" and c.reference_zero:
+        return torch.zeros(shape, dtype=dtype)
+    if kind == "reward":
+        return _rewards(draw, shape[0], a["group"], dtype)
+    lo, hi = _RANGES.get(kind, (-2.0, 2.0))
+    return _tensor(draw, shape, lo, hi, dtype)
+
+
+def _floats(lo, hi):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64)
 
 
 def _tensor(draw, shape, lo, hi, dtype):
@@ -88,13 +142,13 @@ def _tensor(draw, shape, lo, hi, dtype):
     return torch.tensor(vals, dtype=dtype).reshape(shape)
 
 
-def _near(draw, policy, dtype):
+def _near(draw, policy, dtype, c: Conditions):
     """Behaviour log-probs: equal to the policy's (on-policy) or a small step away."""
     import torch
-    if draw(st.booleans()):
+    if c.on_policy or (not c.off_policy and draw(st.booleans())):
         return policy.clone()
     noise = _tensor(draw, tuple(policy.shape), -0.4, 0.4, dtype)
-    return torch.clamp(policy + noise, max=0.0)
+    return torch.clamp(policy + noise, max=LOGPROB_MAX)
 
 
 def _rewards(draw, n, group, dtype):
@@ -115,7 +169,3 @@ def _garble(draw, x, mask):
     fill = draw(st.sampled_from(GARBAGE))
     m = mask if x.dim() == mask.dim() else mask[..., None].expand(x.shape)
     return torch.where(m, x, torch.full_like(x, fill))
-
-
-def trainable_names(graphs) -> list[str]:
-    return sorted(n for n, a in leaf_table(graphs).items() if a.get("trainable"))

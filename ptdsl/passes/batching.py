@@ -22,37 +22,48 @@ def _constant(g, n) -> bool:
     return g.nodes[n]["op"] == "const"
 
 
-def inexact_nodes(g) -> list[int]:
-    """Nodes that make a split of the loss's batch inexact (empty: the split is exact)."""
+def split_analysis(g) -> tuple[set[int], dict[str, list[int]]]:
+    """(reductions in linear position of an output, which take global counts;
+    per output — "loss" and each metric — the nodes that make its split inexact)."""
     cross = _cross_row(g)
-    bad: list[int] = []
+    linear: set[int] = set()
 
-    def visit(n):  # n is in linear position above the reductions
+    def visit(n, bad):  # n is in linear position above the reductions
         d = g.nodes[n]
         op = d["op"]
         if op in LINEAR_REDUCTIONS:
-            operand = d["args"][0]
-            if operand in cross:
+            linear.add(n)
+            if d["args"][0] in cross:
                 bad.append(n)
             return
         if op in _LINEAR:
             for a in d["args"]:
-                visit(a)
+                visit(a, bad)
             return
         if op in ("mul", "div"):
             a, b = d["args"]
             if op == "mul" and _constant(g, a):
-                return visit(b)
+                return visit(b, bad)
             if _constant(g, b):
-                return visit(a)
+                return visit(a, bad)
+        if op in ("to_real", "stopgrad"):
+            return visit(d["args"][0], bad)
         if op == "const" or n not in cross:
             return  # constants and per-row values need no counts
         bad.append(n)
 
-    loss = g.graph.get("loss")
-    if loss is not None:
-        visit(loss)
-    return bad
+    outputs = {"loss": g.graph.get("loss"), **g.graph["metrics"]}
+    report = {}
+    for name, node in outputs.items():
+        if node is not None:
+            report[name] = []
+            visit(node, report[name])
+    return linear, report
+
+
+def inexact_nodes(g) -> list[int]:
+    """Nodes that make a split of the loss's batch inexact (empty: the split is exact)."""
+    return split_analysis(g)[1].get("loss", [])
 
 
 def _cross_row(g) -> set[int]:

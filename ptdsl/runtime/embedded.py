@@ -50,7 +50,7 @@ def _problems(n: int, seed: int):
         yield f"{a}+{b}=", str(a + b), str(wrong)
 
 
-def dataset(kind: str, n: int = 512, seed: int = 0, fields: tuple[str, ...] = ()) -> list[dict]:
+def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = ()) -> list[dict]:
     """Rows of the synthetic task in TRL's format for a data kind."""
     rows = []
     for i, (prompt, right, wrong) in enumerate(_problems(n, seed)):

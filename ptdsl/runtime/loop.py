@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 import ptdsl
-from ptdsl.passes.batching import inexact_nodes
+from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, rollout
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.precompute import precompute
+from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources
 from ptdsl.runtime.setup import load_examples, load_models
 from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks
@@ -61,8 +62,10 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+    # cpu=True without CUDA: several processes then form a gloo group (MULTI_CPU), which
+    # accelerate only does when told the run is on the CPU
     acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
-                      project_dir=opts.output)
+                      project_dir=opts.output, cpu=not torch.cuda.is_available())
     set_seed(opts.seed)
     log = _logger(acc, opts)
     out = Path(opts.output)
@@ -103,9 +106,11 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     warm = int(opts.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min((s + 1) / max(warm, 1), max(0.0, (total - s) / max(total - warm, 1))))
-    prepared = acc.prepare(models.policy, *heads, optim, sched)
-    models.policy, heads, optim, sched = prepared[0], list(prepared[1:-2]), prepared[-2], prepared[-1]
+    prepared = acc.prepare(Trunk(models.policy), *heads, optim)
+    models.trunk, heads, optim = prepared[0], list(prepared[1:-1]), prepared[-1]
     models.heads = dict(zip(models.heads, heads))
+    # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
+    acc.register_for_checkpointing(sched)
     start = 0
     if opts.resume:
         ck = checkpoint.latest(out)
@@ -117,7 +122,9 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         acc.init_trackers("ptdsl", config={"method": compiled.name, **compiled.params, **asdict(opts)})
 
     ctx = StepContext(compiled, models, acc.device, cache, positions)
-    trainable = [models.policy, *heads]
+    # a metric whose batch means take global counts sums over micro-batches; others average
+    summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
+    trainable = [models.trunk, *heads]
     bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
     last: dict = {}
     for step in bar:
@@ -138,13 +145,13 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                 acc.backward(loss * world)  # DDP averages over processes; the counts are global
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v.float().item() / len(micro)
+                sums[k] = sums.get(k, 0.0) + v.float().item() / (1 if k in summed else len(micro))
         if opts.max_grad_norm:
             grad_norm = acc.clip_grad_norm_(params_, opts.max_grad_norm)
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
-        last = _reduce_metrics(acc, sums)
+        last = _reduce_metrics(acc, sums, summed)
         last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
         if opts.max_grad_norm:
             last["grad_norm"] = float(grad_norm)
@@ -177,7 +184,7 @@ def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
         batch = build_batch(compiled, [examples[j] for j in mine[i::opts.grad_accum]])
         for name, spec in compiled.plan.rollouts.items():
             sampler = models.policy if spec.model == "policy" else models.frozen[spec.model]
-            rows = rollout.sample(acc.unwrap_model(sampler), models.tokenizer, batch.examples, spec, acc.device,
+            rows = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
                                   opts.rollout)
             batch.sets[name] = rows
             _score(compiled, batch, name, rows, rewards, spec)
@@ -224,12 +231,12 @@ def _check_finite(compiled, loss, inputs, step):
                             help="lower the learning rate, or guard the expression named above")
 
 
-def _reduce_metrics(acc, sums: dict) -> dict:
+def _reduce_metrics(acc, sums: dict, summed: set) -> dict:
     keys = sorted(sums)
     t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=acc.device)
     t = acc.reduce(t, "sum")
-    # the loss sums over micro-batches and processes (global counts); metrics average
-    return {k: (v if k == "loss" else v / acc.num_processes) for k, v in zip(keys, t.tolist())}
+    # values with global counts sum over processes; the others average
+    return {k: (v if k == "loss" or k in summed else v / acc.num_processes) for k, v in zip(keys, t.tolist())}
 
 
 def _log_step(acc, opts, out: Path, bar, metrics: dict, log):
@@ -251,7 +258,7 @@ def _save_final(acc, models, out: Path):
     if not acc.is_main_process:
         return
     final = out / "final"
-    acc.unwrap_model(models.policy).save_pretrained(final)
+    models.policy.save_pretrained(final)
     models.tokenizer.save_pretrained(final)
     for name, head in models.heads.items():
         torch.save(acc.unwrap_model(head).state_dict(), final / f"{name}_head.pt")

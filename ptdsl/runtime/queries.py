@@ -71,10 +71,34 @@ def _decoder(model):
     return base if base is not None else model.get_decoder()
 
 
+class Trunk(torch.nn.Module):
+    """The trainable model as one module whose forward returns hidden states.
+
+    Distributed wrappers (DDP) sync gradients of what runs through their forward;
+    the LM head is applied outside it (chunked, `TokenLogprobs`) but its weight is
+    a parameter of this module, so its gradient is synchronised too."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        out = _decoder(self.lm)(input_ids=input_ids, attention_mask=attention_mask,
+                                position_ids=position_ids, use_cache=False)
+        return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+
+def hf_model(model):
+    """The Hugging Face model inside a (possibly wrapped) trunk."""
+    model = getattr(model, "module", model)
+    return model.lm if isinstance(model, Trunk) else model
+
+
 def hidden_states(model, lay):
-    out = _decoder(model)(input_ids=lay.input_ids, attention_mask=lay.attention_mask,
-                          position_ids=lay.position_ids, use_cache=False)
-    return out[0] if isinstance(out, tuple) else out.last_hidden_state
+    inner = getattr(model, "module", model)
+    if isinstance(inner, Trunk):
+        return model(lay.input_ids, lay.attention_mask, lay.position_ids)
+    return Trunk(model)(lay.input_ids, lay.attention_mask, lay.position_ids)
 
 
 def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, temperature: float = 1.0,
@@ -86,6 +110,7 @@ def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, t
     ctx = torch.inference_mode() if frozen else torch.enable_grad()
     with ctx:
         h = hidden_states(model, lay)
+        model = hf_model(model)
         result = {}
         for s in names:
             first, n, width = lay.spans[s]

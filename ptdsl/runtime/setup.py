@@ -21,6 +21,7 @@ class Models:
     frozen: dict[str, torch.nn.Module] = field(default_factory=dict)   # role → frozen model
     heads: dict[str, torch.nn.Module] = field(default_factory=dict)    # value-head role → head
     ids: dict[str, str] = field(default_factory=dict)                  # role → what it was loaded from
+    trunk: torch.nn.Module | None = None  # the policy as prepared by accelerate (runtime/queries.Trunk)
 
 
 def _needs_scorer(compiled) -> bool:

@@ -27,6 +27,11 @@ class StepContext:
     dtype: torch.dtype = torch.float32
 
 
+def _policy(ctx):
+    """The trainable model through its distributed wrapper, when there is one."""
+    return ctx.models.trunk if ctx.models.trunk is not None else ctx.models.policy
+
+
 def _body(ctx, model_name):
     """The network a role's outputs come from: value heads share the policy's body."""
     role = ctx.compiled.graph.graph["roles"].get(model_name)
@@ -59,7 +64,7 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
         body, head = _body(ctx, q.model)
         groups.setdefault((body, q.frozen), []).append((q, head))
     for (body, frozen), items in groups.items():
-        model = ctx.models.policy if body == "policy" else ctx.models.frozen[body]
+        model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
         sets = sorted({q.set for q, _ in items})
         wanted = {s: [] for s in sets}
         head = next((h for _, h in items if h is not None), None)
@@ -100,7 +105,7 @@ def _recorded(ctx, q, inputs, batch, m):
     if current in inputs:
         return inputs[current].detach()
     body, head = _body(ctx, base)
-    res = run_model(ctx.models.policy, batch.sets, [q.set], {q.set: [q.output]},
+    res = run_model(_policy(ctx), batch.sets, [q.set], {q.set: [q.output]},
                     ctx.models.tokenizer.pad_token_id, ctx.device, frozen=True,
                     temperature=_temperature(ctx.compiled.plan, [q.set]), value_head=head)
     return _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
