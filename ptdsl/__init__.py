@@ -1,13 +1,22 @@
 """ptdsl: a compiler for LLM post-training methods.
 
 The stable API (keep these names; code outside this repository calls them):
-`load`, `compile`, `equivalent`, `SpecError`, `Method`, `CompiledMethod`, `InputError`.
+`load`, `compile`, `equivalent`, `train`, `SpecError`, `Method`, `CompiledMethod`, `InputError`.
 Importing ptdsl does not import torch (nor hypothesis: `equivalent` loads it on use).
 """
 from ptdsl.api import CompiledMethod, Input, InputError, Method, Param, compile, load
 from ptdsl.diagnostics import Diagnostic, SpecError
 from ptdsl.equivalence import equivalent
 
-__all__ = ["load", "compile", "equivalent", "SpecError", "Diagnostic", "Method", "CompiledMethod", "Input", "Param",
+
+
+def train(method, model=None, data=None, **options):
+    """Train `method` with a compiled step (options: ptdsl/runtime/loop.TrainOptions);
+    with no `model` and `data`, on the embedded default. Returns the last metrics."""
+    from ptdsl.runtime.loop import train as _train
+    return _train(method, model=model, data=data, **options)
+
+
+__all__ = ["load", "compile", "equivalent", "train", "SpecError", "Diagnostic", "Method", "CompiledMethod", "Input", "Param",
            "InputError"]
 __version__ = "0.1.0"
