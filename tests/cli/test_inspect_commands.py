@@ -1,0 +1,47 @@
+"""The inspect and prove commands: `graph`, `diff`, `equiv` (exit codes, output) and
+no torch import for the model-free ones."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ptdsl.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_graph_and_diff_do_not_import_torch():
+    code = ("import sys; from ptdsl.cli.main import main; "
+            "[main(a) for a in (['graph', 'grpo', '--format', 'mermaid'], ['graph', 'kto', '--format', 'dot'], "
+            "['diff', 'grpo', 'dapo'], ['diff', 'dpo', 'cdpo', '--format', 'json'])]; "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_graph_and_diff_commands(capsys, tmp_path):
+    assert main(["graph", "dpo", "--format", "text", "--no-metrics"]) == 0
+    out = capsys.readouterr().out
+    assert "dpo — optimised loss graph" in out and "metric" not in out
+    assert main(["graph", "dpo", "--unoptimised", "--format", "mermaid", "-o", str(tmp_path / "g.mmd")]) == 0
+    assert (tmp_path / "g.mmd").read_text().startswith("flowchart TB")
+    assert main(["diff", "dpo", "cdpo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("--- dpo\n+++ cdpo") and "+ dpo.ptdsl:18:52  0.1 * logsigmoid(-z)" in out
+    assert main(["diff", "cdpo", "dpo", "--set-a", "label_smoothing=0"]) == 0
+    assert "cdpo(label_smoothing=0)" in capsys.readouterr().out
+    assert main(["graph", "nosuchmethod"]) == 1
+
+
+def test_cli_exit_status_and_output(capsys):
+    assert main(["equiv", "cdpo", "dpo", "--set-a", "label_smoothing=0", "--examples", "30"]) == 0
+    assert "30 examples passed" in capsys.readouterr().out
+    assert main(["equiv", "dpo", "ipo", "--examples", "30", "--seed", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT equivalent: dpo  ≢  ipo" in out and "loss  ipo = " in out
+    assert main(["equiv", "luspo", "dr_grpo", "--set-b", "scale_rewards=true", "--set-b", "max_completion_length=4",
+                 "--scale-b", "4", "--mode", "gradient", "--assume", "on_policy", "--examples", "30"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["equiv", "dpo", "ipo", "--assume", "nonsense"])
+    assert exc.value.code == 2
