@@ -112,23 +112,26 @@ class CompiledMethod:
         exec(code, namespace)  # noqa: S102
         return namespace["loss_fn"]
 
-    def loss(self, inputs: dict, normalizers: dict | None = None):
+    def loss(self, inputs: dict, normalizers: dict | None = None, state: dict | None = None):
         """(loss, metrics) for a dict of leaf tensors keyed by `.inputs` names.
 
         `normalizers` (optional) gives the global counts batch means divide by when
         one batch is split into micro-batches or processes: `{"rows:examples": 64,
-        "tokens:y": 5120}`; the per-micro-batch losses then sum to the full-batch loss."""
+        "tokens:y": 5120}`; the per-micro-batch losses then sum to the full-batch loss.
+        `state` (optional) carries running statistics across calls (`running_mean`); it is
+        updated in place. Without it, each call starts afresh."""
         from ptdsl.inputs import check_inputs, float_dtype
         check_inputs(self.graph, inputs)
-        return self._fn(inputs, float_dtype(self.graph, inputs), normalizers or {})
+        return self._fn(inputs, float_dtype(self.graph, inputs), normalizers or {}, {} if state is None else state)
 
-    def interpret(self, inputs: dict, optimised: bool = True, normalizers: dict | None = None):
+    def interpret(self, inputs: dict, optimised: bool = True, normalizers: dict | None = None,
+                  state: dict | None = None):
         """(loss, metrics) by the IR interpreter, on the optimised or the checked unoptimised graph."""
         from ptdsl.codegen.interpret import evaluate
         from ptdsl.inputs import check_inputs, float_dtype
         g = self.graph if optimised else self.unoptimised_graph
         check_inputs(g, inputs)
-        loss, metrics, _ = evaluate(g, inputs, float_dtype(g, inputs), normalizers)
+        loss, metrics, _ = evaluate(g, inputs, float_dtype(g, inputs), normalizers, state)
         return loss, metrics
 
     def __repr__(self) -> str:

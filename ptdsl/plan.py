@@ -70,7 +70,8 @@ def make_plan(g) -> Plan:
             kind = "old" if model.startswith("old") else roles[model].kind
             frozen = not (a["trainable"] and n in grad)
             data_only = all(_from_data(sets, s) for s in [a["set"]])
-            precompute = not a["trainable"] and kind != "old" and data_only
+            moving = dict(roles[model].options).get("sync_steps") if kind != "old" else None
+            precompute = not a["trainable"] and kind != "old" and data_only and not moving
             q = Query(a["name"], model, kind, a["set"], a["kind"], frozen, precompute)
             queries.append(q)
             if kind != "old":
@@ -81,11 +82,19 @@ def make_plan(g) -> Plan:
             rewards[a["reward"]] = g.graph["rewards"][a["reward"]]
         elif a["kind"] == "field":
             fields.append(a["name"])
+    # a picked set (best/worst of a rollout by a reward) needs its rollout and that reward
+    for s in list(used_sets):
+        info = sets[s]
+        if info.source == "picked":
+            if info.base not in used_sets:
+                used_sets.append(info.base)
+            rewards.setdefault(info.by, g.graph["rewards"][info.by])
     used_rollouts = {k: v for k, v in g.graph["rollouts"].items() if k in used_sets}
     return Plan(g.graph.get("data", ""), tuple(queries), {k: tuple(v) for k, v in forwards.items()},
                 used_rollouts, rewards, tuple(fields), tuple(used_sets))
 
 
 def _from_data(sets, s: str) -> bool:
-    info = sets[s]
-    return info.source == "data" or (info.source == "derived" and _from_data(sets, info.base))
+    """Sequences fixed by the dataset alone (mismatched pairs depend on the batch; rollouts
+    and picks on sampling)."""
+    return sets[s].source == "data"

@@ -95,7 +95,7 @@ _BINARY = {
 }
 
 
-def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None):
+def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None, state: dict | None = None):
     """(loss, metrics, values): values maps every node id to its tensor.
 
     `norm` gives global counts for batch means when the batch is split (see
@@ -114,14 +114,30 @@ def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None):
     for n in order(g):
         if n not in val:
             count = norm.get(normalizer_key(g, n, linear))
-            val[n] = _node(g, n, [val[a] for a in g.nodes[n]["args"]], inputs, mask_of, dtype, count)
+            val[n] = _node(g, n, [val[a] for a in g.nodes[n]["args"]], inputs, mask_of, dtype, count,
+                           state if state is not None else {})
     metrics = {k: val[v].detach() for k, v in g.graph["metrics"].items()}
     return val[g.graph["loss"]], metrics, val
 
 
-def _node(g, n, args, inputs, mask_of, dtype, count=None):
+def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     d = g.nodes[n]
     op, a = d["op"], d["attrs"]
+    if op == "positions":
+        m = args[0]
+        return torch.stack([torch.arange(m.shape[1], dtype=dtype) for _ in range(m.shape[0])])
+    if op == "token_quantile":
+        x, m = args
+        return torch.tensor(float(torch.quantile(x[m].detach().double(), a["q"])), dtype=x.dtype)
+    if op == "sort_rows":
+        return torch.sort(args[0]).values
+    if op == "expand_rows":
+        return torch.cat([x.reshape(1).expand(a["n"]) for x in args[0]])
+    if op == "running_mean":
+        x = args[0].detach()
+        total, seen = state.get(a["key"], (0.0, 0))
+        state[a["key"]] = (total + float(x.sum()), seen + x.numel())
+        return torch.tensor(state[a["key"]][0] / state[a["key"]][1], dtype=x.dtype)
     if op == "mean":
         return args[0].sum() / (args[0].shape[0] if count is None else count)
     if op == "token_mean":
@@ -158,6 +174,7 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None):
     return _BINARY[op](*args)
 
 
-OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
+OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"positions", "token_quantile", "sort_rows", "expand_rows",
+                                                 "running_mean", "mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
                                                  "group_std", "group_sum", "clip", "where", "gae",
                                                  "discounted_sum"}

@@ -106,3 +106,22 @@ def whiten(x, mask):
 def sum_tokens_keep(x, mask):
     """x with masked-out positions zeroed (shape kept)."""
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def positions(mask, dtype):
+    """Each token's index within its sequence (completions are left-aligned)."""
+    return torch.arange(mask.shape[-1], device=mask.device).to(dtype).expand(mask.shape)
+
+
+def token_quantile(x, mask, q):
+    return torch.quantile(x[mask].detach().float(), q).to(x.dtype)
+
+
+def running_mean(x, state, key):
+    """The mean of every value seen so far, this batch included; `state[key]` holds
+    (sum, count) from earlier calls and is updated in place (no gradient)."""
+    x = x.detach()
+    total, count = state.get(key, (0.0, 0))
+    total, count = total + float(x.sum()), count + x.numel()
+    state[key] = (total, count)
+    return torch.tensor(total / count, dtype=x.dtype, device=x.device)

@@ -36,6 +36,9 @@ EMIT = {
     "sum_vocab": "{0}.sum(-1)",
     "at_last": "K.at_last({0}, {1})", "gae": "K.gae({0}, {1}, {2}, {a[gamma]!r}, {a[lam]!r})",
     "discounted_sum": "K.discounted_sum({0}, {1}, {a[gamma]!r})", "whiten": "K.whiten({0}, {1})",
+    "positions": "K.positions({0}, dt)", "token_quantile": "K.token_quantile({0}, {1}, {a[q]!r})",
+    "sort_rows": "torch.sort({0}).values", "expand_rows": "torch.repeat_interleave({0}, {a[n]!r})",
+    "running_mean": "K.running_mean({0}, state, {a[key]!r})",
     # leaf, const and expand are emitted by their own functions below
     "leaf": None, "const": None, "expand": None,
 }
@@ -122,7 +125,8 @@ def emit_source(g, sources: dict[str, str], fn_name: str = "loss_fn") -> tuple[s
         "# One statement per IR node; each comment gives the value's level and its spec line.",
         "# `norm` holds global row/token counts when a batch is split (gradient accumulation,",
         "# several processes); empty, every reduction divides by the local count.",
-        f"def {fn_name}(inputs, dt, norm):",
+        "# `state` carries running statistics from step to step (updated in place).",
+        f"def {fn_name}(inputs, dt, norm, state):",
     ]
     body.append(f"    return {var[g.graph['loss']]}, {{{metrics}}}")
     return "\n".join(header + body) + "\n", where

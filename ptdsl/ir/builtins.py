@@ -20,25 +20,27 @@ QUERIES = {  # name → (level kind, leaf kind)
     "score": ("seq", "score"),
 }
 SUGAR = {"logp": "sum_tokens", "mean_logp": "mean_tokens"}  # reductions of logprobs(M, S)
-SET_FUNCS = ("mask", "length")
+SET_FUNCS = ("mask", "length", "position")
 
 OPS = {  # builtin name → IR op (arity from the op table)
     **{n: n for n in ("exp", "log", "log1p", "expm1", "sigmoid", "logsigmoid", "softplus", "relu",
                       "abs", "sqrt", "square", "tanh", "log1mexp", "sign", "stopgrad", "clip",
                       "where", "logaddexp", "sum_tokens", "mean_tokens", "token_mean", "token_sum",
                       "mean", "sum", "std", "group_mean", "group_std", "group_sum", "softmax",
-                      "log_softmax", "sum_vocab", "whiten")},
+                      "log_softmax", "sum_vocab", "whiten", "sort_rows", "running_mean")},
     "min": "minimum", "max": "maximum", "max_rows": "max_rows", "min_rows": "min_rows",
 }
-SCANS = {"gae": ("gae", 2, ("gamma", "lam")), "discounted_sum": ("discounted_sum", 1, ("gamma",))}
+SCANS = {"gae": ("gae", 2, ("gamma", "lam")), "discounted_sum": ("discounted_sum", 1, ("gamma",)),
+         "token_quantile": ("token_quantile", 1, ("q",))}
 AT_LAST = "at_last"  # at_last(x, S): a per-sequence value at the last token of set S
 
 ROLE_SOURCES = ("frozen", "model", "value_head")
 REWARD_SOURCES = ("verifier", "reward_model")
 ROLLOUTS = ("sample",)
-SET_BUILDERS = ("mismatched",)
+SET_BUILDERS = ("mismatched", "best", "worst")
 SAMPLE_OPTIONS = {"n": "int", "temperature": "float", "top_p": "float", "top_k": "int",
-                  "max_tokens": "int", "mask_truncated": "bool"}
+                  "max_tokens": "int", "mask_truncated": "bool", "greedy": "bool"}
+FROZEN_OPTIONS = {"sync_steps": "int", "mixup": "float"}  # TR-DPO: θ_ref ← mixup·θ + (1 − mixup)·θ_ref
 
 ALL = sorted(set(QUERIES) | set(SUGAR) | set(SET_FUNCS) | set(OPS) | set(SCANS) | {AT_LAST}
              | set(ROLE_SOURCES) | set(REWARD_SOURCES) | set(ROLLOUTS) | set(SET_BUILDERS) | {"old"})

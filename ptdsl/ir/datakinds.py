@@ -13,6 +13,10 @@ class DataKind:
     fields: tuple[tuple[str, str], ...]  # per-example fields: (name, dtype)
     columns: tuple[str, ...]         # dataset columns (TRL format)
     doc: str
+    set_columns: tuple[tuple[str, str], ...] = ()  # set → column, where they differ
+
+    def column(self, set_name: str) -> str:
+        return dict(self.set_columns).get(set_name, set_name)
 
 
 DATA_KINDS: dict[str, DataKind] = {k.name: k for k in [
@@ -23,6 +27,9 @@ DATA_KINDS: dict[str, DataKind] = {k.name: k for k in [
     DataKind("unpaired", ("completion",), (("label", "bool"),), ("prompt", "completion", "label"),
              "a prompt and one completion labelled desirable (true) or undesirable (false)"),
     DataKind("prompts", (), (), ("prompt",), "prompts only; completions come from rollouts"),
+    DataKind("triple", ("chosen", "rejected", "gold"), (), ("prompt", "chosen", "rejected", "reference"),
+             "preference plus a gold response (TPO); the column `reference` is the set `gold`",
+             (("gold", "reference"),)),
 ]}
 
 EXAMPLES = "examples"  # the row space of every dataset set

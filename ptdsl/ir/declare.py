@@ -21,6 +21,7 @@ class Role:
     trainable: bool
     source: str      # e.g. "frozen(policy)", "model(\"gpt2\")"
     of: str | None = None  # the role a frozen copy / value head / old snapshot is built from
+    options: tuple = ()    # frozen copies: (("sync_steps", 512), ("mixup", 0.6)) for a moving reference
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,10 @@ class _Declarer:
         if name in ("policy", "old"):
             self.sink.add(error("E0202", f"`{name}` is a built-in role and cannot be rebound", decl.span))
             return
-        if src.func == "frozen" and _single_name(src) in ("policy",):
-            self.roles[name] = Role(name, "frozen_copy", False, "frozen(policy)", "policy")
+        if src.func == "frozen" and len(src.args) == 1 and isinstance(src.args[0], ast.Name) \
+                and src.args[0].id == "policy":
+            options = self._options(src, B.FROZEN_OPTIONS, "frozen")
+            self.roles[name] = Role(name, "frozen_copy", False, "frozen(policy)", "policy", tuple(options.items()))
         elif src.func == "model" and len(src.args) == 1 and isinstance(src.args[0], ast.String) and not src.kwargs:
             self.roles[name] = Role(name, "model", False, f'model("{src.args[0].value}")')
         elif src.func == "value_head" and _single_name(src) == "policy":
@@ -116,27 +119,43 @@ class _Declarer:
             self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span,
                                 "a value head" if role else "not a model role", help=help))
             return
-        options = {"n": 1}
-        for kw in c.kwargs:
-            if kw.name not in B.SAMPLE_OPTIONS:
-                self.sink.add(error("E0209", f"`sample` has no option `{kw.name}`", kw.name_span,
-                                    help=did_you_mean(kw.name, B.SAMPLE_OPTIONS) or
-                                    f"options: {', '.join(B.SAMPLE_OPTIONS)}"))
-                continue
-            try:
-                options[kw.name] = const_eval(kw.value, self._param_lookup)
-            except NotConstant as exc:
-                self.sink.add(error("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what))
+        options = {"n": 1, **self._options(c, B.SAMPLE_OPTIONS, "sample")}
         n = options["n"]
-        if isinstance(n, float) and n.is_integer():  # e.g. `n = group / 2`
-            n = options["n"] = int(n)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if n < 1:
             self.sink.add(error("E0403", f"`n` must be a whole number ≥ 1, got {n!r}", decl.span,
                                 help="n is the number of samples drawn per prompt"))
             n = 1
         self.rollouts[name] = Rollout(name, model, options)
-        self.sets[name] = SetInfo(name, name, "rollout")
-        self.rows[name] = n
+        # one sample per prompt: its rows are the dataset's rows, so per-example values combine
+        rows = name if n > 1 else EXAMPLES
+        self.sets[name] = SetInfo(name, rows, "rollout")
+        if n > 1:
+            self.rows[name] = n
+
+    def _options(self, c: ast.Call, allowed: dict, what: str) -> dict:
+        """Constant keyword options of a call, each checked against its declared type."""
+        out = {}
+        for kw in c.kwargs:
+            if kw.name not in allowed:
+                self.sink.add(error("E0209", f"`{what}` has no option `{kw.name}`", kw.name_span,
+                                    help=did_you_mean(kw.name, allowed) or f"options: {', '.join(allowed)}"))
+                continue
+            try:
+                value = const_eval(kw.value, self._param_lookup)
+            except NotConstant as exc:
+                self.sink.add(error("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what))
+                continue
+            want = allowed[kw.name]
+            if want == "int" and isinstance(value, float) and value.is_integer():
+                value = int(value)  # e.g. `n = group / 2`
+            ok = (isinstance(value, bool) if want == "bool" else
+                  not isinstance(value, bool) and isinstance(value, int if want == "int" else (int, float)))
+            if not ok:
+                self.sink.add(error("E0403", f"option `{kw.name}` takes a{'n' if want == 'int' else ''} "
+                                             f"{want}, got {value!r}", kw.span))
+                continue
+            out[kw.name] = value
+        return out
 
     def _declare_reward(self, name: str, decl: ast.RewardDecl) -> None:
         if name in B.ALL:  # rewards are applied like functions: `r(y)`

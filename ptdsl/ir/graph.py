@@ -25,8 +25,10 @@ class SetInfo:
 
     name: str
     rows: str
-    source: str          # "data" | "rollout" | "derived"
-    base: str | None = None  # the set a derived set is built from
+    source: str          # "data" | "rollout" | "derived" (mismatched) | "picked" (best/worst)
+    base: str | None = None  # the set a derived or picked set is built from
+    by: str | None = None    # picked sets: the reward that ranks the samples
+    pick: str | None = None  # picked sets: "best" or "worst"
 
 
 def new_graph(method: str, file: str, sets: dict[str, SetInfo], rows: dict[str, int | None]) -> nx.DiGraph:

@@ -7,6 +7,8 @@ text. Levels are not computed here (passes/levels.py does that); names are.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 
 from ptdsl.diagnostics import Sink, Span, did_you_mean, error
@@ -142,13 +144,17 @@ class _Lowerer:
             self._arity(c, 1)
             s = self.set_arg(c.args[0])
             mask = self.mask(s, c.span)
-            return mask if f == "mask" else add(self.g, "length", (mask,), None, c.span)
+            if f == "mask":
+                return mask
+            return add(self.g, "length" if f == "length" else "positions", (mask,), None, c.span)
         if f in B.OPS:
             op = B.OPS[f]
             want = OPS[op].arity - (1 if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum",
                                                  "whiten") else 0)
             self._arity(c, want)
-            return add(self.g, op, [self.expr(a) for a in c.args], None, c.span)
+            # a running statistic keeps state across steps, keyed by where it is written
+            attrs = {"key": f"{Path(c.span.file).stem}:{c.span.line}:{c.span.col}"} if op == "running_mean" else None
+            return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
         if f in B.SCANS:
             return self.scan(c)
         if f == B.AT_LAST:
@@ -248,6 +254,8 @@ class _Lowerer:
     def set_arg(self, e: ast.Expr) -> str:
         if isinstance(e, ast.Name) and e.id in self.sets:
             return e.id
+        if isinstance(e, ast.Call) and e.func in ("best", "worst"):
+            return self.picked_set(e)
         if isinstance(e, ast.Call) and e.func == "mismatched":
             if len(e.args) == 1 and isinstance(e.args[0], ast.Name) and e.args[0].id in self.sets:
                 base = e.args[0].id
@@ -263,6 +271,21 @@ class _Lowerer:
                   help=did_you_mean(name, self.sets) or
                   (f"sets here: {', '.join(f'`{s}`' for s in self.sets)}" if self.sets else
                    "this method has no sequence sets: its data has none and it declares no rollout"))
+
+    def picked_set(self, e: ast.Call) -> str:
+        """`best(y, r)` / `worst(y, r)`: per prompt, the sample of rollout y that reward r ranks
+        highest / lowest (ties: the first for best, the last for worst)."""
+        ok = (len(e.args) == 2 and all(isinstance(a, ast.Name) for a in e.args) and not e.kwargs)
+        if not ok or e.args[0].id not in self.rollouts or e.args[1].id not in self.rewards:
+            self.fail("E0209", f"`{e.func}` takes a rollout set and a reward, e.g. `{e.func}(y, r)`", e.span,
+                      help="declare them with `rollout y = sample(policy, n = 2)` and `reward r = verifier(…)`")
+        base, by = e.args[0].id, e.args[1].id
+        if self.rows.get(self.sets[base].rows) is None:
+            self.fail("E0210", f"`{e.func}` picks among a prompt's samples, but `{base}` draws one per prompt",
+                      e.args[0].span, help="sample at least two per prompt: `sample(policy, n = 2)`")
+        name = f"{e.func}({base}, {by})"
+        self.sets.setdefault(name, SetInfo(name, EXAMPLES, "picked", base, by, e.func))
+        return name
 
     def mask(self, s: str, span: Span) -> int:
         return self.leaf(span, f"mask({s})", "mask", "token", None, s, self.sets[s].rows, dtype="bool")

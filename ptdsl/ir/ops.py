@@ -81,11 +81,18 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("gae", 3, "gae", (0, 1), "generalised advantage estimate: reverse scan δ_t + γλ Â_{t+1} (attrs gamma, lam)"),
     Op("discounted_sum", 2, "scan", (0,), "reverse discounted cumulative sum Σ_{s≥t} γ^{s-t} x_s (attr gamma)"),
     Op("whiten", 2, "whiten", (0,), "(x - mean) / std over the batch's completion tokens"),
+    Op("positions", 1, "positions", (), "each completion token's index 0, 1, … within its sequence"),
+    Op("token_quantile", 2, "token_reduce", (), "the q-quantile of x over the batch's completion tokens (attr q)"),
+    # -- rows
+    Op("sort_rows", 1, "sort_rows", (0,), "the per-sequence values sorted ascending over the batch"),
+    Op("expand_rows", 1, "expand_rows", (0,), "a per-example value repeated for each of a rollout's n samples"),
+    # -- state kept across steps
+    Op("running_mean", 1, "running_mean", (), "mean of every value seen so far, this batch included (no gradient)"),
 ]}
 
 # Named op sets, used by passes instead of repeated tuples.
 MASKED = frozenset({"sum_tokens", "mean_tokens", "token_mean", "token_sum", "at_last", "gae",
-                    "discounted_sum", "whiten"})
+                    "discounted_sum", "whiten", "token_quantile"})
 ELEMENTWISE = frozenset(n for n, o in OPS.items() if o.rule in ("map", "map2", "map3", "where",
                                                                  "compare", "logic", "not"))
 COMMUTATIVE = frozenset({"add", "mul", "minimum", "maximum", "logaddexp", "eq", "ne", "and", "or"})

@@ -67,8 +67,8 @@ def join(a: Level, b: Level) -> Level:
     if lo.rows != hi.rows:
         raise LevelMismatch(
             f"values from different row spaces cannot be combined: {a} and {b}",
-            "rows of a rollout and rows of the dataset are not aligned; reduce one side first "
-            "(e.g. with `mean(...)`)")
+            "rows of two rollouts, or of a rollout and of a dataset set it does not sample from, "
+            "are not aligned; reduce one side first (e.g. with `mean(...)`)")
     if lo.kind == "seq":
         return hi.with_dtype("real")
     if lo.set != hi.set:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from ptdsl.ir.graph import order
 
 LINEAR_REDUCTIONS = frozenset({"mean", "sum", "token_mean", "token_sum"})
-CROSS_ROW = frozenset({"mean", "sum", "std", "max_rows", "min_rows", "token_mean", "token_sum", "whiten"})
+CROSS_ROW = frozenset({"mean", "sum", "std", "max_rows", "min_rows", "token_mean", "token_sum", "whiten",
+                       "sort_rows", "token_quantile", "running_mean"})
 _LINEAR = frozenset({"add", "sub", "neg"})
 
 

@@ -13,6 +13,7 @@ import networkx as nx
 from ptdsl.diagnostics import Label, Sink, error
 from ptdsl.ir.graph import add, new_graph, order
 from ptdsl.ir.ops import MASKED, OPS
+from ptdsl.ir.datakinds import EXAMPLES
 from ptdsl.ir.types import SCALAR, Level, LevelMismatch, join
 
 
@@ -155,10 +156,28 @@ class _Checker:
         return [x], self.lv(x)
 
     def _joined(self, args, d):
+        args = self._rows_broadcast(args, d)
         level = self.lv(args[0])
         for a in args[1:]:
             level = join(level, self.lv(a))
         return [self.to(a, level, d["span"]) for a in args], level.with_dtype("real")
+
+    def _rows_broadcast(self, args, d):
+        """A per-example value meets a rollout's rows: repeat it for each of the n samples
+        (rollout rows are the examples' rows, n at a time)."""
+        grouped = {self.lv(a).rows for a in args if self.lv(a).kind != "scalar"
+                   and self.g.graph["rows"].get(self.lv(a).rows)}
+        if len(grouped) != 1:
+            return args
+        target = grouped.pop()
+        out = []
+        for a in args:
+            lvl = self.lv(a)
+            if lvl.kind == "seq" and lvl.rows == EXAMPLES:
+                a = self.emit("expand_rows", (a,), {"n": self.g.graph["rows"][target]}, d["span"],
+                              Level("seq", target, None, lvl.dtype))
+            out.append(a)
+        return out
 
     def rule_map2(self, op, args, d):
         return self._joined(args, d)
@@ -252,6 +271,20 @@ class _Checker:
         return [self.real(args[0], d["span"]), self.mask(lvl.set, d["span"])], lvl.with_dtype("real")
 
     rule_whiten = rule_scan
+
+    def rule_positions(self, op, args, d):
+        return args, self.lv(args[0]).with_dtype("real")
+
+    def rule_sort_rows(self, op, args, d):
+        lvl = self.need(args[0], ("seq",), d, "a per-sequence value")
+        return [self.real(args[0], d["span"])], lvl.with_dtype("real")
+
+    def rule_expand_rows(self, op, args, d):
+        return args, d["level"]  # inserted by this pass with its level
+
+    def rule_running_mean(self, op, args, d):
+        self.need(args[0], ("seq", "scalar"), d, "a per-sequence value or a scalar")
+        return [self.real(args[0], d["span"])], SCALAR
 
 
 def _per(lvl: Level) -> str:

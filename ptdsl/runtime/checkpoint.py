@@ -10,7 +10,7 @@ from pathlib import Path
 PREFIX = "checkpoint-"
 
 
-def save(accelerator, output: Path, step: int, keep: int = 2) -> Path:
+def save(accelerator, output: Path, step: int, state: dict | None = None, keep: int = 2) -> Path:
     final = output / f"{PREFIX}{step}"
     tmp = output / f".{PREFIX}{step}.tmp"
     if accelerator.is_main_process and tmp.exists():
@@ -18,7 +18,7 @@ def save(accelerator, output: Path, step: int, keep: int = 2) -> Path:
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "state": state or {}}))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -41,6 +41,8 @@ def latest(output: Path) -> Path | None:
     return max(found, key=_step) if found else None
 
 
-def load(accelerator, path: Path) -> int:
+def load(accelerator, path: Path) -> tuple[int, dict]:
+    """The step a checkpoint was taken after, and the loss's running statistics then."""
     accelerator.load_state(str(path))
-    return json.loads((path / "trainer_state.json").read_text())["step"]
+    saved = json.loads((path / "trainer_state.json").read_text())
+    return saved["step"], saved.get("state", {})

@@ -100,8 +100,9 @@ def normalise(row: dict, kind: str, tok) -> list[dict]:
         base = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
         return normalise({**base, "completion": row["chosen"], "label": True}, kind, tok) + \
             normalise({**base, "completion": row["rejected"], "label": False}, kind, tok)
-    sets = ("chosen", "rejected") if kind == "preference" else ("completion",)
-    if "prompt" not in row and all(s in row for s in sets) and len(sets) == 2:  # implicit prompt
+    kind_ = DATA_KINDS[kind]
+    sets = tuple(kind_.column(s) for s in kind_.sets) or ("completion",)
+    if "prompt" not in row and all(s in row for s in sets) and len(sets) >= 2:  # implicit prompt
         a, b = row[sets[0]], row[sets[1]]
         if _is_chat(a):
             k = 0
@@ -144,7 +145,8 @@ def check_fields(rows: list[dict], method: str, kind: str, fields: tuple[str, ..
 
 def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_length: int,
              max_prompt_length: int | None) -> tuple[list[Example], Skipped]:
-    sets = DATA_KINDS[kind].sets
+    kind_ = DATA_KINDS[kind]
+    sets = kind_.sets
     skipped = Skipped()
     out: list[Example] = []
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
@@ -158,7 +160,7 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
             continue
         comps = {}
         for s in sets:
-            text = row[s]
+            text = row[kind_.column(s)]
             if not str(text).strip():
                 break
             ids = tok(str(text), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -166,7 +168,7 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
         if len(comps) != len(sets):
             skipped.empty_completion += 1
             continue
-        extra = {c: v for c, v in row.items() if c not in ("prompt",) + sets}
+        extra = {c: v for c, v in row.items() if c not in ("prompt",) + tuple(kind_.column(s) for s in sets)}
         values = {f: (bool(row[f]) if f == "label" else float(row[f])) for f in fields}
         out.append(Example(i, prompt, p_ids, comps, values, extra))
     return out, skipped

@@ -63,6 +63,8 @@ def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (
             row = {"prompt": prompt, "completion": right if good else wrong, "label": good}
         elif kind == "prompts":
             row = {"prompt": prompt, "answer": right}
+        elif kind == "triple":
+            row = {"prompt": prompt, "chosen": right, "rejected": wrong, "reference": right}
         else:
             raise ValueError(f"the embedded default has no data of kind `{kind}`")
         for f in fields:  # extra numeric columns (e.g. a reward margin): a constant

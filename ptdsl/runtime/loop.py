@@ -27,7 +27,7 @@ from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources
 from ptdsl.runtime.setup import load_examples, load_models
-from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks
+from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks, pick_sets
 
 
 @dataclass
@@ -112,11 +112,13 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
     start = 0
+    state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
         ck = checkpoint.latest(out)
         if ck is None:
             raise RuntimeSetupError(f"--resume: no checkpoint in `{out}`")
-        start = checkpoint.load(acc, ck)
+        start, saved = checkpoint.load(acc, ck)
+        state = {k: tuple(v) for k, v in saved.items()}
         log(f"resumed from {ck} at step {start}")
     if opts.report_to:
         acc.init_trackers("ptdsl", config={"method": compiled.name, **compiled.params, **asdict(opts)})
@@ -140,7 +142,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                         stack.enter_context(acc.no_sync(m))
                 with acc.autocast():
                     inputs = loss_inputs(ctx, batch)
-                    loss, metrics = compiled.loss(inputs, normalizers=norm)
+                    loss, metrics = compiled.loss(inputs, normalizers=norm, state=state)
                 _check_finite(compiled, loss, inputs, step)
                 acc.backward(loss * world)  # DDP averages over processes; the counts are global
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
@@ -151,13 +153,14 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
+        _sync_references(compiled, models, step + 1)
         last = _reduce_metrics(acc, sums, summed)
         last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
         if opts.max_grad_norm:
             last["grad_norm"] = float(grad_norm)
         _log_step(acc, opts, out, bar, last, log)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
-            checkpoint.save(acc, out, step + 1)
+            checkpoint.save(acc, out, step + 1, state)
     _save_final(acc, models, out)
     if opts.report_to:
         acc.end_training()
@@ -184,24 +187,26 @@ def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
         batch = build_batch(compiled, [examples[j] for j in mine[i::opts.grad_accum]])
         for name, spec in compiled.plan.rollouts.items():
             sampler = models.policy if spec.model == "policy" else models.frozen[spec.model]
-            rows = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
-                                  opts.rollout)
-            batch.sets[name] = rows
-            _score(compiled, batch, name, rows, rewards, spec)
+            batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
+                                              opts.rollout)
+        _score(compiled, batch, rewards)
+        pick_sets(compiled, batch)
         micro.append(batch)
     return micro
 
 
-def _score(compiled, batch, set_name, rows, rewards, spec):
-    n = int(spec.options.get("n", 1))
-    prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
-    columns = {}
-    for k in batch.examples[0].columns:
-        columns[k] = [e.columns.get(k) for e in batch.examples for _ in range(n)]
-    for i in compiled.inputs:
-        if i.kind == "reward" and i.set == set_name:
-            reward = i.name.split("(", 1)[0]
-            batch.rewards[i.name] = rewards.evaluate(reward, prompts, rows.texts, columns)
+def _score(compiled, batch, rewards):
+    """Every reward the step reads, on rollout sets (those of picked sets are selected later)."""
+    sets = compiled.graph.graph["sets"]
+    needed = {(i.name.split("(", 1)[0], i.set) for i in compiled.inputs if i.kind == "reward"}
+    needed |= {(sets[s].by, sets[s].base) for s in compiled.plan.sets if sets[s].source == "picked"}
+    for reward, s in sorted(needed):
+        if sets[s].source != "rollout":
+            continue
+        n = int(compiled.plan.rollouts[s].options.get("n", 1))
+        prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
+        columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in batch.examples[0].columns}
+        batch.rewards[f"{reward}({s})"] = rewards.evaluate(reward, prompts, batch.sets[s].texts, columns)
 
 
 def _global_counts(compiled, micro, acc) -> dict:
@@ -222,6 +227,18 @@ def _global_counts(compiled, micro, acc) -> dict:
 
 
 # ---- checks, logging, saving -------------------------------------------------------
+
+def _sync_references(compiled, models, step: int):
+    """A moving reference (TR-DPO): every `sync_steps`, θ_ref ← mixup·θ + (1 − mixup)·θ_ref."""
+    for name, role in compiled.graph.graph["roles"].items():
+        opts = dict(role.options)
+        if role.kind == "frozen_copy" and name in models.frozen and opts.get("sync_steps"):
+            if step % int(opts["sync_steps"]) == 0:
+                alpha = float(opts.get("mixup", 1.0))
+                with torch.no_grad():
+                    for ref, cur in zip(models.frozen[name].parameters(), models.policy.parameters()):
+                        ref.mul_(1 - alpha).add_(cur.detach(), alpha=alpha)
+
 
 def _check_finite(compiled, loss, inputs, step):
     if torch.isfinite(loss):

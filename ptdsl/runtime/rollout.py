@@ -21,13 +21,13 @@ def sample(model, tok, examples, rollout, device, overrides: dict | None = None)
     for i, p in enumerate(prompts):
         ids[i, P - len(p):] = torch.tensor(p)
         att[i, P - len(p):] = 1
-    gen = dict(do_sample=True, temperature=float(opts.get("temperature", 1.0)),
+    greedy = bool(opts.get("greedy", False))  # e.g. ReMax's baseline: the greedy answer
+    gen = dict(do_sample=not greedy, temperature=float(opts.get("temperature", 1.0)),
                top_p=float(opts.get("top_p", 1.0)), max_new_tokens=int(opts.get("max_tokens", DEFAULT_MAX_TOKENS)),
                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    if "top_k" in opts:
-        gen["top_k"] = int(opts["top_k"])
-    else:
-        gen["top_k"] = 0  # sample from the full distribution unless the spec says otherwise
+    gen["top_k"] = int(opts.get("top_k", 0))  # the full distribution unless the spec says otherwise
+    if greedy:
+        gen.update(temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), **gen)
     completions, truncated, texts = [], [], []

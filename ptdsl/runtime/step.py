@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ptdsl.runtime.batch import Batch, dataset_sets
+from ptdsl.runtime.batch import Batch, SetRows, dataset_sets
 from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_model
 
@@ -118,8 +118,10 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
         vals = [e.fields[f] for e in batch.examples]
         dtype = torch.bool if isinstance(vals[0], bool) else torch.float32
         out[f] = torch.tensor(vals, dtype=dtype, device=device)
+    wanted = {i.name for i in compiled.inputs if i.kind == "reward"}
     for name, values in getattr(batch, "rewards", {}).items():
-        out[name] = torch.tensor(values, dtype=torch.float32, device=device)
+        if name in wanted:
+            out[name] = torch.tensor(values, dtype=torch.float32, device=device)
     return out
 
 
@@ -129,3 +131,28 @@ def build_batch(compiled, examples) -> Batch:
     batch.sets.update(dataset_sets(batch.examples, data_sets, compiled.graph.graph["sets"]))
     batch.rewards = {}
     return batch
+
+
+def pick_sets(compiled, batch: Batch) -> None:
+    """best(y, r) / worst(y, r): per prompt, the sample of y that r ranks highest (first on
+    ties) / lowest (last on ties), so best and worst differ whenever n ≥ 2."""
+    sets = compiled.graph.graph["sets"]
+    for s in compiled.plan.sets:
+        info = sets[s]
+        if info.source != "picked":
+            continue
+        rows, scores = batch.sets[info.base], batch.rewards[f"{info.by}({info.base})"]
+        n = len(rows) // len(batch.examples)
+        chosen = []
+        for g in range(len(batch.examples)):
+            group = list(range(g * n, (g + 1) * n))
+            if info.pick == "best":
+                chosen.append(max(group, key=lambda i: (scores[i], -i)))
+            else:
+                chosen.append(min(group, key=lambda i: (scores[i], -i)))
+        batch.sets[s] = SetRows([rows.prompt_ids[i] for i in chosen], [rows.completion_ids[i] for i in chosen],
+                                [rows.truncated[i] for i in chosen] if rows.truncated else None,
+                                [rows.texts[i] for i in chosen] if rows.texts else None)
+        for key, values in list(batch.rewards.items()):
+            if key.endswith(f"({info.base})"):
+                batch.rewards[f"{key.split('(', 1)[0]}({s})"] = [values[i] for i in chosen]
