@@ -85,7 +85,7 @@ def cmd_list(args) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     elif args.format == "markdown":
-        print(_markdown(rows))
+        print(_markdown(rows), end="")
     else:
         cols = ("name", "family", "data", "stability", "paper")
         widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in cols}
@@ -97,13 +97,23 @@ def cmd_list(args) -> int:
 
 
 def _markdown(rows) -> str:
-    lines = ["| method | title | family | data | stability | paper |", "|---|---|---|---|---|---|"]
+    """The paper index (docs/methods.md): one table per family, generated from spec headers."""
+    out = ["# Method catalogue", "",
+           "Generated from the spec headers by `ptdsl list --format markdown` (tests keep it in sync).",
+           f"{len(rows)} methods; `stable` ones are verified against independent references "
+           "(and against TRL 1.16 where TRL implements them).", ""]
+    families: dict[str, list] = {}
     for r in rows:
-        paper = r["paper"]
-        if paper.startswith("arXiv:"):
-            paper = f"[{paper}](https://arxiv.org/abs/{paper[6:]})"
-        lines.append(f"| `{r['name']}` | {r['title']} | {r['family']} | {r['data']} | {r['stability']} | {paper} |")
-    return "\n".join(lines)
+        families.setdefault(r["family"] or "other", []).append(r)
+    for family in sorted(families):
+        out += [f"## {family}", "", "| method | title | data | stability | paper |", "|---|---|---|---|---|"]
+        for r in families[family]:
+            paper = r["paper"]
+            if paper.startswith("arXiv:"):
+                paper = f"[{paper}](https://arxiv.org/abs/{paper[6:]})"
+            out.append(f"| `{r['name']}` | {r['title']} | {r['data']} | {r['stability']} | {paper} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
 
 
 def cmd_show(args) -> int:
