@@ -69,7 +69,8 @@ def make_plan(g) -> Plan:
             model = a["model"]
             kind = "old" if model.startswith("old") else roles[model].kind
             frozen = not (a["trainable"] and n in grad)
-            data_only = all(_from_data(sets, s) for s in [a["set"]])
+            # per example only: a list's rows are not what the precompute cache is keyed by
+            data_only = _from_data(sets, a["set"]) and sets[a["set"]].rows == "examples"
             moving = dict(roles[model].options).get("sync_steps") if kind != "old" else None
             precompute = not a["trainable"] and kind != "old" and data_only and not moving
             q = Query(a["name"], model, kind, a["set"], a["kind"], frozen, precompute)

@@ -156,10 +156,14 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
         return args[0].to(dtype)
     if op == "length":
         return args[0].sum(-1).to(dtype)
-    if op in ("group_mean", "group_std", "group_sum"):
+    if op.startswith("group_"):
         n_group = g.graph["rows"][d["level"].rows]
         fn = {"group_mean": lambda x: x.mean().expand(x.shape), "group_sum": lambda x: x.sum().expand(x.shape),
-              "group_std": lambda x: x.std(unbiased=True).expand(x.shape)}[op]
+              "group_std": lambda x: x.std(unbiased=True).expand(x.shape),
+              "group_max": lambda x: x.max().expand(x.shape), "group_min": lambda x: x.min().expand(x.shape),
+              "group_logsumexp": lambda x: torch.logsumexp(x, 0).expand(x.shape),
+              "group_suffix_logsumexp": lambda x: torch.stack([torch.logsumexp(x[k:], 0)
+                                                               for k in range(len(x))])}[op]
         return _group_apply(args[0], n_group, fn)
     if op == "clip":
         return torch.clamp(args[0], args[1], args[2])
@@ -174,7 +178,8 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     return _BINARY[op](*args)
 
 
-OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"positions", "token_quantile", "sort_rows", "expand_rows",
+OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"group_max", "group_min", "group_logsumexp",
+                                                 "group_suffix_logsumexp", "positions", "token_quantile", "sort_rows", "expand_rows",
                                                  "running_mean", "mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
                                                  "group_std", "group_sum", "clip", "where", "gae",
                                                  "discounted_sum"}

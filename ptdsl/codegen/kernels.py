@@ -57,6 +57,23 @@ def group_std(x, n):
     return _groups(x, n).std(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
+def group_max(x, n):
+    return _groups(x, n).max(1, keepdim=True).values.expand(-1, n).reshape(-1)
+
+
+def group_min(x, n):
+    return _groups(x, n).min(1, keepdim=True).values.expand(-1, n).reshape(-1)
+
+
+def group_logsumexp(x, n):
+    return torch.logsumexp(_groups(x, n), 1, keepdim=True).expand(-1, n).reshape(-1)
+
+
+def group_suffix_logsumexp(x, n):
+    """Row k of a group: log Σ_{i ≥ k} exp x_i (the group's rows in order)."""
+    return torch.logcumsumexp(_groups(x, n).flip(1), 1).flip(1).reshape(-1)
+
+
 def log1mexp(x):
     """log(1 - e^x) for x < 0: log(-expm1(x)) near 0, log1p(-e^x) far from it."""
     return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))

@@ -27,7 +27,8 @@ OPS = {  # builtin name → IR op (arity from the op table)
                       "abs", "sqrt", "square", "tanh", "log1mexp", "sign", "stopgrad", "clip",
                       "where", "logaddexp", "sum_tokens", "mean_tokens", "token_mean", "token_sum",
                       "mean", "sum", "std", "group_mean", "group_std", "group_sum", "softmax",
-                      "log_softmax", "sum_vocab", "whiten", "sort_rows", "running_mean")},
+                      "log_softmax", "sum_vocab", "whiten", "sort_rows", "running_mean",
+                      "group_max", "group_min", "group_logsumexp", "group_suffix_logsumexp")},
     "min": "minimum", "max": "maximum", "max_rows": "max_rows", "min_rows": "min_rows",
 }
 SCANS = {"gae": ("gae", 2, ("gamma", "lam")), "discounted_sum": ("discounted_sum", 1, ("gamma",)),

@@ -14,6 +14,8 @@ class DataKind:
     columns: tuple[str, ...]         # dataset columns (TRL format)
     doc: str
     set_columns: tuple[tuple[str, str], ...] = ()  # set → column, where they differ
+    list_rows: str | None = None     # a row space of lists: each example has `size` rows of it
+    options: tuple[tuple[str, int], ...] = ()       # options and their defaults, e.g. size = 4
 
     def column(self, set_name: str) -> str:
         return dict(self.set_columns).get(set_name, set_name)
@@ -27,6 +29,10 @@ DATA_KINDS: dict[str, DataKind] = {k.name: k for k in [
     DataKind("unpaired", ("completion",), (("label", "bool"),), ("prompt", "completion", "label"),
              "a prompt and one completion labelled desirable (true) or undesirable (false)"),
     DataKind("prompts", (), (), ("prompt",), "prompts only; completions come from rollouts"),
+    DataKind("ranked", ("responses",), (("rating", "real"),), ("prompt", "responses", "ratings"),
+             "a prompt with a ranked list of responses, best first, and optional ratings (listwise "
+             "methods); `data ranked(size = K)` fixes the list length", list_rows="responses",
+             options=(("size", 4),)),
     DataKind("triple", ("chosen", "rejected", "gold"), (), ("prompt", "chosen", "rejected", "reference"),
              "preference plus a gold response (TPO); the column `reference` is the set `gold`",
              (("gold", "reference"),)),

@@ -43,6 +43,7 @@ class Declarations:
     sets: dict[str, SetInfo] = field(default_factory=dict)
     rows: dict[str, int | None] = field(default_factory=lambda: {EXAMPLES: None})
     fields: dict[str, str] = field(default_factory=dict)
+    field_rows: dict[str, str] = field(default_factory=dict)  # the row space of each data field
     roles: dict[str, Role] = field(default_factory=dict)
     rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
@@ -53,6 +54,7 @@ class _Declarer:
         self.m, self.params, self.sink = m, params, sink
         self.d = Declarations()
         self.sets, self.rows, self.fields = self.d.sets, self.d.rows, self.d.fields
+        self.field_rows = self.d.field_rows
         self.roles, self.rewards, self.rollouts = self.d.roles, self.d.rewards, self.d.rollouts
 
     def declare(self) -> None:
@@ -66,11 +68,21 @@ class _Declarer:
                                 f"data kinds: {', '.join(DATA_KINDS)}"))
         else:
             kind = DATA_KINDS[m.data.kind]
+            options = {**dict(kind.options), **self._options(_as_call(m.data), dict.fromkeys(
+                dict(kind.options), "int"), f"data {kind.name}")}
+            rows = kind.list_rows or EXAMPLES
+            if kind.list_rows:  # each example holds a list of `size` sequences, grouped like a rollout
+                if options["size"] < 2:
+                    self.sink.add(error("E0403", "a ranked list needs at least 2 responses", m.data.span))
+                self.rows[rows] = max(int(options["size"]), 2)
             for s in kind.sets:
-                self.sets[s] = SetInfo(s, EXAMPLES, "data")
-            self.fields.update(dict(kind.fields))
+                self.sets[s] = SetInfo(s, rows, "data")
+            for f, dtype in kind.fields:
+                self.fields[f] = dtype
+                self.field_rows[f] = rows
             for f in m.data.fields:
                 self.fields[f.id] = "real"
+                self.field_rows[f.id] = EXAMPLES
         if m.policy is None:
             self.sink.add(error("E0206", f"method `{m.name}` has no `policy` line", m.span, "in this method",
                                 help="declare the trainable model with a line `policy`"))
@@ -195,6 +207,11 @@ class _Declarer:
         raise NotConstant(span, f"`{name}` is not a parameter")
 
     # ---- graph -------------------------------------------------------------------
+
+def _as_call(d: ast.DataDecl) -> ast.Call:
+    """A data line's options, as keyword arguments for option checking."""
+    return ast.Call(d.kind, d.span, (), d.options, d.span)
+
 
 def _single_name(c: ast.Call) -> str | None:
     if len(c.args) == 1 and isinstance(c.args[0], ast.Name) and not c.kwargs:

@@ -71,7 +71,11 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # -- group statistics over the n rows a rollout draws per prompt (broadcast back to rows)
     *_ops("group", 1, (0,), [("group_mean", "mean of the row's group"),
                              ("group_std", "Bessel-corrected std of the row's group"),
-                             ("group_sum", "sum of the row's group")]),
+                             ("group_sum", "sum of the row's group"),
+                             ("group_max", "max of the row's group"), ("group_min", "min of the row's group"),
+                             ("group_logsumexp", "log Σ exp over the row's group (softmax normaliser)"),
+                             ("group_suffix_logsumexp",
+                              "log Σ exp over this row and the rows after it in its group (Plackett–Luce)")]),
     # -- vocabulary level
     *_ops("vocab_map", 1, (0,), [("softmax", "softmax over the vocabulary"),
                                  ("log_softmax", "log-softmax over the vocabulary")]),

@@ -38,7 +38,11 @@ def dataset_sets(examples, wanted: list[str], set_info) -> dict[str, SetRows]:
     out = {}
     for s in wanted:
         info = set_info[s]
-        if info.source == "data":
+        if info.source == "data" and examples and isinstance(examples[0].completions[s][0], list):
+            # a ranked list: each example's responses are consecutive rows (a group)
+            out[s] = SetRows([e.prompt_ids for e in examples for _ in e.completions[s]],
+                             [c for e in examples for c in e.completions[s]])
+        elif info.source == "data":
             out[s] = SetRows(prompts, [e.completions[s] for e in examples])
         elif info.source == "derived":  # mismatched(base): the previous row's completion
             base = [e.completions[info.base] for e in examples]

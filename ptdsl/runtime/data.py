@@ -31,11 +31,14 @@ class Example:
 class Skipped:
     empty_completion: int = 0
     prompt_too_long: int = 0
+    wrong_list_size: int = 0
 
     def __str__(self) -> str:
         parts = [f"{n} {what}" for what, n in (("with an empty completion", self.empty_completion),
                                                 ("whose prompt leaves no room within max_length",
-                                                 self.prompt_too_long)) if n]
+                                                 self.prompt_too_long),
+                                                ("whose list of responses has another length than the "
+                                                 "method's `size`", self.wrong_list_size)) if n]
         return "skipped rows: " + ", ".join(parts) if parts else ""
 
 
@@ -90,6 +93,13 @@ def _common_prefix(a: str, b: str) -> str:
 def normalise(row: dict, kind: str, tok) -> list[dict]:
     """A raw row → rows with `prompt` (text) and the kind's completion texts."""
     row = dict(row)
+    if DATA_KINDS[kind].list_rows:  # a ranked list, best first; ratings default to the ranks
+        if _is_chat(row.get("prompt")):
+            row["prompt"] = _render(tok, row["prompt"], True)
+        responses = [("".join(m["content"] for m in r) if _is_chat(r) else r) for r in row.get("responses", [])]
+        row["responses"] = responses
+        row.setdefault("ratings", [float(len(responses) - 1 - i) for i in range(len(responses))])
+        return [row]
     if kind == "sft" and "text" in row and "completion" not in row:
         row = {**row, "prompt": row.get("prompt", ""), "completion": row.pop("text")}
     if kind == "sft" and "messages" in row:
@@ -144,7 +154,7 @@ def check_fields(rows: list[dict], method: str, kind: str, fields: tuple[str, ..
 # ---- tokenisation -----------------------------------------------------------------
 
 def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_length: int,
-             max_prompt_length: int | None) -> tuple[list[Example], Skipped]:
+             max_prompt_length: int | None, list_size: int | None = None) -> tuple[list[Example], Skipped]:
     kind_ = DATA_KINDS[kind]
     sets = kind_.sets
     skipped = Skipped()
@@ -158,17 +168,31 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
         if len(p_ids) >= max_length:
             skipped.prompt_too_long += 1
             continue
-        comps = {}
-        for s in sets:
-            text = row[kind_.column(s)]
-            if not str(text).strip():
-                break
-            ids = tok(str(text), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            comps[s] = ids[: max_length - len(p_ids)]
-        if len(comps) != len(sets):
+        room = max_length - len(p_ids)
+        if kind_.list_rows:
+            if len(row["responses"]) != list_size or len(row["ratings"]) != list_size:
+                skipped.wrong_list_size += 1
+                continue
+            texts = row["responses"]
+            if not all(str(t).strip() for t in texts):
+                skipped.empty_completion += 1
+                continue
+            comps = {sets[0]: [_ids(tok, t, room) for t in texts]}
+            values = {"rating": [float(v) for v in row["ratings"]]}
+            extra = {c: v for c, v in row.items() if c not in ("prompt", "responses", "ratings")}
+            out.append(Example(i, prompt, p_ids, comps, values, extra))
+            continue
+        texts = [row[kind_.column(s)] for s in sets]
+        if not all(str(t).strip() for t in texts):
             skipped.empty_completion += 1
             continue
+        comps = {s: _ids(tok, t, room) for s, t in zip(sets, texts)}
         extra = {c: v for c, v in row.items() if c not in ("prompt",) + tuple(kind_.column(s) for s in sets)}
         values = {f: (bool(row[f]) if f == "label" else float(row[f])) for f in fields}
         out.append(Example(i, prompt, p_ids, comps, values, extra))
     return out, skipped
+
+
+def _ids(tok, text, room: int) -> list[int]:
+    """Completion ids with EOS, truncated to the room the prompt leaves."""
+    return (tok(str(text), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:room]

@@ -50,8 +50,10 @@ def _problems(n: int, seed: int):
         yield f"{a}+{b}=", str(a + b), str(wrong)
 
 
-def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of the synthetic task in TRL's format for a data kind."""
+def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (),
+            list_size: int | None = None) -> list[dict]:
+    """Rows of the synthetic task in TRL's format for a data kind (ranked lists: the right
+    answer first, then answers further and further off)."""
     rows = []
     for i, (prompt, right, wrong) in enumerate(_problems(n, seed)):
         if kind == "sft":
@@ -63,6 +65,11 @@ def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (
             row = {"prompt": prompt, "completion": right if good else wrong, "label": good}
         elif kind == "prompts":
             row = {"prompt": prompt, "answer": right}
+        elif kind == "ranked":
+            k = list_size or 4
+            total = int(right)
+            row = {"prompt": prompt, "responses": [str((total + d) % 19) for d in range(k)],
+                   "ratings": [float(k - d) for d in range(k)]}
         elif kind == "triple":
             row = {"prompt": prompt, "chosen": right, "rejected": wrong, "reference": right}
         else:

@@ -93,10 +93,13 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     fields = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(
         f for f in compiled.plan.fields if f not in dict(DATA_KINDS[kind].fields))
     extra = tuple(f for f in compiled.plan.fields if f not in dict(DATA_KINDS[kind].fields))
-    raw = embedded.dataset(kind, seed=seed, fields=extra) if data is None else D.load_rows(data)
+    raw = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses")) \
+        if data is None else D.load_rows(data)
     rows = [r for row in raw for r in D.normalise(row, kind, tok)]
     D.check_fields(rows, compiled.name, kind, extra)
-    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length)
+    list_rows = DATA_KINDS[kind].list_rows
+    size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
+    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length, size)
     if str(skipped):
         log(f"{skipped} (of {len(rows)})")
     if not examples:

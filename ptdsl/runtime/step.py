@@ -116,6 +116,8 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
     out = {}
     for f in compiled.plan.fields:
         vals = [e.fields[f] for e in batch.examples]
+        if vals and isinstance(vals[0], list):  # a per-response field of a ranked list
+            vals = [v for vs in vals for v in vs]
         dtype = torch.bool if isinstance(vals[0], bool) else torch.float32
         out[f] = torch.tensor(vals, dtype=dtype, device=device)
     wanted = {i.name for i in compiled.inputs if i.kind == "reward"}

@@ -106,6 +106,7 @@ class DataDecl:
     kind: str
     fields: tuple[Name, ...]
     span: Span
+    options: tuple[KwArg, ...] = ()   # e.g. `data ranked(size = 4)`
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,21 @@ class _ToAst(Transformer):
         return ast.StabilityDecl(str(ch[0]), self._s(meta))
 
     def data_decl(self, meta, ch):
-        fields = ch[1] if len(ch) > 1 else ()
-        return ast.DataDecl(str(ch[0]), fields, self._s(meta))
+        items = ch[1] if len(ch) > 1 else ()
+        fields = tuple(i for i in items if isinstance(i, ast.Name))
+        options = tuple(i for i in items if isinstance(i, ast.KwArg))
+        return ast.DataDecl(str(ch[0]), fields, self._s(meta), options)
 
     def field_list(self, meta, ch):
-        return tuple(ast.Name(str(t), _span(self.path, t)) for t in ch)
+        return tuple(ch)
+
+    def data_field(self, meta, ch):
+        return ast.Name(str(ch[0]), _span(self.path, ch[0]))
+
+    def data_option(self, meta, ch):
+        text = str(ch[1])
+        value = ast.Number(int(text) if text.isdigit() else float(text), _span(self.path, ch[1]))
+        return ast.KwArg(str(ch[0]), _span(self.path, ch[0]), value, self._s(meta))
 
     def policy_decl(self, meta, ch):
         return ast.PolicyDecl(self._s(meta))
