@@ -195,3 +195,12 @@ def test_reward_fn_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = metrics(out)
     assert window_mean(rows, "mean_reward", last=True) > window_mean(rows, "mean_reward") + 0.2
+
+
+def test_precomputed_reference_gives_the_same_losses_as_a_live_one(tmp_path):
+    train("dpo", output=str(tmp_path / "pre"), steps=4, quiet=True)
+    train("dpo", output=str(tmp_path / "live"), steps=4, precompute=False, quiet=True)
+    assert list((tmp_path / "pre" / "cache").glob("reference-*.pt")), "the precompute cache was written"
+    pre, live = metrics(tmp_path / "pre"), metrics(tmp_path / "live")
+    for a, b in zip(pre, live):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)

@@ -1,0 +1,54 @@
+"""Dataset formats (TRL's), field checks and tokenisation, without a model."""
+import pytest
+
+from ptdsl.runtime import embedded
+from ptdsl.runtime.data import check_fields, normalise, tokenize
+from ptdsl.runtime.errors import RuntimeSetupError
+
+TOK = embedded.tokenizer()
+
+
+def test_implicit_prompt_is_the_common_prefix():
+    (row,) = normalise({"chosen": "3+4= 7", "rejected": "3+4= 8"}, "preference", TOK)
+    assert (row["prompt"], row["chosen"], row["rejected"]) == ("3+4= ", "7", "8")
+
+
+def test_conversational_preference_with_implicit_prompt():
+    user = {"role": "user", "content": "3+4="}
+    row = {"chosen": [user, {"role": "assistant", "content": "7"}],
+           "rejected": [user, {"role": "assistant", "content": "8"}]}
+    (out,) = normalise(row, "preference", TOK)
+    assert out["chosen"] == "7" and out["rejected"] == "8"
+    assert "3+4=" in out["prompt"] and out["prompt"].endswith("assistant: ")  # no template: a transcript
+
+
+def test_language_modelling_text_and_messages_for_sft():
+    (a,) = normalise({"text": "12+1=13"}, "sft", TOK)
+    assert (a["prompt"], a["completion"]) == ("", "12+1=13")
+    (b,) = normalise({"messages": [{"role": "user", "content": "1+1="},
+                                   {"role": "assistant", "content": "2"}]}, "sft", TOK)
+    assert b["completion"] == "2" and "1+1=" in b["prompt"]
+
+
+def test_preference_data_is_unpaired_for_unpaired_methods():
+    rows = normalise({"prompt": "1+1=", "chosen": "2", "rejected": "3"}, "unpaired", TOK)
+    assert [(r["completion"], r["label"]) for r in rows] == [("2", True), ("3", False)]
+
+
+def test_missing_field_and_non_numeric_extra_field():
+    with pytest.raises(RuntimeSetupError, match="needs the field `label`"):
+        check_fields([{"prompt": "a", "completion": "b"}], "kto", "unpaired", ())
+    with pytest.raises(RuntimeSetupError, match="field `margin` of row 0 must be a number"):
+        check_fields([{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "big"}], "rm", "preference",
+                     ("margin",))
+
+
+def test_tokenize_masks_truncates_and_counts_skips():
+    rows = [{"prompt": "1+1=", "completion": "2"}, {"prompt": "1+1=", "completion": " "},
+            {"prompt": "9" * 40, "completion": "1"}, {"prompt": "1+", "completion": "9" * 40}]
+    ex, skipped = tokenize(rows, TOK, "sft", (), max_length=16, max_prompt_length=None)
+    assert skipped.empty_completion == 1 and skipped.prompt_too_long == 1
+    assert len(ex) == 2
+    first = ex[0]
+    assert first.prompt_ids[0] == TOK.bos_token_id and first.completions["completion"][-1] == TOK.eos_token_id
+    assert len(ex[1].prompt_ids) + len(ex[1].completions["completion"]) == 16  # truncated to max_length
