@@ -186,3 +186,16 @@ def reward_model(x, *, center_rewards_coefficient=0.0):
 def irpo(x, *, beta=0.1, label_smoothing=0.0, alpha=1.0):
     """P24: one iteration's loss is RPO's with α = 1."""
     return rpo(x, beta=beta, label_smoothing=label_smoothing, alpha=alpha)
+
+
+def tpo(x, *, beta=0.01, label_smoothing=0.0, tpo_alpha=1.0):
+    """R7: smoothed logistic on β(ℓ_θ(y_w) − ℓ_θ(y_l)) (sums) + α·NLL(gold)."""
+    d = _sum(x, "policy", "chosen") - _sum(x, "policy", "rejected")
+    gold = _nll(x, "gold") if tpo_alpha else 0.0
+    return _smoothed(beta * d, label_smoothing).mean() + tpo_alpha * gold
+
+
+def tpo_l(x, *, beta=0.01, label_smoothing=0.0, tpo_alpha=1.0, tpo_l_gamma=0.5):
+    """R8: smoothed logistic on β·d̄ − γ (token means) + α·NLL(gold)."""
+    gold = _nll(x, "gold") if tpo_alpha else 0.0
+    return _smoothed(_simpo_u(x, beta, tpo_l_gamma), label_smoothing).mean() + tpo_alpha * gold

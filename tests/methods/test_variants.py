@@ -38,6 +38,10 @@ OFFLINE = [
     ("apo_zero_unpaired", {}, {}),
     ("apo_zero_unpaired", {"desirable_weight": 1.33, "undesirable_weight": 0.7, "beta": 0.4},
      {"desirable_weight": 1.33, "undesirable_weight": 0.7, "beta": 0.4}),
+    ("tpo", {}, {}), ("tpo", {"tpo_alpha": 0.0, "label_smoothing": 0.1, "beta": 0.1},
+                     {"tpo_alpha": 0.0, "label_smoothing": 0.1, "beta": 0.1}),
+    ("tpo_l", {}, {}), ("tpo_l", {"tpo_l_gamma": 1.0, "beta": 2.0, "tpo_alpha": 0.5},
+                       {"tpo_l_gamma": 1.0, "beta": 2.0, "tpo_alpha": 0.5}),
     ("reward_model", {}, {}), ("reward_model", {"center_rewards_coefficient": 0.01}, {"center_rewards_coefficient": 0.01}),
 ]
 
@@ -66,9 +70,18 @@ def _scores(draw):
                                                  dtype=torch.float64) for s in ("chosen", "rejected")}
 
 
+@st.composite
+def _triples(draw):
+    x = draw(S.preference_inputs())
+    x.update(S._sequence_set(draw, x["mask(chosen)"].shape[0], torch.float64, ("policy",), "gold"))
+    return x
+
+
 def _offline_strategy(method):
     if method == "reward_model":
         return _scores()
+    if method in ("tpo", "tpo_l"):
+        return _triples()
     return S.unpaired_inputs() if method == "apo_zero_unpaired" else S.preference_inputs()
 
 
