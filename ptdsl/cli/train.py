@@ -34,6 +34,9 @@ def register(sub) -> None:
     s.add_argument("--report-to", action="append", default=[], choices=["tensorboard", "trackio"])
     s.add_argument("--temperature", type=float, help="override the rollout sampling temperature")
     s.add_argument("--max-tokens", type=int, help="override the rollout's maximum completion tokens")
+    s.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank (needs peft); "
+                   "a frozen(policy) reference is then the base model with adapters disabled")
+    s.add_argument("--lora-alpha", type=int, default=16)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_train)
 
@@ -50,7 +53,8 @@ def cmd_train(args) -> int:
               warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
               max_prompt_length=args.max_prompt_length, seed=args.seed, save_steps=args.save_steps,
               log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
-              report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet)
+              report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet, lora_r=args.lora_r,
+              lora_alpha=args.lora_alpha)
     except RuntimeSetupError as err:
         print(err.render(), file=sys.stderr)
         return 1

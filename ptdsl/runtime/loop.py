@@ -48,6 +48,8 @@ class TrainOptions:
     mixed_precision: str = "no"          # no | bf16 | fp16
     precompute: bool = True              # precompute frozen data-only queries (reference log-probs)
     report_to: tuple = ()                # tensorboard, trackio
+    lora_r: int = 0                      # > 0: train LoRA adapters (peft); a frozen(policy) reference is
+    lora_alpha: int = 16                 #   then the base model with adapters disabled, not a copy
     resume: bool = False
     rollout: dict = field(default_factory=dict)   # sample option overrides (temperature, max_tokens, …)
     quiet: bool = False
@@ -73,7 +75,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         out.mkdir(parents=True, exist_ok=True)
 
     # -- models, data, rewards: everything checked before step 1
-    models = load_models(compiled, model, opts.seed)
+    models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha)
     examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
                              opts.seed, log)
     rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device) \

@@ -67,6 +67,8 @@ def _logits(h, weight, bias, temperature):
 
 def _decoder(model):
     """The transformer body of a causal LM or sequence classifier (hidden states out)."""
+    if hasattr(model, "get_base_model"):  # PEFT: adapters are injected into the base model's layers
+        model = model.get_base_model()
     base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
     return base if base is not None else model.get_decoder()
 
@@ -91,10 +93,16 @@ class Trunk(torch.nn.Module):
 def hf_model(model):
     """The Hugging Face model inside a (possibly wrapped) trunk."""
     model = getattr(model, "module", model)
-    return model.lm if isinstance(model, Trunk) else model
+    if hasattr(model, "peft"):  # setup.AdapterDisabled
+        model = model.peft
+    model = model.lm if isinstance(model, Trunk) else model
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def hidden_states(model, lay):
+    if hasattr(model, "peft"):  # the base of a LoRA policy: its adapters off
+        with model.peft.disable_adapter():
+            return Trunk(model.peft)(lay.input_ids, lay.attention_mask, lay.position_ids)
     inner = getattr(model, "module", model)
     if isinstance(inner, Trunk):
         return model(lay.input_ids, lay.attention_mask, lay.position_ids)

@@ -52,12 +52,34 @@ def _load_lm(model_id: str, scorer: bool):
                                 help="give a local directory or a hub id reachable from this machine") from None
 
 
-def load_models(compiled, model_id: str | None, seed: int) -> Models:
+class AdapterDisabled(torch.nn.Module):
+    """A PEFT policy's base model: the policy with its adapters disabled (no copy).
+
+    runtime/queries.py runs it inside `disable_adapter()`; it shares the policy's
+    (frozen) base weights, which LoRA training never changes."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft = peft_model
+
+
+def _with_lora(policy, r: int, alpha: int):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise RuntimeSetupError("--lora-r needs the `peft` package", help="pip install peft") from None
+    task = "SEQ_CLS" if hasattr(policy, "score") else "CAUSAL_LM"
+    return get_peft_model(policy, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type=task))
+
+
+def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora_alpha: int = 16) -> Models:
     tok = load_tokenizer(model_id)
     scorer = _needs_scorer(compiled)
     policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
     if getattr(policy.config, "pad_token_id", None) is None:
         policy.config.pad_token_id = tok.pad_token_id
+    if lora_r:
+        policy = _with_lora(policy, lora_r, lora_alpha)
     models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"})
     roles = compiled.graph.graph["roles"]
     used = {q.model for q in compiled.plan.queries} | {r.model for r in compiled.plan.rollouts.values()}
@@ -66,7 +88,13 @@ def load_models(compiled, model_id: str | None, seed: int) -> Models:
         if role is None or role.kind in ("policy", "old"):
             continue
         if role.kind == "frozen_copy":
-            models.frozen[name] = _freeze(copy.deepcopy(policy))
+            moving = dict(role.options).get("sync_steps")
+            if lora_r and moving:
+                raise RuntimeSetupError(f"`{name}` moves toward the policy (sync_steps), which needs a copy, "
+                                        "not the adapter-disabled base of a LoRA policy",
+                                        help="train without --lora-r, or drop sync_steps")
+            # with LoRA the base model is the reference: no second copy of the weights
+            models.frozen[name] = AdapterDisabled(policy) if lora_r else _freeze(copy.deepcopy(policy))
             models.ids[name] = models.ids["policy"]
         elif role.kind == "model":
             path = role.source[len('model("'):-2]
