@@ -32,7 +32,8 @@ def cmd_diff(args) -> int:
     from ptdsl.inspect.diff import diff_methods
     from ptdsl.inspect.diff_text import to_json, to_text
     pa, pb = parse_overrides(args.set_a), parse_overrides(args.set_b)
-    d = diff_methods(compile_method(args.a, **pa), compile_method(args.b, **pb), _label(args.a, pa), _label(args.b, pb))
+    ca, cb = compile_method(args.a, **pa), compile_method(args.b, **pb)
+    d = diff_methods(ca, cb, _label(ca.name, pa), _label(cb.name, pb))
     if args.format == "json":
         print(to_json(d))
     else:
