@@ -68,7 +68,7 @@ def check(a_terms, b_terms, *, examples: int = 200, seed: int = 0, mode: str = "
             continue
     compared = (("loss",) if mode != "gradient" else ()) + \
         (tuple(f"∇ {n}" for n in trainable) if mode != "value" else ())
-    return Report(side_label(a_terms), side_label(b_terms), mode, rtol, atol, seed, examples,
+    return Report(side_label(a), side_label(b), mode, rtol, atol, seed, examples,
                   seen["first"] or seen["ran"], cond.text, compared,
                   tuple(sorted(needed(a) - needed(b))), tuple(sorted(needed(b) - needed(a))),
                   None if found is None else _compare(a, b, found, trainable, mode, rtol, atol))

@@ -24,9 +24,11 @@ class Term:
     weight: float = 1.0
     sets: dict = field(default_factory=dict)   # this method's set name → the shared input's set name
 
-    def label(self) -> str:
+    def label(self, name: str | None = None) -> str:
+        """`0.5·sppo_hard(beta=0.002)`; `name` replaces a path by the method's own name."""
+        name = name or self.method
         args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
-        text = f"{self.method}({args})" if args else self.method
+        text = f"{name}({args})" if args else name
         if self.sets:
             text += "[" + ", ".join(f"{k}:={v}" for k, v in self.sets.items()) + "]"
         return text if self.weight == 1 else f"{_fmt(self.weight)}·{text}"
@@ -54,8 +56,9 @@ def terms_of(side, params=None) -> tuple[Term, ...]:
     return tuple(out)
 
 
-def side_label(terms: tuple[Term, ...]) -> str:
-    return " + ".join(t.label() for t in terms)
+def side_label(side) -> str:
+    """A compiled side as text, each term named by its method (not the path it came from)."""
+    return " + ".join(c.term.label(c.method.name) for c in side)
 
 
 @dataclass(frozen=True)
