@@ -159,8 +159,7 @@ def cmd_compile(args) -> int:
 # the CLI stays cheap (a module is imported when the parser is built).
 EXTRA_COMMANDS: list[str] = [
     "ptdsl.cli.train",
-    "ptdsl.cli.graph",
-    "ptdsl.cli.diff",
+    "ptdsl.cli.inspect",
     "ptdsl.cli.equiv",
 ]
 

@@ -57,12 +57,11 @@ def _what(mode: str) -> str:
 
 
 def _header(r: Report) -> list[str]:
-    verdict = "equivalent" if r.passed else "NOT equivalent"
-    lines = [f"{verdict}: {r.a}  ≡  {r.b}  {_what(r.mode)}" if r.passed
-             else f"{verdict}: {r.a}  ≢  {r.b}  {_what(r.mode)}"]
+    lines = [f"equivalent: {r.a}  ≡  {r.b}  {_what(r.mode)}" if r.passed
+             else f"NOT equivalent: {r.a}  ≢  {r.b}  {_what(r.mode)}"]
     if r.passed:
         lines.append(f"  {r.ran} examples passed (seed {r.seed}; float64; |a − b| ≤ {r.atol:g} + {r.rtol:g}·max(|a|, |b|);"
-                     " non-finite only where both are, alike)")
+                     " non-finite values must match)")
     else:
         lines.append(f"  disagreement after {r.ran} example{'s' if r.ran != 1 else ''} (seed {r.seed}; float64; "
                      f"|a − b| ≤ {r.atol:g} + {r.rtol:g}·max(|a|, |b|))")

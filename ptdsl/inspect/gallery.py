@@ -50,8 +50,7 @@ def gallery_markdown(names: list[str]) -> str:
 
 
 def write_gallery(out_dir: Path, svg: bool = True) -> list[Path]:
-    from ptdsl.inspect import graphviz
-    from ptdsl.inspect.render import to_dot
+    from ptdsl.inspect.render import graphviz, to_dot
     names = list(GALLERY)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "README.md"]
@@ -59,7 +58,7 @@ def write_gallery(out_dir: Path, svg: bool = True) -> list[Path]:
     if svg:
         for n in names:
             path = out_dir / f"{n}.svg"
-            path.write_bytes(graphviz.render(to_dot(_view(n)[0]), "svg"))
+            path.write_bytes(graphviz(to_dot(_view(n)[0]), "svg"))
             written.append(path)
     return written
 

@@ -1,4 +1,4 @@
-"""A GraphView as text, Graphviz DOT or Mermaid.
+"""A GraphView as text, Graphviz DOT or Mermaid (and SVG/PNG through Graphviz).
 
 Trainable paths are solid and blue; frozen ones dashed and grey; a trainable
 query whose gradient is cut (detached) is dotted orange. Leaves are boxes, ops
@@ -6,6 +6,9 @@ rounded, the loss a double octagon and metrics notes. Output is deterministic
 (node order is the IR's topological order), so rendered docs can be diffed.
 """
 from __future__ import annotations
+
+import shutil
+import subprocess
 
 from ptdsl.inspect.view import GraphView, NodeView
 
@@ -123,3 +126,29 @@ def to_mermaid(v: GraphView) -> str:
 
 
 FORMATS = {"text": to_text, "dot": to_dot, "mermaid": to_mermaid}
+
+
+# ---- SVG and PNG through Graphviz's `dot` binary (not a Python dependency: a missing
+# `dot` is a clear message, not a crash) ---------------------------------------------
+INSTALL_HELP = ("install Graphviz (Debian/Ubuntu: `apt-get install graphviz`; macOS: `brew install graphviz`; "
+                "conda: `conda install graphviz`), or use `--format dot` or `--format mermaid`")
+
+
+class GraphvizMissing(RuntimeError):
+    """The `dot` binary is not on PATH."""
+
+
+class GraphvizFailed(RuntimeError):
+    """`dot` rejected its input (a bug in the DOT emitter)."""
+
+
+def graphviz(dot_text: str, fmt: str) -> bytes:
+    """`dot -T{fmt}` on the DOT text: the SVG or PNG bytes."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphvizMissing(f"`--format {fmt}` needs Graphviz's `dot` program, which is not on PATH; "
+                              + INSTALL_HELP)
+    proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        raise GraphvizFailed(proc.stderr.decode(errors="replace").strip() or f"dot exited with {proc.returncode}")
+    return proc.stdout
