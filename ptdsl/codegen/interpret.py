@@ -128,7 +128,8 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
         return torch.stack([torch.arange(m.shape[1], dtype=dtype) for _ in range(m.shape[0])])
     if op == "token_quantile":
         x, m = args
-        return torch.tensor(float(torch.quantile(x[m].detach().double(), a["q"])), dtype=x.dtype)
+        vals = x[m].detach().to(torch.promote_types(x.dtype, torch.float32))
+        return torch.quantile(vals, a["q"]).to(x.dtype)
     if op == "sort_rows":
         return torch.sort(args[0]).values
     if op == "expand_rows":
@@ -151,7 +152,14 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     if op == "expand":
         src = g.nodes[d["args"][0]]["level"].kind
         x = args[0]
-        return x.reshape(x.shape + (1,) * ({"token": 1, "vocab": 2}[a["to"]] - {"seq": 0, "token": 1}[src]))
+        depth = {"pair": 1, "token": 1, "vocab": 2}[a["to"]] - {"seq": 0, "token": 1}[src]
+        return x.reshape(x.shape + (1,) * depth)
+    if op == "pair_other":
+        n_group = g.graph["rows"][d["level"].rows]
+        x = args[0]
+        return torch.stack([x[(r // n_group) * n_group:(r // n_group + 1) * n_group] for r in range(len(x))])
+    if op == "sum_pairs":
+        return args[0].sum(-1)
     if op == "to_real":
         return args[0].to(dtype)
     if op == "length":
@@ -163,7 +171,10 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
               "group_max": lambda x: x.max().expand(x.shape), "group_min": lambda x: x.min().expand(x.shape),
               "group_logsumexp": lambda x: torch.logsumexp(x, 0).expand(x.shape),
               "group_suffix_logsumexp": lambda x: torch.stack([torch.logsumexp(x[k:], 0)
-                                                               for k in range(len(x))])}[op]
+                                                               for k in range(len(x))]),
+              "group_rank": lambda x: torch.tensor(
+                  [sum(1 for j in range(len(x)) if x[j] > x[i] or (x[j] == x[i] and j < i)) for i in range(len(x))],
+                  dtype=x.dtype)}[op]
         return _group_apply(args[0], n_group, fn)
     if op == "clip":
         return torch.clamp(args[0], args[1], args[2])
@@ -178,7 +189,7 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     return _BINARY[op](*args)
 
 
-OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"group_max", "group_min", "group_logsumexp",
+OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"pair_other", "sum_pairs", "group_rank", "group_max", "group_min", "group_logsumexp",
                                                  "group_suffix_logsumexp", "positions", "token_quantile", "sort_rows", "expand_rows",
                                                  "running_mean", "mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
                                                  "group_std", "group_sum", "clip", "where", "gae",

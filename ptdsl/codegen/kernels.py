@@ -131,7 +131,9 @@ def positions(mask, dtype):
 
 
 def token_quantile(x, mask, q):
-    return torch.quantile(x[mask].detach().float(), q).to(x.dtype)
+    """(computed in at least float32: torch.quantile has no bfloat16 kernel)"""
+    vals = x[mask].detach().to(torch.promote_types(x.dtype, torch.float32))
+    return torch.quantile(vals, q).to(x.dtype)
 
 
 def running_mean(x, state, key):
@@ -142,3 +144,18 @@ def running_mean(x, state, key):
     total, count = total + float(x.sum()), count + x.numel()
     state[key] = (total, count)
     return torch.tensor(total / count, dtype=x.dtype, device=x.device)
+
+
+def pair_other(x, n):
+    """[rows, n]: for row i, the values of the n rows of its group (x_j)."""
+    g = _groups(x, n)                                   # [groups, n]
+    return g[:, None, :].expand(-1, n, -1).reshape(-1, n)
+
+
+def group_rank(x, n):
+    """0-based rank within the group, largest first (ties: the earlier row first)."""
+    g = _groups(x, n).detach()
+    order = torch.sort(g, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(n, device=x.device).expand_as(order))
+    return ranks.reshape(-1).to(x.dtype)

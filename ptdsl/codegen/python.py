@@ -41,11 +41,12 @@ EMIT = {
     "positions": "K.positions({0}, dt)", "token_quantile": "K.token_quantile({0}, {1}, {a[q]!r})",
     "sort_rows": "torch.sort({0}).values", "expand_rows": "torch.repeat_interleave({0}, {a[n]!r})",
     "running_mean": "K.running_mean({0}, state, {a[key]!r})",
+    "pair_other": "K.pair_other({0}, {n})", "sum_pairs": "{0}.sum(-1)", "group_rank": "K.group_rank({0}, {n})",
     # leaf, const and expand are emitted by their own functions below
     "leaf": None, "const": None, "expand": None,
 }
 
-_EXPAND = {("seq", "token"): "{0}[:, None]", ("seq", "vocab"): "{0}[:, None, None]",
+_EXPAND = {("seq", "pair"): "{0}[:, None]", ("seq", "token"): "{0}[:, None]", ("seq", "vocab"): "{0}[:, None, None]",
            ("token", "vocab"): "{0}[..., None]"}
 
 
@@ -86,7 +87,7 @@ def _statement(g, n, var, masks, linear) -> str:
     if op == "expand":
         src_kind = g.nodes[d["args"][0]]["level"].kind
         return _EXPAND[(src_kind, attrs["to"])].format(*args)
-    n_group = g.graph["rows"].get(d["level"].rows) if op.startswith("group_") else None
+    n_group = g.graph["rows"].get(d["level"].rows) if op.startswith("group_") or op == "pair_other" else None
     return EMIT[op].format(*args, a=attrs, n=n_group, nkey=normalizer_key(g, n, linear))
 
 

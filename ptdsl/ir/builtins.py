@@ -28,7 +28,9 @@ OPS = {  # builtin name → IR op (arity from the op table)
                       "where", "logaddexp", "sum_tokens", "mean_tokens", "token_mean", "token_sum",
                       "mean", "sum", "std", "group_mean", "group_std", "group_sum", "softmax",
                       "log_softmax", "sum_vocab", "whiten", "sort_rows", "running_mean",
-                      "group_max", "group_min", "group_logsumexp", "group_suffix_logsumexp")},
+                      "group_max", "group_min", "group_logsumexp", "group_suffix_logsumexp",
+                      "sum_pairs", "group_rank")},
+    "other": "pair_other",
     "min": "minimum", "max": "maximum", "max_rows": "max_rows", "min_rows": "min_rows",
 }
 SCANS = {"gae": ("gae", 2, ("gamma", "lam")), "discounted_sum": ("discounted_sum", 1, ("gamma",)),

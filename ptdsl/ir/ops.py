@@ -90,6 +90,10 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # -- rows
     Op("sort_rows", 1, "sort_rows", (0,), "the per-sequence values sorted ascending over the batch"),
     Op("expand_rows", 1, "expand_rows", (0,), "a per-example value repeated for each of a rollout's n samples"),
+    # -- pairs within a group (a ranked list, a rollout's samples): row i with each row j of its group
+    Op("pair_other", 1, "pair_other", (0,), "x_j: for row i, the value of each row j of its group"),
+    Op("sum_pairs", 1, "sum_pairs", (0,), "Σ_j over the pairs (i, j) of row i's group: pair → seq"),
+    Op("group_rank", 1, "group", (), "0-based rank of the row's value within its group, largest first"),
     # -- state kept across steps
     Op("running_mean", 1, "running_mean", (), "mean of every value seen so far, this batch included (no gradient)"),
 ]}

@@ -5,6 +5,8 @@ A value lives at one level:
   seq[R]          one number per row of row space R                  f32[seq examples]
   token[S]        one number per completion token of sequence set S  f32[token chosen]
   vocab[S]        one number per token of S and vocabulary entry     f32[vocab chosen]
+  pair[R]         one number per row i of grouped rows R and each    f32[pair y]
+                  row j of its group (pairwise losses within a list or rollout group)
 Sequence sets drawn from the same examples share the row space `examples`, so
 their per-sequence values combine (chosen with rejected); a rollout `y` has its
 own row space, with groups of `n` rows per prompt. Token values of different sets
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-KINDS = ("scalar", "seq", "token", "vocab")
+KINDS = ("scalar", "seq", "pair", "token", "vocab")
 _RANK = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -29,8 +31,8 @@ class Level:
         t = "bool" if self.dtype == "bool" else "f32"
         if self.kind == "scalar":
             return f"{t}[]"
-        if self.kind == "seq":
-            return f"{t}[seq {self.rows}]"
+        if self.kind in ("seq", "pair"):
+            return f"{t}[{self.kind} {self.rows}]"
         return f"{t}[{self.kind} {self.set}]"
 
     @property
@@ -44,8 +46,8 @@ class Level:
         """The same rows/set at another level (e.g. token → seq after a reduction)."""
         if kind == "scalar":
             return Level("scalar", dtype=self.dtype)
-        if kind == "seq":
-            return Level("seq", self.rows, None, self.dtype)
+        if kind in ("seq", "pair"):
+            return Level(kind, self.rows, None, self.dtype)
         return Level(kind, self.rows, self.set, self.dtype)
 
 
@@ -70,6 +72,11 @@ def join(a: Level, b: Level) -> Level:
             "rows of two rollouts, or of a rollout and of a dataset set it does not sample from, "
             "are not aligned; reduce one side first (e.g. with `mean(...)`)")
     if lo.kind == "seq":
+        return hi.with_dtype("real")
+    if "pair" in (lo.kind, hi.kind):
+        if lo.kind != hi.kind:
+            raise LevelMismatch(f"pairwise values cannot be combined with per-token values: {a} and {b}",
+                                "reduce the pairs with `sum_pairs(...)` or the tokens with `sum_tokens(...)`")
         return hi.with_dtype("real")
     if lo.set != hi.set:
         raise LevelMismatch(

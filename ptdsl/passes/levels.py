@@ -97,6 +97,7 @@ class _Checker:
             return nid
         return self.emit("expand", (nid,), {"to": level.kind}, span, level.with_dtype("real"))
 
+
     def mask(self, set_name: str, span) -> int:
         if set_name not in self.masks:
             rows = self.g.graph["sets"][set_name].rows
@@ -195,6 +196,7 @@ class _Checker:
         return [self._expand_bool(a, level, d) for a in args], level.with_dtype("bool")
 
     def _expand_bool(self, a, level, d):
+        # (a per-row value meeting pairs stands for row i: `x` with `other(x)`)
         lvl = self.lv(a)
         if lvl.kind in ("scalar", level.kind):
             return a
@@ -271,6 +273,19 @@ class _Checker:
         return [self.real(args[0], d["span"]), self.mask(lvl.set, d["span"])], lvl.with_dtype("real")
 
     rule_whiten = rule_scan
+
+    def rule_pair_other(self, op, args, d):
+        lvl = self.need(args[0], ("seq",), d, "a per-sequence value of grouped rows")
+        if not self.g.graph["rows"].get(lvl.rows):
+            self.sink.add(error("E0305", f"`other` pairs a row with the rows of its group, but {lvl} has no "
+                                         "groups", d["span"], "these rows are not groups",
+                                help="pairs exist within a rollout's samples or a ranked list"))
+            raise _Skip()
+        return [self.real(args[0], d["span"])], lvl.at("pair").with_dtype("real")
+
+    def rule_sum_pairs(self, op, args, d):
+        lvl = self.need(args[0], ("pair",), d, "a pairwise value (built with `other(x)`)")
+        return [self.real(args[0], d["span"])], lvl.at("seq").with_dtype("real")
 
     def rule_positions(self, op, args, d):
         return args, self.lv(args[0]).with_dtype("real")

@@ -79,3 +79,42 @@ def test_pro_with_two_responses_is_reference_free_dpo_on_mean_logps():
              "rating": torch.tensor([1.0, 0.0], dtype=torch.float64)}
         want = -math.log(1 / (1 + math.exp(-(-1.5 - -0.375))))
         assert abs(c.loss(x)[0].item() - want) < 1e-12
+
+
+def rrhf_ref(x, k, ft_weight=1.0):
+    """Σ_{r_i < r_j} max(0, p_i − p_j) − λ·ℓ_θ(y_best), p = token-mean log-prob (RRHF Eq. 2-4)."""
+    p_all, s_all = _seq_logps(x, "policy", mean=True), _seq_logps(x, "policy", mean=False)
+    total = 0.0
+    for start in range(0, len(p_all), k):
+        p, s, r = p_all[start:start + k], s_all[start:start + k], x["rating"][start:start + k]
+        rank = sum(torch.relu(p[i] - p[j]) for i in range(k) for j in range(k) if r[i] < r[j])
+        best = sum(s[i] for i in range(k) if r[i] == r.max())
+        total = total + rank - ft_weight * best
+    return total / (len(p_all) // k)
+
+
+def lipo_ref(x, k, beta=0.1):
+    """−Σ_{ψ_i > ψ_j} |G_i − G_j|·|1/D(τ_i) − 1/D(τ_j)|·log σ(s_i − s_j), τ = 1-based rank of s."""
+    s_all = beta * (_seq_logps(x, "policy", mean=False) - _seq_logps(x, "reference", mean=False))
+    total = s_all.sum() * 0  # a tensor even when no pair is ordered
+    for start in range(0, len(s_all), k):
+        s, psi = s_all[start:start + k], x["rating"][start:start + k]
+        order = sorted(range(k), key=lambda i: (-float(s[i]), i))
+        tau = {i: pos + 1 for pos, i in enumerate(order)}
+        for i in range(k):
+            for j in range(k):
+                if psi[i] > psi[j]:
+                    w = abs((2 ** psi[i] - 1) - (2 ** psi[j] - 1)) * abs(1 / math.log(1 + tau[i])
+                                                                     - 1 / math.log(1 + tau[j]))
+                    total = total - w * torch.nn.functional.logsigmoid(s[i] - s[j])
+    return total / (len(s_all) // k)
+
+
+MORE = [("rrhf", {}, lambda x, k: rrhf_ref(x, k)), ("rrhf", {"ft_weight": 0.5}, lambda x, k: rrhf_ref(x, k, 0.5)),
+        ("lipo", {}, lambda x, k: lipo_ref(x, k)), ("lipo", {"beta": 0.7}, lambda x, k: lipo_ref(x, k, 0.7))]
+
+
+@pytest.mark.parametrize("name,params,ref", MORE, ids=[f"{c[0]}-{i}" for i, c in enumerate(MORE)])
+@given(data=st.data())
+def test_pairwise_methods_match_reference(name, params, ref, data):
+    test_matches_reference.hypothesis.inner_test(name, params, ref, data)
