@@ -2,7 +2,7 @@
 unoptimised IR agree (value and gradient) on random inputs, for every method."""
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as input_strategy, trainable_names
@@ -13,6 +13,7 @@ METHODS = library.all_names()
 
 
 @pytest.mark.parametrize("name", METHODS)
+@settings(max_examples=15)  # × every library method; the per-method reference tests search harder
 @given(data=st.data())
 def test_three_evaluations_agree(name, data):
     c = ptdsl.compile(name)
