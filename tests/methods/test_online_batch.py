@@ -1,0 +1,507 @@
+"""The "online" batch (REINFORCE-style estimators, PPO with a value head, GRPOTrainer
+variants, squared-regression methods) against independent plain-torch references of
+their METHODS.md formulas (references_online_batch.py): loss AND gradient, float64,
+rtol 1e-6, on hypothesis inputs with ragged masks, garbage outside the masks and groups
+of rollout rows.
+
+Methods TRL 1.16 implements (GRPOTrainer settings: lite_ppo, two_grpo, grpo_delta, vespo,
+gdpo, entropy_8020) are also compared with TRL's own code, driven without a model:
+
+* advantages come from ``GRPOTrainer._generate_and_score_completions`` itself — a
+  stand-in ``self`` whose ``_generate`` returns fixed token ids and whose
+  ``_calculate_rewards`` returns the test's rewards, so TRL's group/batch scaling and
+  its ``normalize_then_sum`` (GDPO) run unchanged;
+* the loss comes from ``GRPOTrainer._compute_loss`` with a stand-in
+  ``_get_per_token_logps_and_entropies`` returning the test's log-probs and entropies
+  (0 on padding, as a real model returns finite values there), and TRL's own
+  ``get_high_entropy_mask`` and ``get_gamma_weights``.
+
+TRL's std takes its Bessel factor in float32 (``count / (count - 1)`` on integer
+tensors), so TRL comparisons use rtol 1e-6 with atol 1e-9, like the rest.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import types
+import warnings
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import assume, given, settings, strategies as st
+
+import ptdsl
+from tests.helpers import assert_close, loss_and_grads
+from tests.methods import references_online_batch as REF
+from tests.methods import strategies as S
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+F64 = torch.float64
+
+# ======================================================================================
+# Inputs
+# ======================================================================================
+
+_GRID = st.integers(0, 64).map(lambda k: k / 16)  # entropies on a 1/16 grid in [0, 4]
+
+
+def _tokens(draw, mask, valid):
+    return S._token_values(draw, mask, valid, F64)
+
+
+@st.composite
+def online_inputs(draw, n: int, extra: tuple[str, ...] = ()):
+    """``rollout_inputs(n)`` plus the leaves a method needs beyond it:
+
+    ``greedy``: r(greedy), one reward per prompt (ReMax's greedy answer);
+    ``entropy``: entropy(policy, y) on a 1/16 grid (ties and exact quantiles happen);
+    ``gdpo``: two rewards correct(y), format(y) instead of r(y);
+    ``values``: values(value, y) and values(old(value), y) (equal, or within ±0.5), and
+    the reward renamed rm(y) (PPO).
+    """
+    x = draw(S.rollout_inputs(n))
+    mask, prompts = x["mask(y)"], x["r(y)"].numel() // n
+    if "greedy" in extra:
+        x["r(greedy)"] = torch.tensor(S._group_rewards(draw, prompts, 1), dtype=F64)
+    if "entropy" in extra:
+        x["entropy(policy, y)"] = _tokens(draw, mask, _GRID)
+    if "gdpo" in extra:
+        x["correct(y)"] = x.pop("r(y)")
+        x["format(y)"] = torch.tensor(S._group_rewards(draw, prompts, n), dtype=F64)
+    if "values" in extra:
+        x["rm(y)"] = x.pop("r(y)")
+        value = _tokens(draw, mask, st.floats(-2, 2, width=64))
+        if draw(st.booleans()):
+            old = value.clone()
+        else:
+            noise = _tokens(draw, mask, st.floats(-0.5, 0.5, width=64))
+            old = torch.where(mask, value + noise, noise)
+        x["values(value, y)"], x["values(old(value), y)"] = value, old
+    return x
+
+
+def _tokens_total(x):
+    return int(x["mask(y)"].sum())
+
+
+# ======================================================================================
+# (a) every spec against its reference
+# ======================================================================================
+
+# (method, spec params, reference keywords, n, extra leaves)
+CASES = [
+    ("reinforce", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("reinforce", {"num_generations": 2, "beta": 0.1}, {"n": 2, "beta": 0.1}, 2, ()),
+    ("remax", {}, {"n": 1}, 1, ("greedy",)),
+    ("remax", {"num_generations": 3}, {"n": 3}, 3, ("greedy",)),
+    ("reinforce_pp", {}, {}, 1, ()),
+    ("reinforce_pp", {"num_generations": 2, "beta": 0.05, "gamma": 0.9, "epsilon_high": 0.28},
+     {"beta": 0.05, "gamma": 0.9, "epsilon_high": 0.28}, 2, ()),
+    ("reinforce_pp_baseline", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("reinforce_pp_baseline", {"num_generations": 2, "beta": 0.1, "epsilon": 0.1},
+     {"n": 2, "beta": 0.1, "epsilon": 0.1, "epsilon_high": 0.1}, 2, ()),
+    ("lite_ppo", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("lite_ppo", {"num_generations": 2, "beta": 0.04, "epsilon_high": 0.28},
+     {"n": 2, "beta": 0.04, "epsilon_high": 0.28}, 2, ()),
+    ("two_grpo", {}, {}, 2, ()),
+    ("two_grpo", {"beta": 0.04, "epsilon": 0.1}, {"beta": 0.04, "epsilon": 0.1, "epsilon_high": 0.1}, 2, ()),
+    ("grpo_delta", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("grpo_delta", {"num_generations": 2, "delta": 1.1, "beta": 0.04}, {"n": 2, "delta": 1.1, "beta": 0.04}, 2, ()),
+    ("grpo_k1", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("grpo_k1", {"num_generations": 2, "beta": 0.5, "epsilon_high": 0.3},
+     {"n": 2, "beta": 0.5, "epsilon_high": 0.3}, 2, ()),
+    ("gspo_token", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("gspo_token", {"num_generations": 2, "beta": 0.04, "epsilon": 0.1, "epsilon_high": 0.2},
+     {"n": 2, "beta": 0.04, "epsilon": 0.1, "epsilon_high": 0.2}, 2, ()),
+    ("vespo", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("vespo", {"num_generations": 2, "beta": 0.04, "vespo_k_pos": 1.0, "vespo_lambda_neg": 0.5},
+     {"n": 2, "beta": 0.04, "k_pos": 1.0, "lambda_neg": 0.5}, 2, ()),
+    ("gdpo", {"num_generations": 3}, {"n": 3}, 3, ("gdpo",)),
+    ("gdpo", {"num_generations": 2, "correct_weight": 2.0, "format_weight": 0.5, "beta": 0.04},
+     {"n": 2, "correct_weight": 2.0, "format_weight": 0.5, "beta": 0.04}, 2, ("gdpo",)),
+    ("entropy_8020", {"num_generations": 3}, {"n": 3}, 3, ("entropy",)),
+    ("entropy_8020", {"num_generations": 2, "top_entropy_quantile": 0.5, "beta": 0.04},
+     {"n": 2, "rho": 0.5, "beta": 0.04}, 2, ("entropy",)),
+    ("gpg", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("gpg", {"num_generations": 2}, {"n": 2}, 2, ()),
+    ("opo", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("ppo", {}, {}, 1, ("values",)),
+    ("ppo", {"k3_kl": True, "gamma": 0.9, "lam": 0.5, "vf_coef": 0.5, "cliprange_value": 0.1},
+     {"k3_kl": True, "gamma": 0.9, "lam": 0.5, "vf_coef": 0.5, "cliprange_value": 0.1}, 1, ("values",)),
+    ("dual_clip_ppo", {}, {}, 1, ("values",)),
+    ("dual_clip_ppo", {"clip_ratio_c": 1.05, "cliprange": 0.01},
+     {"clip_ratio_c": 1.05, "cliprange": 0.01}, 1, ("values",)),
+    ("kimi_k15", {"num_generations": 3}, {"n": 3}, 3, ()),
+    ("kimi_k15", {"num_generations": 2, "tau": 0.5, "length_penalty": 0.3},
+     {"n": 2, "tau": 0.5, "length_penalty": 0.3}, 2, ()),
+    ("rebel", {}, {}, 2, ()),
+    ("rebel", {"eta": 0.3, "beta": 0.0}, {"eta": 0.3, "beta": 0.0}, 2, ()),
+]
+
+WHITENED = {"reinforce_pp", "reinforce_pp_baseline", "ppo", "dual_clip_ppo"}
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(method, params):
+    return ptdsl.compile(method, **dict(params))
+
+
+def _check(c, reference, x, what):
+    names = [i.name for i in c.inputs if i.trainable]
+    got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, names)
+    want, want_g = loss_and_grads(reference, x, names)
+    assert_close(got, want, rtol=1e-6, what=f"{what} loss")
+    for n in names:
+        assert_close(got_g[n], want_g[n], rtol=1e-6, what=f"{what} grad {n}")
+
+
+@pytest.mark.parametrize("method,params,ref,n,extra", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@given(data=st.data())
+def test_matches_reference(method, params, ref, n, extra, data):
+    x = data.draw(online_inputs(n, extra))
+    if method in WHITENED:  # whitening needs two tokens for an unbiased variance
+        assume(_tokens_total(x) >= 2)
+    c = _compiled(method, tuple(sorted(params.items())))
+    _check(c, lambda i: getattr(REF, method)(i, **ref), x, method)
+
+
+def test_every_method_of_the_batch_is_covered():
+    from ptdsl import library
+    from ptdsl.compiler import define
+    batch = {c[0] for c in CASES}
+    assert batch <= set(library.all_names())
+    for name in batch:
+        assert define(name).name == name and define(name).family in ("online RL", "online preference")
+    experimental = {name for name in batch if define(name).stability == "experimental"}
+    assert experimental == {"reinforce_pp_baseline", "gpg", "grpo_k1", "kimi_k15"}
+
+
+# ======================================================================================
+# (b) TRL 1.16's own code
+# ======================================================================================
+
+try:
+    import trl
+    from trl.trainer.grpo_trainer import GRPOTrainer
+    TRL_VERSION = trl.__version__
+except ImportError:  # pragma: no cover
+    TRL_VERSION = None
+
+# The stand-ins follow TRL 1.16's attribute layout exactly; other versions differ.
+needs_trl = pytest.mark.skipif(TRL_VERSION != "1.16.0", reason=f"needs trl==1.16.0 (found {TRL_VERSION})")
+FEW = settings(max_examples=25)
+
+
+class _Accelerator:
+    """Single process: every collective is the identity."""
+
+    device = torch.device("cpu")
+    num_processes = 1
+    process_index = 0
+    sync_gradients = True
+
+    def gather(self, x):
+        return x
+
+    gather_for_metrics = gather
+
+    def reduce(self, x, reduction="sum"):
+        return x
+
+    def pad_across_processes(self, x, dim=0, pad_index=0):
+        return x
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+
+def trl_advantages(rewards_per_func: torch.Tensor, n: int, *, scale_rewards="group",
+                   aggregation="sum_then_normalize", weights=None) -> torch.Tensor:
+    """TRL's advantages for ``rewards_per_func`` [rows, K]: ``_generate_and_score_completions`` on a
+    stand-in whose generation is fixed and whose reward functions return the given columns."""
+    rows, k = rewards_per_func.shape
+    weights = torch.ones(k, dtype=F64) if weights is None else torch.tensor(weights, dtype=F64)
+
+    def generate(prompts):  # prompt ids, completion ids, tool mask, texts, sampling logps, extras, images, tool images
+        k = len(prompts)
+        return [[1]] * k, [[2, 3]] * k, None, ["c"] * k, None, {}, None, [[]] * k
+
+    stub = SimpleNamespace(
+        accelerator=_Accelerator(), model=SimpleNamespace(training=True, is_gradient_checkpointing=False),
+        environment_factories=None, tools=None, environments=None, _generate=generate,
+        _tokenizer=SimpleNamespace(pad_token_id=0), pad_to_multiple_of=None, mask_truncated_completions=False,
+        eos_token_ids=[3], num_iterations=1, use_vllm=False, vllm_importance_sampling_correction=False, beta=0.0,
+        args=SimpleNamespace(steps_per_generation=1, gradient_accumulation_steps=1, per_device_train_batch_size=rows,
+                             gradient_checkpointing_kwargs=None),
+        _calculate_rewards=lambda inputs, prompts, completions, ids: rewards_per_func.clone(),
+        num_generations=n, multi_objective_aggregation=aggregation, reward_weights=weights, scale_rewards=scale_rewards,
+        reward_funcs=[None] * k, reward_func_names=[f"reward_{i}" for i in range(k)],
+        _metrics=defaultdict(lambda: defaultdict(list)), _pending_extra_logs={}, _pending_metrics={},
+        log_multimodal=False,
+        _logs={"prompt": [], "completion": [], "rewards": defaultdict(list), "advantages": [],
+               "extra": defaultdict(list), "images": []},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = GRPOTrainer._generate_and_score_completions(stub, [{"prompt": "p"}] * rows)
+    return out["advantages"]
+
+
+def trl_loss(x: dict, advantages: torch.Tensor, *, loss_type: str, beta=0.0, epsilon=0.2, epsilon_high=0.2,
+             delta=None, top_entropy_quantile=1.0, vespo=(2.0, 3.0, 3.0, 2.0)) -> torch.Tensor:
+    """``GRPOTrainer._compute_loss`` on the test's log-probs (and entropies), with TRL's own
+    entropy mask and VESPO gamma weights bound to the stand-in."""
+    mask = x["mask(y)"]
+
+    def clean(key):  # a real model returns finite numbers on padding; TRL masks them afterwards
+        return torch.where(mask, x[key], torch.zeros((), dtype=F64))
+
+    policy = clean("logprobs(policy, y)")
+    entropies = clean("entropy(policy, y)") if "entropy(policy, y)" in x else torch.zeros_like(policy)
+    rows, width = mask.shape
+    batch = {
+        "prompt_ids": torch.ones(rows, 1, dtype=torch.long), "prompt_mask": torch.ones(rows, 1, dtype=torch.long),
+        "completion_ids": torch.ones(rows, width, dtype=torch.long), "completion_mask": mask.long(),
+        "advantages": advantages, "old_per_token_logps": clean("logprobs(old, y)"),
+        "ref_per_token_logps": clean("logprobs(reference, y)"), "num_items_in_batch": mask.sum(),
+    }
+    k_pos, lambda_pos, k_neg, lambda_neg = vespo
+    stub = SimpleNamespace(
+        accelerator=_Accelerator(), model=SimpleNamespace(training=True), aux_loss_enabled=False,
+        _get_per_token_logps_and_entropies=lambda *a, **k: (policy, entropies, None),
+        get_gamma_weights=GRPOTrainer.get_gamma_weights,
+        args=SimpleNamespace(use_bias_correction_kl=True, delta=delta, steps_per_generation=1,
+                             vespo_k_pos=k_pos, vespo_lambda_pos=lambda_pos, vespo_k_neg=k_neg,
+                             vespo_lambda_neg=lambda_neg),
+        top_entropy_quantile=top_entropy_quantile, off_policy_mask_threshold=None, importance_sampling_level="token",
+        beta=beta, loss_type=loss_type, epsilon_low=epsilon, epsilon_high=epsilon_high, use_vllm=False,
+        vllm_importance_sampling_correction=False, current_gradient_accumulation_steps=1,
+        max_completion_length=width, _entropy_bonus_enabled=False,
+        _metrics=defaultdict(lambda: defaultdict(list)),
+    )
+    stub.get_high_entropy_mask = types.MethodType(GRPOTrainer.get_high_entropy_mask, stub)
+    return GRPOTrainer._compute_loss(stub, None, batch)
+
+
+def _three_way(method, spec_params, ref_kw, x, trl_fn):
+    """TRL vs the reference, and the spec vs the reference, in loss and policy gradient."""
+    x = S.requires_grad_(x)
+    policy = x["logprobs(policy, y)"]
+    trl_value = trl_fn(x)
+    ref_value = getattr(REF, method)(x, **ref_kw)
+    assert_close(trl_value.detach(), ref_value.detach(), rtol=1e-6, what=f"{method}: TRL vs reference loss")
+    (g_trl,) = torch.autograd.grad(trl_value, policy)
+    (g_ref,) = torch.autograd.grad(ref_value, policy)
+    assert_close(g_trl, g_ref, rtol=1e-6, what=f"{method}: TRL vs reference grad")
+    c = _compiled(method, tuple(sorted(spec_params.items())))
+    _check(c, lambda i: getattr(REF, method)(i, **ref_kw), {k: v.detach() for k, v in x.items()}, method)
+
+
+_BETAS = st.sampled_from([0.0, 0.04, 0.5])
+_CLIPS = st.sampled_from([(0.2, 0.2), (0.2, 0.28), (0.1, 0.5)])
+
+
+def _rewards(x, key="r(y)"):
+    return x[key].detach()[:, None]
+
+
+@needs_trl
+@FEW
+@given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, clips=_CLIPS)
+def test_trl_lite_ppo(data, n, beta, clips):
+    """GRPOConfig(scale_rewards="batch", loss_type="dapo")."""
+    x = data.draw(online_inputs(n))
+    eps, eps_high = clips
+    adv = trl_advantages(_rewards(x), n, scale_rewards="batch")
+    _three_way("lite_ppo", {"num_generations": n, "beta": beta, "epsilon": eps, "epsilon_high": eps_high},
+               {"n": n, "beta": beta, "epsilon": eps, "epsilon_high": eps_high}, x,
+               lambda i: trl_loss(i, adv, loss_type="dapo", beta=beta, epsilon=eps, epsilon_high=eps_high))
+
+
+@needs_trl
+@FEW
+@given(data=st.data(), beta=_BETAS, clips=_CLIPS)
+def test_trl_two_grpo(data, beta, clips):
+    """GRPOConfig(num_generations=2, loss_type="grpo")."""
+    x = data.draw(online_inputs(2))
+    eps, eps_high = clips
+    adv = trl_advantages(_rewards(x), 2)
+    _three_way("two_grpo", {"beta": beta, "epsilon": eps, "epsilon_high": eps_high},
+               {"beta": beta, "epsilon": eps, "epsilon_high": eps_high}, x,
+               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta, epsilon=eps, epsilon_high=eps_high))
+
+
+@needs_trl
+@FEW
+@given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, delta=st.sampled_from([1.05, 1.3, 4.0]))
+def test_trl_grpo_delta(data, n, beta, delta):
+    """GRPOConfig(delta=δ, loss_type="grpo")."""
+    x = data.draw(online_inputs(n))
+    adv = trl_advantages(_rewards(x), n)
+    _three_way("grpo_delta", {"num_generations": n, "beta": beta, "delta": delta},
+               {"n": n, "beta": beta, "delta": delta}, x,
+               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta, delta=delta))
+
+
+@needs_trl
+@FEW
+@given(data=st.data(), n=st.integers(2, 4), beta=_BETAS,
+       kernel=st.sampled_from([(2.0, 3.0, 3.0, 2.0), (1.0, 0.5, 0.0, 4.0)]),
+       far=st.booleans())
+def test_trl_vespo(data, n, beta, kernel, far):
+    """GRPOConfig(loss_type="vespo", vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg).
+    ``far`` moves the old log-probs by up to ±12 per token so the sequence weight's clamps bind."""
+    x = data.draw(online_inputs(n))
+    if far:
+        shift = S._token_values(data.draw, x["mask(y)"], st.floats(-12, 12, width=64), F64)
+        x["logprobs(old, y)"] = torch.where(x["mask(y)"], x["logprobs(old, y)"] + shift, shift)
+    k_pos, l_pos, k_neg, l_neg = kernel
+    adv = trl_advantages(_rewards(x), n)
+    _three_way("vespo", {"num_generations": n, "beta": beta, "vespo_k_pos": k_pos, "vespo_lambda_pos": l_pos,
+                         "vespo_k_neg": k_neg, "vespo_lambda_neg": l_neg},
+               {"n": n, "beta": beta, "k_pos": k_pos, "lambda_pos": l_pos, "k_neg": k_neg, "lambda_neg": l_neg}, x,
+               lambda i: trl_loss(i, adv, loss_type="vespo", beta=beta, vespo=kernel))
+
+
+@needs_trl
+@FEW
+@given(data=st.data(), n=st.integers(2, 4), beta=_BETAS,
+       weights=st.sampled_from([(1.0, 1.0), (2.0, 0.5), (1.0, -0.3)]))
+def test_trl_gdpo(data, n, beta, weights):
+    """GRPOConfig(multi_objective_aggregation="normalize_then_sum", loss_type="grpo"), two rewards."""
+    x = data.draw(online_inputs(n, ("gdpo",)))
+    rewards = torch.stack([x["correct(y)"], x["format(y)"]], dim=1)
+    adv = trl_advantages(rewards, n, aggregation="normalize_then_sum", weights=list(weights))
+    _three_way("gdpo", {"num_generations": n, "beta": beta, "correct_weight": weights[0], "format_weight": weights[1]},
+               {"n": n, "beta": beta, "correct_weight": weights[0], "format_weight": weights[1]}, x,
+               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta))
+
+
+@needs_trl
+@FEW
+@given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, rho=st.sampled_from([0.2, 0.5, 0.9, 1.0]))
+def test_trl_entropy_8020(data, n, beta, rho):
+    """GRPOConfig(top_entropy_quantile=ρ, loss_type="dapo", epsilon_high=0.28) (TRL switches the mask
+    off at ρ = 1; the spec's quantile-0 threshold keeps every token, the same loss)."""
+    x = data.draw(online_inputs(n, ("entropy",)))
+    adv = trl_advantages(_rewards(x), n)
+    _three_way("entropy_8020", {"num_generations": n, "beta": beta, "top_entropy_quantile": rho},
+               {"n": n, "beta": beta, "rho": rho}, x,
+               lambda i: trl_loss(i, adv, loss_type="dapo", beta=beta, epsilon_high=0.28, top_entropy_quantile=rho))
+
+
+@needs_trl
+def test_trl_defaults_match_the_specs():
+    """The params that are TRL 1.16 GRPOConfig fields keep TRL's defaults (grpo_delta's δ and the
+    DAPO recipe of entropy_8020 are the papers' values; TRL leaves delta unset)."""
+    import tempfile
+
+    from trl import GRPOConfig
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = GRPOConfig(output_dir=tmp, use_cpu=True, bf16=False, report_to="none")
+    vespo = ptdsl.load("vespo").params
+    got = {p: vespo[p].default for p in ("vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg", "vespo_lambda_neg")}
+    assert got == {p: getattr(cfg, p) for p in got}
+    assert cfg.top_entropy_quantile == 1.0 and ptdsl.load("entropy_8020").params["top_entropy_quantile"].default == 0.2
+    assert cfg.delta is None and cfg.multi_objective_aggregation == "sum_then_normalize"
+    lite = ptdsl.load("lite_ppo").params
+    assert (lite["beta"].default, lite["epsilon"].default, lite["num_generations"].default) == (
+        cfg.beta, cfg.epsilon, cfg.num_generations)
+
+
+# ======================================================================================
+# (c) identities METHODS.md states between methods
+# ======================================================================================
+
+
+def _loss_and_policy_grad(method, params, x):
+    c = _compiled(method, tuple(sorted(params.items())))
+    names = [i.name for i in c.inputs if i.trainable]
+    value, grads = loss_and_grads(lambda i: c.loss(i)[0], x, names)
+    return value, grads["logprobs(policy, y)"]
+
+
+IDENTITIES = [
+    # G14: 2-GRPO is GRPO with two samples
+    ("two_grpo", {"beta": 0.04}, "grpo", {"num_generations": 2, "beta": 0.04}, 2, ()),
+    # G16: with sequence-level advantages GSPO-token equals GSPO in value and gradient (β = 0)
+    ("gspo_token", {"num_generations": 3}, "gspo", {"num_generations": 3}, 3, ()),
+    # G29: a cap above every ratio is no cap
+    ("grpo_delta", {"num_generations": 2, "delta": 1e6, "beta": 0.04}, "grpo", {"num_generations": 2, "beta": 0.04}, 2, ()),
+    # G27: ρ = 1 keeps every token: DAPO
+    ("entropy_8020", {"num_generations": 2, "top_entropy_quantile": 1.0}, "dapo", {"num_generations": 2}, 2, ("entropy",)),
+    # G4: a dual-clip bound that never binds is PPO
+    ("dual_clip_ppo", {"clip_ratio_c": 1e6}, "ppo", {}, 1, ("values",)),
+]
+
+
+@pytest.mark.parametrize("a,pa,b,pb,n,extra", IDENTITIES, ids=[f"{i[0]}={i[2]}" for i in IDENTITIES])
+@given(data=st.data())
+@settings(max_examples=20)
+def test_identity(a, pa, b, pb, n, extra, data):
+    x = data.draw(online_inputs(n, extra))
+    if "values" in extra:
+        assume(_tokens_total(x) >= 2)
+    va, ga = _loss_and_policy_grad(a, pa, x)
+    vb, gb = _loss_and_policy_grad(b, pb, x)
+    assert_close(va, vb, rtol=1e-6, what=f"{a} vs {b} loss")
+    assert_close(ga, gb, rtol=1e-6, what=f"{a} vs {b} grad")
+
+
+@given(data=st.data(), n=st.integers(2, 4))
+@settings(max_examples=20)
+def test_on_policy_gradients(data, n):
+    """On-policy (ℓ_old = ℓ_θ): OPO's and GPG's gradients are REINFORCE's with their baselines and
+    scales: Σ_{i,t} −A_i ∇ℓ_θ / N_tokens; and REBEL's is −2/η·(Δr)·(∇h(y) − ∇h(y′)) per pair."""
+    x = data.draw(online_inputs(n))
+    x["logprobs(old, y)"] = x["logprobs(policy, y)"].clone()
+    r, m = x["r(y)"], x["mask(y)"]
+    lengths = m.sum(-1).to(F64)
+    groups = r.reshape(-1, n)
+    baseline = ((lengths * r).reshape(-1, n).sum(1) / lengths.reshape(-1, n).sum(1)).repeat_interleave(n)
+    _, g = _loss_and_policy_grad("opo", {"num_generations": n}, x)
+    want = torch.where(m, -(r - baseline)[:, None] / m.sum(), torch.zeros((), dtype=F64))
+    assert_close(g, want, rtol=1e-6, what="opo on-policy grad")
+    centred = r - groups.mean(1).repeat_interleave(n)
+    informative = (groups.max(1).values > groups.min(1).values).repeat_interleave(n)
+    if informative.any():
+        scale = r.numel() / int(informative.sum())
+        _, g = _loss_and_policy_grad("gpg", {"num_generations": n}, x)
+        want = torch.where(m & informative[:, None], -(centred * scale)[:, None] / m.sum(), torch.zeros((), dtype=F64))
+        assert_close(g, want, rtol=1e-6, atol=1e-9, what="gpg grad")
+
+
+def test_remax_baseline_is_the_greedy_reward():
+    """A hand example: two prompts, one sample each; A = r(y) − r(greedy)."""
+    x = {
+        "logprobs(policy, y)": torch.tensor([[-1.0, -2.0], [-0.5, float("nan")]], dtype=F64),
+        "mask(y)": torch.tensor([[True, True], [True, False]]),
+        "r(y)": torch.tensor([1.0, 0.0], dtype=F64),
+        "r(greedy)": torch.tensor([0.25, 0.5], dtype=F64),
+    }
+    loss, _ = _compiled("remax", ()).loss(x)
+    # mean(−(1 − 0.25)·(−3), −(0 − 0.5)·(−0.5)) = mean(2.25, −0.25) = 1.0
+    assert_close(loss, torch.tensor(1.0, dtype=F64), what="remax by hand")
+
+
+def test_ppo_gae_by_hand():
+    """One row, three tokens, γ = 1, λ = 0.5, no KL: δ = (0 + 2 − 1, 0 + 3 − 2, 5 − 3) = (1, 1, 2);
+    Â = (1 + 0.5·(1 + 0.5·2), 1 + 0.5·2, 2) = (2, 2, 2); returns = Â + V = (3, 4, 5). Whitened Â is
+    0, so the loss is vf_coef · ½ · mean((V − G)²) with V = V_old."""
+    v = torch.tensor([[1.0, 2.0, 3.0]], dtype=F64)
+    x = {
+        "logprobs(policy, y)": torch.tensor([[-1.0, -1.0, -1.0]], dtype=F64),
+        "logprobs(old, y)": torch.tensor([[-1.0, -1.0, -1.0]], dtype=F64),
+        "logprobs(reference, y)": torch.tensor([[-1.0, -1.0, -1.0]], dtype=F64),
+        "mask(y)": torch.ones(1, 3, dtype=torch.bool),
+        "rm(y)": torch.tensor([5.0], dtype=F64),
+        "values(value, y)": v, "values(old(value), y)": v.clone(),
+    }
+    loss, metrics = _compiled("ppo", (("gamma", 1.0), ("lam", 0.5), ("vf_coef", 1.0))).loss(x)
+    assert_close(metrics["value_loss"], torch.tensor(0.5 * 4.0, dtype=F64), what="value loss")  # (V − G)² = 4 each
+    assert_close(loss, torch.tensor(2.0, dtype=F64), what="ppo loss")
