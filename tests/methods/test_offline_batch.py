@@ -33,7 +33,6 @@ pass-through accelerator) and stand-in models:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import os
