@@ -72,7 +72,9 @@ def make_plan(g) -> Plan:
             # per example only: a list's rows are not what the precompute cache is keyed by
             data_only = _from_data(sets, a["set"]) and sets[a["set"]].rows == "examples"
             moving = dict(roles[model].options).get("sync_steps") if kind != "old" else None
-            precompute = not a["trainable"] and kind != "old" and data_only and not moving
+            # per-token outputs only: a vocabulary-level leaf would cache [tokens × vocab] per example
+            per_token = a["kind"] in ("logprobs", "entropy")
+            precompute = not a["trainable"] and kind != "old" and data_only and not moving and per_token
             q = Query(a["name"], model, kind, a["set"], a["kind"], frozen, precompute)
             queries.append(q)
             if kind != "old":
