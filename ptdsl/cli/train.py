@@ -27,6 +27,7 @@ def register(sub) -> None:
     s.add_argument("--max-length", type=int, default=512)
     s.add_argument("--max-prompt-length", type=int)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset")
     s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")
     s.add_argument("--log-steps", type=int, default=10)
     s.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
@@ -51,7 +52,8 @@ def cmd_train(args) -> int:
               params=parse_overrides(args.set), output=args.output, steps=args.steps, resume=args.resume,
               batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
               warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
-              max_prompt_length=args.max_prompt_length, seed=args.seed, save_steps=args.save_steps,
+              max_prompt_length=args.max_prompt_length, seed=args.seed, max_examples=args.max_examples,
+              save_steps=args.save_steps,
               log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
               report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet, lora_r=args.lora_r,
               lora_alpha=args.lora_alpha)
