@@ -12,9 +12,13 @@ Not covered, and why:
   I8       DPO ≡ a reward model on r = β·h: the score leaves would have to be computed from
            log-prob leaves (an adapter again).
   I28, I36, I40  facts about advantages, KL estimators and ULD, not method-vs-method.
-  I4–I7 (LD-DPO, AOT, TDPO, ODPO, β-DPO, TR-DPO, WPO), I9 (SLiC), I30 (GSPO-token), I35,
-  I37–I39 (GKD, IW-OPD, SDPO, MiniLLM): their specs belong to other engineers and were not
-           in the library yet when these identities were written.
+  I6 (TDPO1 at D = 0): needs logits drawn equal for policy and reference while their
+           log-probs differ; only TDPO2(α = 0) ≡ DPO is covered.
+  I37      kd is gkd with β = 0 by definition (`extends`); the β → 0 limit JSD_β/β → forward KL
+           is ill-conditioned in float64 (the mixture's log cancels), so no tolerance holds it
+           across inputs: at β = 1e-8 gradients differ by ~1e-5 relative.
+  I7 (WPO with unit weights), I39 (SDPO, MiniLLM ≡ GRPO): no condition draws unit WPO
+           weights; SDPO is not in the library and MiniLLM's reduction changes its data.
 """
 from __future__ import annotations
 
@@ -62,6 +66,18 @@ IDENTITIES = [
     Identity("I7", "r_dpo", "dpo", {"alpha": 0}, note="R-DPO(α = 0) ≡ DPO"),
     Identity("I7", "rpo", "dpo", {"alpha": 0}, note="DPO + 0·SFT ≡ DPO"),
     Identity("I7", "mpo", "dpo", {"dpo_weight": 1, "bco_weight": 0, "sft_weight": 0}, note="MPO with weights (1, 0, 0)"),
+    Identity("I4", "ld_dpo", "dpo", {"ld_alpha": 1.0}, note="LD-DPO(α = 1) ≡ DPO"),
+    Identity("I4", "ld_dpo", "dpo", condition=("equal_lengths",), note="LD-DPO ≡ DPO for any α at |y_w| = |y_l|"),
+    Identity("I5", "aot", "dpo", condition=("rows=1",), note="AOT on a batch of one ≡ DPO (sorting one value)"),
+    Identity("I5", "aot_unpaired", "dpo", condition=("rows=1",), note="AOT-unpaired on a batch of one ≡ DPO"),
+    Identity("I5", "aot", "cdpo", {"label_smoothing": 0.2}, {"label_smoothing": 0.2}, condition=("rows=1",),
+             note="AOT(ε) on a batch of one ≡ cDPO(ε)"),
+    Identity("I6", "tdpo2", "dpo", {"alpha": 0}, note="TDPO2(α = 0) ≡ DPO"),
+    Identity("I7", "odpo", "dpo", {"alpha": 0}, note="ODPO with offset 0 ≡ DPO"),
+    Identity("I7", "beta_dpo", "dpo", {"alpha": 0}, note="β-DPO(α = 0) ≡ DPO"),
+    Identity("I7", "tr_dpo", "dpo", {"ref_model_mixup_alpha": 0}, note="TR-DPO's loss is DPO's (only the reference moves)"),
+    Identity("I9", "hinge", Term("slic", {"delta": 10.0, "regularization_weight": 0}, 0.1), condition=("reference_zero",),
+             note="hinge(β) = β·SLiC(δ = 1/β, λ = 0) on the margin"),
     Identity("I10", "sigmoid_norm", "dpo", {}, {"beta": 0.1 / 3}, condition=("length=3",),
              note="LN-DPO with every completion of length L ≡ DPO with β/L"),
     Identity("I11", "cal_dpo", (Term("dpo", {"beta": 1.0}), Term("sppo_hard", {"beta": 0.002}, 0.5)),
@@ -103,6 +119,9 @@ IDENTITIES = [
              {"beta": 0}, mode="gradient", condition=("on_policy",),
              note="on-policy, β = 0: ∇L_RLOO = G/(G−1)·L_max·∇L_DrGRPO"),
     Identity("I29", "gspo", "grpo", G, G, condition=("on_policy",), note="on-policy GSPO ≡ GRPO"),
+    Identity("I30", "gspo_token", "gspo", G, G, note="GSPO-token ≡ GSPO for sequence-level advantages, any ratio"),
+    Identity("I35", "grpo_delta", "grpo", G, G,
+             note="the δ = 4 cap never binds: every drawn ratio is below e^0.4 (old within 0.4 of the policy)"),
     Identity("I31", "gmpo", "grpo", G, G, condition=("on_policy",), note="on-policy GMPO ≡ GRPO"),
     Identity("I32", "sapo", "grpo", G, G, mode="gradient", condition=("on_policy",),
              note="on-policy, SAPO's gate has slope 1: same gradient as GRPO"),
@@ -111,6 +130,9 @@ IDENTITIES = [
     Identity("I34", "luspo", Term("dr_grpo", {**G, "scale_rewards": True, "max_completion_length": 4}, 4.0), G,
              mode="gradient", condition=("on_policy",),
              note="on-policy LUSPO: gradient of −(1/B) Σ A_i ℓ_θ(y_i) (= L_max·Dr.GRPO with group-scaled A)"),
+    # ---- distillation
+    Identity("I38", "iw_opd", "opd_sampled", {"iw_opd_gamma": 0},
+             note="IW-OPD(γ = 0) ≡ sampled-token reverse-KL policy gradient"),
 ]
 
 
@@ -127,6 +149,8 @@ NEAR_MISSES = [
     NearMiss("grpo-vs-dapo-ragged", Identity("", "grpo", "dapo", G, {**G, "epsilon_high": 0.2}), "ragged"),
     NearMiss("sigmoid_norm-vs-dpo-without-length-3", Identity("", "sigmoid_norm", "dpo", {}, {"beta": 0.1 / 3}),
              "some-length-not-3"),
+    NearMiss("aot-vs-dpo-batch", Identity("", "aot", "dpo"), "several-rows"),
+    NearMiss("ld_dpo-vs-dpo-ragged", Identity("", "ld_dpo", "dpo"), "ragged"),
     NearMiss("kto-vs-apo_zero_unpaired", Identity("", "kto", "apo_zero_unpaired")),
     NearMiss("dpop-vs-dpo", Identity("", "dpop", "dpo"), "chosen-below-reference"),
     NearMiss("sapo-vs-grpo-value", Identity("", "sapo", "grpo", G, G, mode="value", condition=("on_policy",))),
@@ -168,6 +192,8 @@ def test_near_miss_has_a_counterexample(miss):
         assert len({n for s in sets for n in _lengths(x, s)}) > 1, r.render()
     if miss.holds_when == "some-length-not-3":
         assert any(n != 3 for s in ("chosen", "rejected") for n in _lengths(x, s)), r.render()
+    if miss.holds_when == "several-rows":
+        assert x["mask(chosen)"].shape[0] > 1, r.render()
     if miss.holds_when == "chosen-below-reference":
         m = x["mask(chosen)"]
         gap = torch.where(m, x["logprobs(reference, chosen)"] - x["logprobs(policy, chosen)"], 0.0).sum(-1)
