@@ -325,7 +325,7 @@ def _stub(cls=None, methods=(), **attrs):
     return stub
 
 
-class _FakeFusedLM:
+class _FakeFusedLM(torch.nn.Module):
     """Stands in for a model patched with ``add_fused_lm_head``: returns known per-token log-probs.
 
     ``table`` maps each batch (identified by its ``input_ids``) to ``[rows, L - 1]`` log-probs,
@@ -336,8 +336,10 @@ class _FakeFusedLM:
     is_gradient_checkpointing = False
 
     def __init__(self, table):
+        # An nn.Module because accelerate's ``is_peft_model`` (called by TRL when peft is
+        # installed) walks ``_modules``.
+        super().__init__()
         self.table = table
-        self.training = True
 
     def __call__(self, input_ids=None, labels=None, fused_lm_head=False, **kwargs):
         assert fused_lm_head, "TRL is expected to ask for the fused LM head"
