@@ -1,0 +1,98 @@
+"""The self-training batch (DFT, RAFT, ReST-EM) against plain-torch references of their
+METHODS.md formulas (references_selftrain.py): loss AND gradient, float64, rtol 1e-6, on
+hypothesis inputs from the equivalence engine's strategy (ragged masks, garbage outside
+them). DFT, which TRL 1.16 implements (SFTConfig(loss_type="dft")), is also compared with
+SFTTrainer.compute_loss, driven through the same stand-in fused LM as the SFT test. RAFT's
+best-of-K pick is the runtime's pick_sets, checked here for K > 2."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ptdsl
+from ptdsl.equivalence.strategies import inputs as graph_inputs
+from tests.helpers import assert_close, loss_and_grads
+from tests.methods import references_selftrain as R
+from tests.methods import strategies as strat
+from tests.methods.test_references_selfcheck import (
+    FEW, _assert_same_value_and_grad, _FakeFusedLM, _layout, _policy_leaves, _stub, needs_trl)
+
+SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+CASES = [("dft", {}), ("raft", {}), ("raft", {"num_generations": 3}), ("rest_em", {}),
+         ("rest_em", {"threshold": 0.5}), ("rest_em", {"threshold": -1.0})]
+ROLLOUT_ONLY = {"num_generations"}  # the inputs carry the effect of rollout options
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(method: str, params: tuple = ()):
+    return ptdsl.compile(method, **dict(params))
+
+
+@pytest.mark.parametrize("method,params", CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CASES)])
+@SETTINGS
+@given(data=st.data())
+def test_matches_reference(method, params, data):
+    c = _compiled(method, tuple(sorted(params.items())))
+    x = data.draw(graph_inputs([c.graph]))
+    if "r(y)" in x:  # rewards on a grid, so that "reward ≥ threshold" hits ties and both sides
+        x["r(y)"] = torch.tensor(data.draw(st.lists(st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0]),
+                                                    min_size=len(x["r(y)"]), max_size=len(x["r(y)"]))),
+                                 dtype=torch.float64)
+    names = [i.name for i in c.inputs if i.trainable]
+    ref_params = {k: v for k, v in params.items() if k not in ROLLOUT_ONLY}
+    got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, names)
+    want, want_g = loss_and_grads(lambda i: R.METHODS[method](i, **ref_params), x, names)
+    assert_close(got, want, rtol=1e-6, what=f"{method} loss")
+    for n in names:
+        assert_close(got_g[n], want_g[n], rtol=1e-6, what=f"{method} grad {n}")
+
+
+def test_every_spec_of_the_batch_has_a_case():
+    assert {m for m, _ in CASES} == set(R.METHODS)
+
+
+def test_rest_em_with_nothing_kept_is_zero_without_nan():
+    c = _compiled("rest_em", (("num_generations", 1),))
+    x = {"logprobs(policy, y)": torch.tensor([[-1.0, -2.0]], dtype=torch.float64, requires_grad=True),
+         "mask(y)": torch.tensor([[True, True]]), "r(y)": torch.tensor([0.0], dtype=torch.float64)}
+    loss, metrics = c.loss(x)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(x["logprobs(policy, y)"].grad, torch.zeros(1, 2, dtype=torch.float64))
+    assert metrics["kept_fraction"].item() == 0.0
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(k=st.integers(2, 8), prompts=st.integers(1, 3), data=st.data())
+def test_raft_keeps_the_first_highest_scored_sample_of_each_group(k, prompts, data):
+    from ptdsl.runtime.batch import Batch, SetRows
+    from ptdsl.runtime.step import pick_sets
+    scores = data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=k * prompts, max_size=k * prompts))
+    batch = Batch(examples=[None] * prompts, sets={"y": SetRows([[0]] * (k * prompts), [[i] for i in range(k * prompts)])})
+    batch.rewards = {"r(y)": scores}
+    pick_sets(_compiled("raft", (("num_generations", k),)), batch)
+    picked = [ids[0] for ids in batch.sets["best(y, r)"].completion_ids]
+    expected = [g * k + max(range(k), key=lambda j: (scores[g * k + j], -j)) for g in range(prompts)]
+    assert picked == expected
+    assert batch.rewards["r(best(y, r))"] == [scores[i] for i in expected]
+
+
+@needs_trl
+@FEW
+@given(strat.sft_inputs())
+def test_trl_dft(inputs):
+    """TRL 1.16 SFTTrainer with loss_type="dft" vs the reference (and so the spec)."""
+    from types import SimpleNamespace
+
+    from trl.trainer.sft_trainer import SFTTrainer
+    strat.requires_grad_(inputs)
+    ids, attention, completion = _layout(inputs["mask(completion)"], 1)
+    batch = {"input_ids": ids, "attention_mask": attention, "labels": ids.masked_fill(completion == 0, -100)}
+    model = _FakeFusedLM([(ids, inputs["logprobs(policy, completion)"])])
+    stub = _stub(model=model, compute_loss_func=None, label_smoother=None,
+                 args=SimpleNamespace(loss_type="dft", average_tokens_across_devices=True, max_length=None))
+    trl_loss = SFTTrainer.compute_loss(stub, model, batch, num_items_in_batch=None)
+    _assert_same_value_and_grad(trl_loss, R.dft(inputs), _policy_leaves(inputs))
