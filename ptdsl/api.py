@@ -72,6 +72,8 @@ def load(name_or_path: str) -> Method:
 def compile(method_or_name, **params) -> "CompiledMethod":
     """Compile a method (a Method, a library name or a path) with parameter overrides."""
     method = method_or_name if isinstance(method_or_name, Method) else load(method_or_name)
+    if not params:  # `load` compiled the defaults already: compiling them again gives the same result
+        return CompiledMethod(method, method._default)
     return CompiledMethod(method, compile_definition(method.definition, params))
 
 
