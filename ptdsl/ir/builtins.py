@@ -44,6 +44,21 @@ SET_BUILDERS = ("mismatched", "best", "worst")
 SAMPLE_OPTIONS = {"n": "int", "temperature": "float", "top_p": "float", "top_k": "int",
                   "max_tokens": "int", "mask_truncated": "bool", "greedy": "bool"}
 FROZEN_OPTIONS = {"sync_steps": "int", "mixup": "float"}  # TR-DPO: θ_ref ← mixup·θ + (1 − mixup)·θ_ref
+# Valid ranges of constant options (low, high, low excluded); n is checked where it is declared.
+OPTION_RANGES = {"temperature": (0, None, True), "top_p": (0, 1, True), "top_k": (0, None, False),
+                 "max_tokens": (1, None, False), "sync_steps": (0, None, False), "mixup": (0, 1, False),
+                 "gamma": (0, 1, False), "lam": (0, 1, False), "q": (0, 1, False)}
+
+
+def option_range_error(name: str, value) -> str | None:
+    """Why a constant option's value is out of its range, or None when it is in range."""
+    if name not in OPTION_RANGES or isinstance(value, bool):
+        return None
+    low, high, open_low = OPTION_RANGES[name]
+    if (value <= low if open_low else value < low) or (high is not None and value > high):
+        bounds = f"{'>' if open_low else '≥'} {low}" + (f" and ≤ {high}" if high is not None else "")
+        return f"option `{name}` must be {bounds}, got {value!r}"
+    return None
 
 ALL = sorted(set(QUERIES) | set(SUGAR) | set(SET_FUNCS) | set(OPS) | set(SCANS) | {AT_LAST}
              | set(ROLE_SOURCES) | set(REWARD_SOURCES) | set(ROLLOUTS) | set(SET_BUILDERS) | {"old"})

@@ -150,7 +150,8 @@ class _Declarer:
         for kw in c.kwargs:
             if kw.name not in allowed:
                 self.sink.add(error("E0209", f"`{what}` has no option `{kw.name}`", kw.name_span,
-                                    help=did_you_mean(kw.name, allowed) or f"options: {', '.join(allowed)}"))
+                                    help=did_you_mean(kw.name, allowed) or
+                                    (f"options: {', '.join(allowed)}" if allowed else f"`{what}` takes no options")))
                 continue
             try:
                 value = const_eval(kw.value, self._param_lookup)
@@ -165,6 +166,10 @@ class _Declarer:
             if not ok:
                 self.sink.add(error("E0403", f"option `{kw.name}` takes a{'n' if want == 'int' else ''} "
                                              f"{want}, got {value!r}", kw.span))
+                continue
+            bad = B.option_range_error(kw.name, value)
+            if bad:
+                self.sink.add(error("E0403", bad, kw.span))
                 continue
             out[kw.name] = value
         return out

@@ -191,6 +191,9 @@ class _Lowerer:
                 attrs[kw.name] = float(const_eval(kw.value, self._param_lookup))
             except NotConstant as exc:
                 self.fail("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what)
+            bad = B.option_range_error(kw.name, attrs[kw.name])
+            if bad:
+                self.fail("E0403", bad, kw.span)
         missing = [o for o in opts if o not in attrs]
         if missing:
             self.fail("E0209", f"`{c.func}` needs option{'s' if len(missing) > 1 else ''} "
@@ -200,6 +203,11 @@ class _Lowerer:
     def reward(self, c: ast.Call) -> int:
         self._arity(c, 1)
         s = self.set_arg(c.args[0])
+        if self.sets[s].source not in ("rollout", "picked"):
+            # the trainer scores completions as it samples them; dataset completions are never scored
+            self.fail("E0210", f"reward `{c.func}` is applied to `{s}`, which is not sampled", c.args[0].span,
+                      "a dataset set", help="rewards score rollouts and their picks, e.g. "
+                      f"`{c.func}(y)` with `rollout y = sample(policy, n = 2)`")
         return self.leaf(c.span, f"{c.func}({s})", "reward", "seq", None, s, self.sets[s].rows,
                          reward=c.func)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ptdsl.diagnostics import Label, Sink, error
+from ptdsl.ir import builtins as B
 from ptdsl.ir.graph import add, new_graph, order
 from ptdsl.ir.ops import MASKED, OPS
 from ptdsl.ir.datakinds import EXAMPLES
@@ -304,11 +305,16 @@ class _Checker:
 
 def _per(lvl: Level) -> str:
     return {"scalar": "one number", "seq": "one number per sequence", "token": "one number per token",
-            "vocab": "one number per token and vocabulary entry"}[lvl.kind]
+            "vocab": "one number per token and vocabulary entry",
+            "pair": "one number per pair of rows of a group"}[lvl.kind]
 
 
 def _spec_name(d) -> str:
-    return {"minimum": "min", "maximum": "max"}.get(d["op"], d["op"])
+    """The name the spec wrote for an op (`other` for pair_other, `max` for maximum, …)."""
+    return _SPEC_NAMES.get(d["op"], d["op"])
+
+
+_SPEC_NAMES = {op: name for name, op in B.OPS.items() if name != op}
 
 
 def _reduce_help(lvl: Level, what, kinds=("scalar",)) -> str | None:
@@ -320,6 +326,8 @@ def _reduce_help(lvl: Level, what, kinds=("scalar",)) -> str | None:
         return "reduce the tokens first: `mean(mean_tokens(...))` (per-sequence mean) or `token_mean(...)`"
     if lvl.kind == "vocab":
         return "reduce the vocabulary first with `sum_vocab(...)`"
+    if lvl.kind == "pair":
+        return "reduce the pairs of each group first with `sum_pairs(...)`"
     if lvl.kind == "scalar" and "seq" in kinds:
         return "this is already one number for the batch"
     if lvl.kind == "seq" and "token" in kinds:
