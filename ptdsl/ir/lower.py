@@ -266,15 +266,17 @@ class _Lowerer:
         if isinstance(e, ast.Call) and e.func in ("best", "worst"):
             return self.picked_set(e)
         if isinstance(e, ast.Call) and e.func == "mismatched":
-            if len(e.args) == 1 and isinstance(e.args[0], ast.Name) and e.args[0].id in self.sets:
+            if len(e.args) == 1 and not e.kwargs and isinstance(e.args[0], ast.Name) and e.args[0].id in self.sets:
                 base = e.args[0].id
-                if self.sets[base].source != "data":
+                # one completion per example row: a ranked list's responses have rows of their own
+                if self.sets[base].source != "data" or self.sets[base].rows != EXAMPLES:
                     self.fail("E0210", "`mismatched` pairs dataset prompts with another row's completion",
-                              e.span, help="use a set from the dataset, e.g. `mismatched(completion)`")
+                              e.span, help="use a set with one completion per dataset row, e.g. "
+                                           "`mismatched(completion)`")
                 name = f"mismatched({base})"
                 self.sets.setdefault(name, SetInfo(name, self.sets[base].rows, "derived", base))
                 return name
-            self.fail("E0209", "`mismatched` takes one sequence set", e.span)
+            self.fail("E0209", "`mismatched` takes one sequence set and no options", e.span)
         name = e.id if isinstance(e, ast.Name) else getattr(e, "func", "?")
         self.fail("E0210", f"`{name}` is not a sequence set", e.span, "expected a set",
                   help=did_you_mean(name, self.sets) or
