@@ -129,7 +129,8 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     if op == "token_quantile":
         x, m = args
         vals = x[m].detach().to(torch.promote_types(x.dtype, torch.float32))
-        return torch.quantile(vals, a["q"]).to(x.dtype)
+        # the interpreter is the reference semantics: no tokens, a zero quantile (as the kernel)
+        return torch.quantile(vals, a["q"]).to(x.dtype) if vals.numel() else x.new_zeros(())
     if op == "sort_rows":
         return torch.sort(args[0]).values
     if op == "expand_rows":

@@ -131,8 +131,11 @@ def positions(mask, dtype):
 
 
 def token_quantile(x, mask, q):
-    """(computed in at least float32: torch.quantile has no bfloat16 kernel)"""
+    """(computed in at least float32: torch.quantile has no bfloat16 kernel). A batch
+    without tokens has nothing to compare with the quantile: 0, like an empty mean."""
     vals = x[mask].detach().to(torch.promote_types(x.dtype, torch.float32))
+    if vals.numel() == 0:
+        return x.new_zeros(())
     return torch.quantile(vals, q).to(x.dtype)
 
 

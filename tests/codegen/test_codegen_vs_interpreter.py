@@ -38,3 +38,15 @@ def test_three_evaluations_agree(name, data):
     gen_m, opt_m = c.loss(x)[1], c.interpret(x)[1]
     for k in gen_m:
         assert_close(gen_m[k], opt_m[k], what=f"metric {k}")
+
+
+def test_token_quantile_of_a_batch_without_tokens_is_zero_in_both():
+    """Every completion masked (e.g. mask_truncated on a batch that all hit max_tokens): the
+    quantile has no values; generated code and interpreter agree on 0 and the loss is finite."""
+    c = ptdsl.compile("entropy_8020", num_generations=2)
+    x = {"entropy(policy, y)": torch.ones(2, 3, dtype=torch.float64),
+         "logprobs(old, y)": torch.zeros(2, 3, dtype=torch.float64),
+         "logprobs(policy, y)": torch.zeros(2, 3, dtype=torch.float64, requires_grad=True),
+         "r(y)": torch.tensor([1.0, 0.0], dtype=torch.float64), "mask(y)": torch.zeros(2, 3, dtype=torch.bool)}
+    loss, _ = c.loss(x)
+    assert torch.isfinite(loss) and loss.item() == c.interpret(x)[0].item()
