@@ -1,0 +1,401 @@
+"""GRPO step time: ptdsl's training loop vs TRL 1.16's GRPOTrainer vs a minimal
+hand-written torch step, side by side.
+
+    python benchmarks/grpo.py [--quick] [--json PATH]
+
+Setup (the same for every contender): the tiny Llama-style model (hidden 128, 4 layers,
+vocab 1024, random weights from a config, saved once to a temporary directory and
+loaded by every contender), a local word-level tokenizer, 2 prompts × 4 completions =
+8 completions per step, prompts of exactly 32 tokens (BOS + 31 words), exactly 32 new
+tokens (`min_new_tokens = 32` disables EOS stopping), sampling at temperature 1.0,
+top_p 1.0, top_k 0 with transformers `generate`, β = 0, one optimizer step per batch
+(AdamW, lr 1e-6, gradient clipping at 1.0), and the same constant reward function.
+
+How each contender runs: every contender lives in its own worker subprocess (so its
+peak RSS, `ru_maxrss`, is its own), and the parent alternates them in rounds of a few
+steps (A, B, C, C, B, A, …) while the others wait idle on a pipe, so drift in machine
+load hits all of them alike.
+
+- ptdsl: `ptdsl.train("grpo", model=DIR, data=FILE, …)`, the loop users run
+  (accelerate, rollout, reward scoring, compiled loss, clipping, AdamW). A step is timed
+  from the loop's call to `_micro_batches` to its call to `_log_step` (both wrapped).
+- TRL: `GRPOTrainer` with the model object and tokenizer passed in (HF_HUB_OFFLINE=1),
+  `loss_type="grpo"`, `beta=0`. A step is timed by a `TrainerCallback` from
+  `on_step_begin` to `on_step_end` (generation, scoring, loss, backward, clipping,
+  optimizer step, scheduler, zero_grad; the dataloader fetch and logging are outside).
+- hand-written: `generate`, one forward with `logits_to_keep` (completion positions only),
+  log-softmax + gather, the clipped GRPO loss, backward, clipping, AdamW.
+
+Phases, measured the same way for all three: generation = time inside
+`GenerationMixin.generate` (patched in each worker); reward = time inside the reward
+function; train = the rest of the step (forward, backward, optimizer, and the
+contender's bookkeeping: tokenising, padding, advantages, metrics).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # this checkout's ptdsl, not an installed copy
+import common  # noqa: E402
+
+BENCHMARK = True
+SECTION = "GRPO step: ptdsl vs TRL GRPOTrainer vs hand-written torch"
+PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, LR = 2, 4, 32, 32, 1e-6
+CONTENDERS = ("ptdsl", "trl", "hand")
+LABELS = {"ptdsl": "ptdsl (`ptdsl.train`)", "trl": "TRL 1.16 GRPOTrainer", "hand": "hand-written torch"}
+
+
+# ---- what every worker shares --------------------------------------------------------
+
+class Clock:
+    """Per-step records; the worker pauses (waiting for the parent's `go`) after warmup
+    and after every `chunk` steps."""
+
+    def __init__(self, warmup: int, chunk: int):
+        self.warmup, self.chunk = warmup, chunk
+        self.gen = self.reward = 0.0
+        self.t0 = None
+        self.records: list[dict] = []
+        self.pending: list[dict] = []
+
+    def start(self):
+        self.gen = self.reward = 0.0
+        self.t0 = time.perf_counter()
+
+    def stop(self):
+        step = (time.perf_counter() - self.t0) * 1000
+        rec = {"step": step, "gen": self.gen, "reward": self.reward, "warmup": len(self.records) < self.warmup}
+        self.records.append(rec)
+        self.pending.append(rec)
+        n = len(self.records)
+        if n == self.warmup or (n > self.warmup and (n - self.warmup) % self.chunk == 0):
+            self.pause()
+
+    def pause(self):
+        _send("chunk", self.pending)
+        self.pending = []
+        _wait_go()
+
+
+def _send(kind: str, payload):
+    sys.__stdout__.write(f"@@{kind} {json.dumps(payload)}\n")
+    sys.__stdout__.flush()
+
+
+def _wait_go():
+    line = sys.stdin.readline()
+    if line.strip() != "go":
+        sys.exit(0)
+
+
+def _patch_generate(clock: Clock):
+    from transformers.generation.utils import GenerationMixin
+    original = GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            clock.gen += (time.perf_counter() - t0) * 1000
+
+    GenerationMixin.generate = generate
+
+
+def _reward_fn(clock: Clock):
+    def constant_reward(prompts, completions, **_):
+        t0 = time.perf_counter()
+        out = [1.0] * len(completions)
+        clock.reward += (time.perf_counter() - t0) * 1000
+        return out
+    return constant_reward
+
+
+def _prompt_ids(i: int) -> list[int]:
+    """Prompt i: BOS + 31 words (32 tokens), the same ids for every contender."""
+    import random
+    rng = random.Random(1000 + i)
+    return [common.BOS] + [rng.randrange(common.FIRST, common.SIZES["tiny"]["vocab_size"])
+                           for _ in range(PROMPT_LEN - 1)]
+
+
+def prepare(workdir: Path, n_prompts: int):
+    """The model + tokenizer directory and the prompt file every worker loads."""
+    common.setup_env()
+    tok = common.word_tokenizer(common.SIZES["tiny"]["vocab_size"])
+    model = common.make_model("tiny", seed=0)
+    # the model's default: never stop before 32 new tokens (ptdsl and the hand-written step read
+    # it from the model; TRL gets the same through generation_kwargs)
+    model.generation_config.min_new_tokens = NEW_TOKENS
+    model.generation_config.pad_token_id = common.PAD
+    model.generation_config.eos_token_id = common.EOS
+    model.save_pretrained(workdir / "model")
+    tok.save_pretrained(workdir / "model")
+    with open(workdir / "prompts.jsonl", "w") as f:
+        for i in range(n_prompts):
+            # ptdsl prepends BOS itself; TRL tokenises the text as given (so it carries `<s>`)
+            words = common.text(_prompt_ids(i)[1:])
+            f.write(json.dumps({"prompt": words, "prompt_bos": "<s> " + words}) + "\n")
+
+
+def _load_prompts(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in open(workdir / "prompts.jsonl")]
+
+
+# ---- the contenders (each runs in its own worker process) -----------------------------
+
+def run_ptdsl(workdir: Path, steps: int, clock: Clock):
+    import ptdsl
+    import ptdsl.rewards
+    from ptdsl.runtime import loop
+    ptdsl.rewards.register("accuracy")(_reward_fn(clock))
+    micro, log_step = loop._micro_batches, loop._log_step
+
+    def timed_micro(*a, **k):
+        clock.start()
+        return micro(*a, **k)
+
+    def timed_log(*a, **k):
+        clock.stop()
+        return log_step(*a, **k)
+
+    loop._micro_batches, loop._log_step = timed_micro, timed_log
+    data = workdir / "ptdsl_prompts.jsonl"
+    with open(data, "w") as f:
+        for row in _load_prompts(workdir):
+            f.write(json.dumps({"prompt": row["prompt"]}) + "\n")
+    ptdsl.train("grpo", model=str(workdir / "model"), data=str(data), output=str(workdir / "out_ptdsl"),
+                params={"num_generations": GROUP, "max_completion_length": NEW_TOKENS, "temperature": 1.0},
+                steps=steps, batch_size=PROMPTS, learning_rate=LR, warmup_ratio=0.0, max_grad_norm=1.0,
+                log_steps=10 ** 9, quiet=True)
+
+
+def run_trl(workdir: Path, steps: int, clock: Clock):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(workdir / "model")
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(workdir / "model")
+    rows = _load_prompts(workdir)
+    ds = Dataset.from_dict({"prompt": [r["prompt_bos"] for r in rows]})
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            clock.start()
+
+        def on_step_end(self, args, state, control, **kw):
+            clock.stop()
+
+    cfg = GRPOConfig(output_dir=str(workdir / "out_trl"), per_device_train_batch_size=PROMPTS * GROUP,
+                     num_generations=GROUP, max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0,
+                     top_k=0, beta=0.0, loss_type="grpo", learning_rate=LR, lr_scheduler_type="constant",
+                     max_grad_norm=1.0, max_steps=steps, logging_steps=10 ** 6, save_strategy="no",
+                     report_to="none", disable_tqdm=True, use_cpu=True, seed=0, dataloader_num_workers=0,
+                     generation_kwargs={"min_new_tokens": NEW_TOKENS})
+    trainer = GRPOTrainer(model=model, reward_funcs=_reward_fn(clock), args=cfg, train_dataset=ds,
+                          processing_class=tok, callbacks=[Timer()])
+    trainer.train()
+
+
+def run_hand(workdir: Path, steps: int, clock: Clock):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(workdir / "model")
+    model = AutoModelForCausalLM.from_pretrained(workdir / "model")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=True)  # as TRL and ptdsl
+    reward = _reward_fn(clock)
+    prompts = [_prompt_ids(i) for i in range(len(_load_prompts(workdir)))]
+    eps = 0.2
+    for step in range(steps):
+        clock.start()
+        batch = [prompts[(step * PROMPTS + j) % len(prompts)] for j in range(PROMPTS)]
+        ids = torch.tensor([p for p in batch for _ in range(GROUP)])   # equal lengths: no padding
+        with torch.no_grad():
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                 temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=NEW_TOKENS,
+                                 pad_token_id=common.PAD, eos_token_id=common.EOS)
+        completion = seq[:, ids.shape[1]:]
+        texts = tok.batch_decode(completion, skip_special_tokens=True)
+        r = torch.tensor(reward([common.text(p) for p in batch for _ in range(GROUP)], texts))
+        g = r.view(PROMPTS, GROUP)
+        adv = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).view(-1, 1)
+        C = completion.shape[1]
+        logits = model(input_ids=seq, logits_to_keep=C + 1).logits[:, :-1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, completion[..., None])[..., 0]
+        ratio = torch.exp(lp - lp.detach())
+        per_token = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
+        loss = per_token.mean(1).mean()       # no EOS stop: every completion has C tokens
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        clock.stop()
+
+
+def worker(name: str, workdir: Path, warmup: int, chunk: int, steps: int):
+    common.setup_env()
+    clock = Clock(warmup, chunk)
+    _patch_generate(clock)
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr  # libraries' prints must not mix with the protocol lines
+    _send("ready", None)
+    _wait_go()
+    {"ptdsl": run_ptdsl, "trl": run_trl, "hand": run_hand}[name](workdir, steps, clock)
+    sys.stdout = real_stdout
+    if clock.pending:
+        _send("chunk", clock.pending)
+    _send("done", {"peak_rss_mb": common.peak_rss_mb()})
+
+
+# ---- the parent: alternate the workers, summarise -----------------------------------
+
+class Worker:
+    def __init__(self, name, workdir, warmup, chunk, steps):
+        self.name = name
+        self.err = open(workdir / f"{name}.stderr", "w")
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker", name, "--workdir", str(workdir),
+                                   "--warmup", str(warmup), "--chunk", str(chunk), "--steps", str(steps)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+        self.records: list[dict] = []
+        self.done: dict = {}
+        self.workdir = workdir
+
+    def expect(self, kinds: tuple[str, ...]):
+        for line in self.p.stdout:
+            if not line.startswith("@@"):
+                continue
+            kind, _, payload = line[2:].partition(" ")
+            value = json.loads(payload)
+            if kind == "chunk":
+                self.records += value
+            elif kind == "done":
+                self.done = value
+            if kind in kinds:
+                return kind
+        err = (self.workdir / f"{self.name}.stderr").read_text()[-4000:]
+        raise RuntimeError(f"worker {self.name} ended early (exit {self.p.wait()}):\n{err}")
+
+    def go(self):
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+
+
+def measure(quick: bool) -> dict:
+    warmup, chunk, rounds = (2, 3, 2) if quick else (5, 10, 8)
+    steps = warmup + chunk * rounds
+    with tempfile.TemporaryDirectory(prefix="ptdsl-grpo-bench-") as tmp:
+        workdir = Path(tmp)
+        prepare(workdir, n_prompts=PROMPTS * steps + 8)
+        workers = [Worker(n, workdir, warmup, chunk, steps) for n in CONTENDERS]
+        for w in workers:
+            w.expect(("ready",))
+        for w in workers:  # set-up and warmup, one at a time
+            w.go()
+            w.expect(("chunk",))
+        for r in range(rounds):
+            for w in (workers if r % 2 == 0 else workers[::-1]):
+                w.go()
+                w.expect(("chunk", "done"))
+        for w in workers:
+            if not w.done:
+                w.go()
+                w.expect(("done",))
+            w.p.stdin.close()
+            w.p.wait()
+        return {w.name: {"records": [r for r in w.records if not r["warmup"]], **w.done} for w in workers}
+
+
+def summarise(raw: dict) -> dict:
+    out = {}
+    for name, d in raw.items():
+        recs = d["records"]
+        out[name] = {
+            "step": common.summarise([r["step"] for r in recs]),
+            "generation": common.summarise([r["gen"] for r in recs]),
+            "reward": common.summarise([r["reward"] for r in recs]),
+            "train": common.summarise([r["step"] - r["gen"] - r["reward"] for r in recs]),
+            "peak_rss_mb": d.get("peak_rss_mb"),
+        }
+    return out
+
+
+PHASES = ("step", "generation", "reward", "train")
+
+
+def markdown(s: dict, quick: bool) -> str:
+    lines = [f"## {SECTION}", "",
+             f"Tiny Llama-style model (hidden 128, 4 layers, vocab 1024, random weights), {PROMPTS} prompts × "
+             f"{GROUP} completions = {PROMPTS * GROUP} completions per step, prompts {PROMPT_LEN} tokens, exactly "
+             f"{NEW_TOKENS} new tokens (EOS stopping disabled with `min_new_tokens`), temperature 1.0, top_p 1.0, "
+             "top_k 0, transformers `generate`, β = 0, constant reward, AdamW + clipping. Each contender in its own "
+             "process, alternated in rounds; milliseconds per optimizer step, median [quartiles] over "
+             f"{s['trl']['step']['n']} steps each" + (" (**--quick: not a measurement**)" if quick else "") + ".",
+             ""]
+    rows = []
+    for name in CONTENDERS:
+        d = s[name]
+        rows.append([LABELS[name]] + [f"{d[p]['median']:.1f} [{d[p]['q1']:.1f}–{d[p]['q3']:.1f}]" for p in PHASES]
+                    + [f"{d['peak_rss_mb']:.0f}" if d["peak_rss_mb"] else "?"])
+    lines.append(common.table(["contender", "step", "generation", "reward", "train (fwd/bwd/opt + rest)",
+                               "peak RSS MiB"], rows))
+    lines += ["", common.table(["ratio (median / median)"] + list(PHASES),
+                               [[f"{a} / {b}"] + [f"{s[a][p]['median'] / max(s[b][p]['median'], 1e-9):.2f}"
+                                                  for p in PHASES]
+                                for a, b in (("ptdsl", "trl"), ("hand", "trl"), ("ptdsl", "hand"))]), ""]
+    r = s["ptdsl"]["step"]["median"] / s["trl"]["step"]["median"]
+    gen_share = s["trl"]["generation"]["median"] / s["trl"]["step"]["median"]
+    lines += ["What the numbers say:",
+              f"- ptdsl's whole GRPO step is {r:.2f}× TRL's (target ≤ 0.8×: "
+              f"{'met' if r <= 0.8 else 'missed'}).",
+              f"- Generation is {gen_share:.0%} of TRL's step; all three call the same `generate` with the same "
+              "settings, so that phase should be at parity, and the difference between contenders is in the "
+              "training half (TRL scores every prompt+completion position and computes entropy; ptdsl and the "
+              "hand-written step score completion positions only).",
+              "- The reward is a constant function: its phase only shows each contender's call overhead.",
+              "- Peak RSS includes each framework's imports (TRL pulls in more modules)."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = common.cli(__doc__.splitlines()[0])
+    ap.add_argument("--worker", choices=CONTENDERS, help=argparse_hidden())
+    ap.add_argument("--workdir")
+    ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, Path(args.workdir), args.warmup, args.chunk, args.steps)
+        return
+    common.setup_env()
+    raw = measure(args.quick)
+    s = summarise(raw)
+    md = markdown(s, args.quick)
+    data = {"setup": {"prompts": PROMPTS, "group": GROUP, "prompt_tokens": PROMPT_LEN, "new_tokens": NEW_TOKENS,
+                      "quick": args.quick}, "machine": common.machine_info(), "summary": s,
+            "steps_ms": {k: v["records"] for k, v in raw.items()}}
+    common.emit(args.json, SECTION, md, data)
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
