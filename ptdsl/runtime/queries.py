@@ -3,9 +3,9 @@ asks it about, producing the leaf tensors of the compiled loss.
 
 Per-token log-probs are gathered at completion positions only and without
 materialising a full fp32 log-softmax over the vocabulary: `TokenLogprobs`
-projects chunks of hidden states through the LM head, keeps only each row's
-log-sum-exp and target logit, and recomputes the chunk's softmax in backward
-(the memory of one chunk, not of [tokens × vocab]). Frozen models run under
+projects tiles of hidden states × vocabulary slices through the LM head, keeps
+only each row's log-sum-exp and target logit, and recomputes each tile's softmax
+in backward (the memory of one tile, not of [tokens × vocab]). Frozen models run under
 `torch.inference_mode`.
 """
 from __future__ import annotations
@@ -14,41 +14,94 @@ import torch
 
 from ptdsl.runtime.batch import layout
 
-CHUNK = 1024  # rows of [chunk × vocab] logits alive at once
+# Elements of one [rows × vocabulary slice] logits tile alive at once (16 MiB in fp32). The
+# tile's size then does not grow with the vocabulary or the batch, and it stays below
+# glibc's largest mmap threshold (32 MiB), above which every tile would be a fresh mmap,
+# page-faulted and zero-filled again (PERF.md, "allocator trap").
+TILE_ELEMENTS = 1 << 22
+ROW_BLOCK = 4096     # rows per block: the LM head is streamed once per block
+
+
+def _tiles(rows: int, vocab: int):
+    """(row slice, vocabulary slices) blocks covering [rows × vocab] in tiles of ≤ TILE_ELEMENTS."""
+    for r0 in range(0, rows, ROW_BLOCK):
+        r1 = min(rows, r0 + ROW_BLOCK)
+        width = max(128, TILE_ELEMENTS // (r1 - r0))
+        yield slice(r0, r1), [slice(v0, min(vocab, v0 + width)) for v0 in range(0, vocab, width)]
 
 
 class TokenLogprobs(torch.autograd.Function):
-    """log softmax(h Wᵀ + b)[target] / temperature, chunked over rows, recomputed in backward."""
+    """log softmax(h Wᵀ + b)[target] / temperature, without a [rows × vocab] tensor.
+
+    Tiles of rows × vocabulary slices: forward keeps a running (online) log-sum-exp per row
+    and the target's logit; backward recomputes each tile's softmax from the saved
+    log-sum-exp and writes the LM head's gradient slice by slice, so no temporary is
+    larger than a tile or the head itself. Backward runs under the autocast state of
+    forward (autograd runs backward outside autocast), so the LM-head matmuls of a
+    bf16-autocast step stay in bf16 as in any autocast module."""
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, temperature):
-        out = torch.empty(h.shape[0], dtype=_acc(h), device=h.device)
-        for i in range(0, h.shape[0], CHUNK):
-            z = _logits(h[i:i + CHUNK], weight, bias, temperature)
-            out[i:i + CHUNK] = z.gather(1, targets[i:i + CHUNK, None])[:, 0] - torch.logsumexp(z, -1)
-        ctx.save_for_backward(h, weight, bias, targets)
+        acc = _acc(h)
+        lse = torch.empty(h.shape[0], dtype=acc, device=h.device)
+        target_logit = torch.empty(h.shape[0], dtype=acc, device=h.device)
+        for rows, vslices in _tiles(h.shape[0], weight.shape[0]):
+            hb, tb = h[rows], targets[rows]
+            m = torch.full((hb.shape[0],), float("-inf"), dtype=acc, device=h.device)
+            s = torch.zeros(hb.shape[0], dtype=acc, device=h.device)
+            tl = torch.zeros(hb.shape[0], dtype=acc, device=h.device)
+            for vs in vslices:
+                z = _logits(hb, weight[vs], None if bias is None else bias[vs], temperature)
+                inside = (tb >= vs.start) & (tb < vs.stop)
+                picked = z.gather(1, (tb - vs.start).clamp(0, z.shape[1] - 1)[:, None])[:, 0]
+                tl = torch.where(inside, picked, tl)
+                m_new = torch.maximum(m, z.amax(1))
+                s = s * torch.exp(m - m_new) + z.sub_(m_new[:, None]).exp_().sum(1)
+                m = m_new
+            lse[rows] = m + torch.log(s)
+            target_logit[rows] = tl
+        ctx.save_for_backward(h, weight, bias, targets, lse)
         ctx.temperature = temperature
-        return out
+        ctx.device_type = h.device.type
+        ctx.autocast = torch.is_autocast_enabled(h.device.type)
+        ctx.autocast_dtype = torch.get_autocast_dtype(h.device.type)
+        return target_logit - lse
 
     @staticmethod
     def backward(ctx, grad):
-        h, weight, bias, targets = ctx.saved_tensors
+        h, weight, bias, targets, lse = ctx.saved_tensors
         t = ctx.temperature
-        gh = torch.empty_like(h) if ctx.needs_input_grad[0] else None
-        gw = torch.zeros_like(weight, dtype=_acc(h)) if ctx.needs_input_grad[1] else None
-        gb = torch.zeros(weight.shape[0], dtype=_acc(h), device=h.device) \
-            if bias is not None and ctx.needs_input_grad[2] else None
-        for i in range(0, h.shape[0], CHUNK):
-            hc = h[i:i + CHUNK]
-            p = torch.softmax(_logits(hc, weight, bias, t), -1)
-            p.scatter_add_(1, targets[i:i + CHUNK, None], -torch.ones_like(p[:, :1]))
-            gz = p.mul_(-grad[i:i + CHUNK, None] / t)          # d lp / d z = onehot − softmax
-            if gh is not None:
-                gh[i:i + CHUNK] = (gz.to(weight.dtype) @ weight).to(h.dtype)
-            if gw is not None:
-                gw += gz.T @ hc.to(gz.dtype)
-            if gb is not None:
-                gb += gz.sum(0)
+        acc = _acc(h)
+        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        want_b = bias is not None and ctx.needs_input_grad[2]
+        gh = torch.empty_like(h) if want_h else None
+        gw = torch.empty_like(weight, dtype=acc) if want_w else None
+        gb = torch.empty(weight.shape[0], dtype=acc, device=h.device) if want_b else None
+        with torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast):
+            for k, (rows, vslices) in enumerate(_tiles(h.shape[0], weight.shape[0])):
+                hb, tb, scale = h[rows], targets[rows], -grad[rows, None] / t
+                ghb = torch.zeros(hb.shape, dtype=acc, device=h.device) if want_h else None
+                for vs in vslices:
+                    ws = weight[vs]
+                    p = _logits(hb, ws, None if bias is None else bias[vs], t).sub_(lse[rows, None]).exp_()
+                    hit = ((tb >= vs.start) & (tb < vs.stop)).nonzero()[:, 0]
+                    p[hit, tb[hit] - vs.start] -= 1
+                    gz = p.mul_(scale)                       # d lp / d z = onehot − softmax
+                    if want_h:
+                        ghb += gz.to(weight.dtype) @ ws
+                    if want_w:
+                        part = gz.T @ hb.to(gz.dtype)
+                        if k == 0:
+                            gw[vs] = part
+                        else:
+                            gw[vs] += part
+                    if want_b:
+                        if k == 0:
+                            gb[vs] = gz.sum(0)
+                        else:
+                            gb[vs] += gz.sum(0)
+                if want_h:
+                    gh[rows] = ghb
         return (gh, gw.to(weight.dtype) if gw is not None else None,
                 gb.to(bias.dtype) if gb is not None else None, None, None)
 
@@ -62,7 +115,7 @@ def _logits(h, weight, bias, temperature):
     z = (h @ weight.T.to(h.dtype)).to(_acc(h))
     if bias is not None:
         z = z + bias.to(z.dtype)
-    return z / temperature
+    return z if temperature == 1.0 else z / temperature
 
 
 def _decoder(model):
