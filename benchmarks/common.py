@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # this checkout's ptdsl, not an installed copy
+    sys.path.insert(0, str(HERE.parent))
 
 # PERF.md's two model sizes: Llama-style, random weights, built from a config
 SIZES = {
@@ -140,8 +142,8 @@ def peak_rss_mb() -> float:
 def run_json_subprocess(args: list[str], timeout: float = 1800) -> dict:
     """Run `python <args>` in a fresh process; it prints one JSON object as its last stdout line."""
     p = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                       cwd=str(HERE.parent), env={**os.environ, "PYTHONPATH": str(HERE)
-                                                  + os.pathsep + os.environ.get("PYTHONPATH", "")})
+                       cwd=str(HERE.parent), env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                           [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])})
     if p.returncode != 0:
         raise RuntimeError(f"subprocess {' '.join(args)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
