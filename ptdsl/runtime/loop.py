@@ -28,7 +28,7 @@ from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources
 from ptdsl.runtime.setup import load_examples, load_models
-from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks, pick_sets
+from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks, pick_sets, scoring_temperatures
 
 
 @dataclass
@@ -129,7 +129,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     if opts.report_to:
         acc.init_trackers("ptdsl", config={"method": compiled.name, **compiled.params, **asdict(opts)})
 
-    ctx = StepContext(compiled, models, acc.device, cache, positions)
+    ctx = StepContext(compiled, models, acc.device, cache, positions,
+                      temperatures=scoring_temperatures(compiled.plan, opts.rollout))
     # a metric whose batch means take global counts sums over micro-batches; others average
     summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
     trainable = [models.trunk, *heads]

@@ -162,11 +162,13 @@ def hidden_states(model, lay):
     return Trunk(model)(lay.input_ids, lay.attention_mask, lay.position_ids)
 
 
-def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, temperature: float = 1.0,
+def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, temperatures: dict | None = None,
               value_head=None):
     """{(output, set): tensor} for one model over the sets `names`.
 
-    `outputs` maps set → the output kinds wanted (logprobs, entropy, logits, values, score)."""
+    `outputs` maps set → the output kinds wanted (logprobs, entropy, logits, values, score);
+    `temperatures` maps a set to the temperature its logits are divided by (default 1)."""
+    temperatures = temperatures or {}
     lay = layout(sets, names, pad_id, device)
     ctx = torch.inference_mode() if frozen else torch.enable_grad()
     with ctx:
@@ -181,7 +183,7 @@ def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, t
             targets = lay.input_ids[rows, lay.prompt_len: lay.prompt_len + width]
             mask = lay.completion_mask[s]
             for kind in outputs[s]:
-                result[(kind, s)] = _output(kind, model, hs, targets, mask, temperature, value_head,
+                result[(kind, s)] = _output(kind, model, hs, targets, mask, temperatures.get(s, 1.0), value_head,
                                             h[rows], lay.attention_mask[rows])
         result.update({("mask", s): lay.completion_mask[s] for s in names})
     return result

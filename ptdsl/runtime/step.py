@@ -8,7 +8,7 @@ costs no extra forward. Precomputed frozen queries are read from the cache.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +25,7 @@ class StepContext:
     precomputed: dict       # leaf → per-example tensors
     positions: dict         # example index → position in the precomputed lists
     dtype: torch.dtype = torch.float32
+    temperatures: dict = field(default_factory=dict)  # set → scoring temperature (see scoring_temperatures)
 
 
 def _policy(ctx):
@@ -71,7 +72,7 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
         for q, _ in items:
             wanted[q.set].append(q.output)
         res = run_model(model, batch.sets, sets, wanted, ctx.models.tokenizer.pad_token_id, ctx.device,
-                        frozen=frozen or body != "policy", temperature=_temperature(plan, sets),
+                        frozen=frozen or body != "policy", temperatures=ctx.temperatures,
                         value_head=head)
         for q, _ in items:
             inputs[q.leaf] = _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
@@ -92,10 +93,20 @@ def _fit(t, mask):
     return t
 
 
-def _temperature(plan, sets) -> float:
-    """Log-probs of a rollout are taken at its sampling temperature (as TRL does)."""
-    temps = {float(plan.rollouts[s].options.get("temperature", 1.0)) for s in sets if s in plan.rollouts}
-    return temps.pop() if len(temps) == 1 else 1.0
+def scoring_temperatures(plan, overrides: dict | None = None) -> dict:
+    """The temperature each set's logits are divided by: a rollout's `score_temperature`, else
+    its sampling temperature, spec option or command-line override (policy-gradient methods
+    score at the distribution they sampled from, as TRL's GRPO and PPO do); greedy rollouts,
+    dataset sets and best/worst picks at 1. Per set, so one forward over a dataset set and a
+    rollout scores each at its own."""
+    out = {}
+    for name, r in plan.rollouts.items():
+        opts = {**r.options, **(overrides or {})}
+        if "score_temperature" in opts:
+            out[name] = float(opts["score_temperature"])
+        elif not opts.get("greedy"):
+            out[name] = float(opts.get("temperature", 1.0))
+    return out
 
 
 def _recorded(ctx, q, inputs, batch, m):
@@ -107,7 +118,7 @@ def _recorded(ctx, q, inputs, batch, m):
     body, head = _body(ctx, base)
     res = run_model(_policy(ctx), batch.sets, [q.set], {q.set: [q.output]},
                     ctx.models.tokenizer.pad_token_id, ctx.device, frozen=True,
-                    temperature=_temperature(ctx.compiled.plan, [q.set]), value_head=head)
+                    temperatures=ctx.temperatures, value_head=head)
     return _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
 
 
