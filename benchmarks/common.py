@@ -109,8 +109,10 @@ def interleaved(contenders: dict, rounds: int, warmup: int = 2) -> dict:
     """Time each contender's step function round-robin (A, B, C, A, B, C, …) so that drift in
     machine load hits all of them alike. Each function takes the step index. Returns
     {name: summarise(wall ms per step) + {"cpu": summarise(process CPU ms per step)}}; the
-    first `warmup` rounds are not counted. CPU time (all threads, user + system) is less
-    sensitive to other processes on the machine than wall time."""
+    first `warmup` rounds are not counted. CPU time (all threads, user + system) separates
+    a step's own work from waiting for the CPU, but only with one thread: torch's OpenMP
+    threads spin at barriers while a sibling is descheduled, so on a busy machine a
+    multi-threaded step's CPU time inflates along with its wall time."""
     wall = {k: [] for k in contenders}
     cpu = {k: [] for k in contenders}
     for r in range(warmup + rounds):
@@ -164,7 +166,8 @@ def machine_info() -> dict:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
     info = {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(),
+            "load average (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in os.getloadavg())}
     try:
         info["affinity"] = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -28,7 +28,7 @@ TRL's default is the live reference, so the "ptdsl default / TRL default" ratio 
 
 Timing: all contenders of one (size, precision) run in one subprocess, interleaved step by step
 (A, B, C, …, A, B, C, …) after warm-up rounds; medians and quartiles of the per-step wall time,
-and the median process CPU time (less sensitive to other load on the machine). All contenders
+and the median process CPU time. All contenders
 use the same AdamW (ptdsl's loop._adamw: fused where torch has it; TRL uses its default, which
 the report names). The timing process keeps glibc's default malloc settings for everyone:
 `ptdsl.train` turns malloc's mmap path off at start-up (runtime/alloc.py), which in a shared
@@ -369,9 +369,10 @@ def _verdict(data) -> list[str]:
     out.append(f"- TRL's default step costs {min(t):.2f}–{max(t):.2f}× the hand-written one here "
                "(PERF.md measured 1.3–1.8×).")
     c = [c["ratios"]["CPU: ptdsl_live / hand"] for c in data["configs"].values()]
-    out.append(f"- In CPU time (all threads; robust to other load on the machine) ptdsl live / hand-written is "
-               f"{min(c):.2f}–{max(c):.2f}. Where wall-time and CPU-time ratios disagree, the machine was busy: "
-               "rerun on a quiet machine before quoting a wall-time ratio.")
+    out.append(f"- In CPU time (all threads) ptdsl live / hand-written is {min(c):.2f}–{max(c):.2f}. These "
+               "timings need a quiet machine: with other processes on the 2 cores, torch's OpenMP threads "
+               "spin at barriers while a sibling waits for a core, and wall and CPU time both inflate "
+               "(up to 10× in development runs). Check the load average in the machine table.")
     out.append("- ptdsl computes the LM head only at completion positions, in tiles, and never materialises a "
                "[tokens × vocab] log-softmax (`TokenLogprobs`), which is how it can undercut the hand-written "
                "step, which projects every position; the rest of the step is the same model forward/backward "
