@@ -48,7 +48,7 @@ class Plan:
                 flags.append("recorded at sampling")
             lines.append(f"  {q.leaf:<44} {' '.join(flags)}")
         for name, r in self.rollouts.items():
-            opts = ", ".join(f"{k} = {v}" for k, v in r.options.items())
+            opts = ", ".join(f"{k} = {_spec_text(v)}" for k, v in r.options.items())
             lines.append(f"rollout {name} = sample({r.model}, {opts})")
         for name, terms in self.rewards.items():
             lines.append(f"reward {name} = " + " + ".join(f"{t.weight:g} * {t.kind}(\"{t.name}\")" for t in terms))
@@ -101,3 +101,8 @@ def _from_data(sets, s: str) -> bool:
     """Sequences fixed by the dataset alone (mismatched pairs depend on the batch; rollouts
     and picks on sampling)."""
     return sets[s].source == "data"
+
+
+def _spec_text(value) -> str:
+    """An option value as a spec writes it (`true`, not Python's `True`)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
