@@ -354,6 +354,14 @@ def _trl_opt(data) -> str:
     return "?"
 
 
+def _floor_vs_trl(r, config) -> str:
+    """How close the policy-only floor (no reference forward at all) itself is to the target:
+    when TRL's default is cheap relative to it, 0.65× TRL is below what any DPO step can do."""
+    floor = r["ptdsl default / TRL default"] / r["ptdsl / policy_only"]
+    return (f"in {config} the policy-only floor (one policy forward/backward, no reference) is already "
+            f"{floor:.2f}× TRL's default step, and ptdsl's default is {r['ptdsl / policy_only']:.2f}× that floor")
+
+
 def _verdict(data) -> list[str]:
     out = []
     targets = [("ptdsl_live / hand", 1.05, "ptdsl (live reference) within 5% of the hand-written step"),
@@ -365,6 +373,8 @@ def _verdict(data) -> list[str]:
         missed = {k: v for k, v in vals.items() if v > limit}
         span = f"{min(vals.values()):.2f}–{max(vals.values()):.2f}"
         out.append(f"- {what}: {'met' if not missed else 'missed in ' + ', '.join(missed)} (ratios {span}).")
+        if missed and key == "ptdsl default / TRL default":
+            out.append("  Why: " + "; ".join(_floor_vs_trl(data["configs"][k]["ratios"], k) for k in missed) + ".")
     t = [c["ratios"]["TRL default / hand"] for c in data["configs"].values()]
     out.append(f"- TRL's default step costs {min(t):.2f}–{max(t):.2f}× the hand-written one here "
                "(PERF.md measured 1.3–1.8×).")
