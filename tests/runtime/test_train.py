@@ -75,10 +75,15 @@ def test_accumulation_does_not_change_the_trained_model(tmp_path, method):
         train(method, output=str(out), steps=3, batch_size=bs, grad_accum=ga, quiet=True)
         outs.append(final_params(out))
     for other in outs[1:]:
-        for k in outs[0]:
-            # Adam divides by the gradient's own scale, so float noise in tiny gradients moves
-            # parameters by up to ~lr·1e-2; the gradients themselves agree (test_split_exactness)
-            torch.testing.assert_close(other[k], outs[0][k], rtol=1e-4, atol=1e-4, msg=k)
+        diff = torch.cat([(other[k] - outs[0][k]).abs().flatten() for k in outs[0]])
+        # Adam divides by each gradient's own scale, so float-summation noise in an entry whose
+        # gradient is ~0 can move that one entry by a fair part of lr (3e-3 here; seen: 1.3e-4).
+        # A real accumulation bug moves most entries by ~lr. So: every entry within lr/10, almost
+        # every entry within 1e-5, and the mean difference at float-noise level. (The gradients
+        # themselves agree to 1e-6: test_split_exactness.)
+        assert diff.max() < 3e-4, f"largest parameter difference {diff.max():.2e}"
+        assert (diff > 1e-5).float().mean() < 1e-3, f"{(diff > 1e-5).float().mean():.2%} of entries differ > 1e-5"
+        assert diff.mean() < 1e-6, f"mean parameter difference {diff.mean():.2e}"
 
 
 def _cli(*args, **kw):
