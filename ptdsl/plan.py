@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ptdsl.ir.graph import leaves
 from ptdsl.passes.gradflow import gradient_sources
 
-_MODEL_KINDS = ("logprobs", "entropy", "logits", "values", "score")
+_MODEL_KINDS = ("logprobs", "entropy", "logits", "values", "score", "token_score")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Query:
     model: str         # role name ("old" for behaviour log-probs)
     role_kind: str     # policy | frozen_copy | model | value_head | old
     set: str
-    output: str        # logprobs | entropy | logits | values | score
+    output: str        # logprobs | entropy | logits | values | score | token_score
     frozen: bool       # no gradient of the loss flows into this query (frozen model, or detached)
     precomputable: bool  # frozen and on dataset sets only: compute once per dataset
 

@@ -19,7 +19,7 @@ from ptdsl.equivalence.conditions import ConditionError, Conditions, parse
 # sends log(1 − p) to −inf, a boundary no trained model reaches in float64.
 LOGPROB_MAX = -(2.0 ** -10)
 _RANGES = {"logprobs": (-8.0, LOGPROB_MAX), "entropy": (0.0, 4.0), "logits": (-6.0, 6.0),
-           "values": (-2.0, 2.0), "score": (-3.0, 3.0), "reward": (-1.0, 2.0), "field": (0.0, 2.0)}
+           "values": (-2.0, 2.0), "score": (-3.0, 3.0), "token_score": (-3.0, 3.0), "reward": (-1.0, 2.0), "field": (0.0, 2.0)}
 GARBAGE = (float("nan"), 1e30, -1e30, 123.0)
 
 
@@ -73,8 +73,10 @@ def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_voca
             out[name] = masks[s]
             continue
         n_rows = rows[a["rows"]] if a.get("rows") else None
-        if a["dtype"] == "bool":
-            out[name] = torch.tensor(draw(st.lists(st.booleans(), min_size=n_rows, max_size=n_rows)))
+        if a["dtype"] == "bool":  # labels: one per row, or one per token of a set (step labels)
+            width = masks[s].shape[1] if a["level"] == "token" else None
+            flags = st.lists(st.booleans(), min_size=width, max_size=width) if width else st.booleans()
+            out[name] = torch.tensor(draw(st.lists(flags, min_size=n_rows, max_size=n_rows)))
             continue
         shape = ((n_rows,) if n_rows else ()) + ((masks[s].shape[1],) if a["level"] in ("token", "vocab") else ()) \
             + ((vocab,) if a["level"] == "vocab" else ())

@@ -1,7 +1,7 @@
 """The spec language's builtin functions and how each lowers to IR ops.
 
 Categories:
-  query    model × set → a leaf (`logprobs`, `entropy`, `logits`, `values`, `score`)
+  query    model × set → a leaf (`logprobs`, `entropy`, `logits`, `values`, `score`, `token_score`)
   sugar    a query followed by a reduction (`logp` = sum_tokens ∘ logprobs, …)
   set      set → value (`mask`, `length`)
   op       n value operands → one IR op of the same arity (elementwise, reductions)
@@ -18,6 +18,7 @@ QUERIES = {  # name → (level kind, leaf kind)
     "logits": ("vocab", "logits"),
     "values": ("token", "values"),
     "score": ("seq", "score"),
+    "token_score": ("token", "token_score"),  # the classifier head at every token (token classification)
 }
 SUGAR = {"logp": "sum_tokens", "mean_logp": "mean_tokens"}  # reductions of logprobs(M, S)
 SET_FUNCS = ("mask", "length", "position")

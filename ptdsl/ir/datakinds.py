@@ -16,6 +16,7 @@ class DataKind:
     set_columns: tuple[tuple[str, str], ...] = ()  # set → column, where they differ
     list_rows: str | None = None     # a row space of lists: each example has `size` rows of it
     options: tuple[tuple[str, int], ...] = ()       # options and their defaults, e.g. size = 4
+    token_fields: tuple[tuple[str, str, str], ...] = ()  # per-token fields: (name, set, dtype)
 
     def column(self, set_name: str) -> str:
         return dict(self.set_columns).get(set_name, set_name)
@@ -36,6 +37,11 @@ DATA_KINDS: dict[str, DataKind] = {k.name: k for k in [
     DataKind("triple", ("chosen", "rejected", "gold"), (), ("prompt", "chosen", "rejected", "reference"),
              "preference plus a gold response (TPO); the column `reference` is the set `gold`",
              (("gold", "reference"),)),
+    DataKind("stepwise", ("steps",), (), ("prompt", "completions", "labels"),
+             "a prompt and a solution as a list of steps, each labelled correct or not (process "
+             "reward models); the steps are joined, each followed by the step separator, and "
+             "`mask(steps)` marks the last token of each step, where its label `step_label` sits",
+             (("steps", "completions"),), token_fields=(("step_label", "steps", "bool"),)),
 ]}
 
 EXAMPLES = "examples"  # the row space of every dataset set

@@ -44,6 +44,7 @@ class Declarations:
     rows: dict[str, int | None] = field(default_factory=lambda: {EXAMPLES: None})
     fields: dict[str, str] = field(default_factory=dict)
     field_rows: dict[str, str] = field(default_factory=dict)  # the row space of each data field
+    field_sets: dict[str, str] = field(default_factory=dict)  # per-token fields: the set they align with
     roles: dict[str, Role] = field(default_factory=dict)
     rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
@@ -80,6 +81,10 @@ class _Declarer:
             for f, dtype in kind.fields:
                 self.fields[f] = dtype
                 self.field_rows[f] = rows
+            for f, s, dtype in kind.token_fields:
+                self.fields[f] = dtype
+                self.field_rows[f] = rows
+                self.d.field_sets[f] = s
             for f in m.data.fields:
                 self.fields[f.id] = "real"
                 self.field_rows[f.id] = EXAMPLES

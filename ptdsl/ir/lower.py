@@ -34,7 +34,7 @@ class _Lowerer:
     def __init__(self, m: MethodDef, params: dict, decl, sink: Sink):
         self.m, self.params, self.sink = m, params, sink
         self.sets, self.rows, self.fields = decl.sets, decl.rows, decl.fields
-        self.field_rows = decl.field_rows
+        self.field_rows, self.field_sets = decl.field_rows, decl.field_sets
         self.roles, self.rewards, self.rollouts = decl.roles, decl.rewards, decl.rollouts
         self.g: nx.DiGraph | None = None
         self.let_nodes: dict[str, int] = {}
@@ -99,7 +99,9 @@ class _Lowerer:
         if n in self.params:
             return add(self.g, "const", (), {"value": self.params[n], "param": n}, e.span)
         if n in self.fields:
-            return self.leaf(e.span, n, "field", "seq", None, None, self.field_rows[n], dtype=self.fields[n])
+            s = self.field_sets.get(n)  # a per-token field, aligned with its set's mask
+            return self.leaf(e.span, n, "field", "token" if s else "seq", None, s, self.field_rows[n],
+                             dtype=self.fields[n])
         what = ("a sequence set" if n in self.sets else "a model role" if n in self.roles
                 else "a reward" if n in self.rewards else None)
         if what:
