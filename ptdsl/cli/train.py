@@ -26,6 +26,8 @@ def register(sub) -> None:
     s.add_argument("--max-grad-norm", type=float, default=1.0)
     s.add_argument("--max-length", type=int, default=512)
     s.add_argument("--max-prompt-length", type=int)
+    s.add_argument("--step-separator", help='stepwise data: text appended to each step (default "\\n"; '
+                   'a space for the embedded tokenizer)')
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset")
     s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")
@@ -56,7 +58,7 @@ def cmd_train(args) -> int:
               save_steps=args.save_steps,
               log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
               report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet, lora_r=args.lora_r,
-              lora_alpha=args.lora_alpha)
+              lora_alpha=args.lora_alpha, step_separator=args.step_separator)
     except RuntimeSetupError as err:
         print(err.render(), file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ class SetRows:
     completion_ids: list[list[int]]
     truncated: list[bool] | None = None   # rollouts: no EOS within max_tokens
     texts: list[str] | None = None        # rollouts: decoded completions
+    token_mask: list[list[bool]] | None = None  # which completion tokens the set holds, when not all
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -43,7 +44,8 @@ def dataset_sets(examples, wanted: list[str], set_info) -> dict[str, SetRows]:
             out[s] = SetRows([e.prompt_ids for e in examples for _ in e.completions[s]],
                              [c for e in examples for c in e.completions[s]])
         elif info.source == "data":
-            out[s] = SetRows(prompts, [e.completions[s] for e in examples])
+            marks = [e.token_masks[s] for e in examples] if examples and s in examples[0].token_masks else None
+            out[s] = SetRows(prompts, [e.completions[s] for e in examples], token_mask=marks)
         elif info.source == "derived":  # mismatched(base): the previous row's completion
             base = [e.completions[info.base] for e in examples]
             out[s] = SetRows(prompts, base[-1:] + base[:-1])
@@ -60,6 +62,19 @@ class Layout:
     prompt_len: int         # P: completions start at column P
     spans: dict             # set → (first row, row count, completion length C_s)
     completion_mask: dict   # set → [rows, C_s] bool
+
+
+def set_mask(rows: SetRows, width: int):
+    """[rows, width] bool: the completion tokens of each row that belong to the set."""
+    import torch
+    lengths = torch.tensor([len(c) for c in rows.completion_ids])
+    m = torch.arange(width)[None, :] < lengths[:, None]
+    if rows.token_mask is not None:  # a subset of the completion (e.g. the last token of each step)
+        marks = torch.zeros_like(m)
+        for i, row in enumerate(rows.token_mask):
+            marks[i, :len(row)] = torch.tensor(row, dtype=torch.bool)
+        m &= marks
+    return m
 
 
 def layout(sets: dict[str, SetRows], names: list[str], pad_id: int, device) -> Layout:
@@ -80,8 +95,7 @@ def layout(sets: dict[str, SetRows], names: list[str], pad_id: int, device) -> L
     for s in names:
         n = len(sets[s])
         width = max(max((len(c) for c in sets[s].completion_ids), default=1), 1)
-        lengths = torch.tensor([len(c) for c in sets[s].completion_ids])
-        masks[s] = (torch.arange(width)[None, :] < lengths[:, None]).to(device)
+        masks[s] = set_mask(sets[s], width).to(device)
         spans[s] = (start, n, width)
         start += n
     return Layout(ids.to(device), att.to(device), pos.to(device), P, spans, masks)

@@ -25,6 +25,8 @@ class Example:
     completions: dict[str, list[int]]            # dataset set → completion ids (with EOS)
     fields: dict[str, float] = field(default_factory=dict)
     columns: dict = field(default_factory=dict)  # other columns, for verifiers
+    token_masks: dict[str, list[bool]] = field(default_factory=dict)  # set → which tokens it holds, where
+    #                                             not all of the completion (stepwise: the steps' last tokens)
 
 
 @dataclass
@@ -32,13 +34,16 @@ class Skipped:
     empty_completion: int = 0
     prompt_too_long: int = 0
     wrong_list_size: int = 0
+    no_step_within_max_length: int = 0
 
     def __str__(self) -> str:
         parts = [f"{n} {what}" for what, n in (("with an empty completion", self.empty_completion),
                                                 ("whose prompt leaves no room within max_length",
                                                  self.prompt_too_long),
                                                 ("whose list of responses has another length than the "
-                                                 "method's `size`", self.wrong_list_size)) if n]
+                                                 "method's `size`", self.wrong_list_size),
+                                                ("whose first step does not end within max_length",
+                                                 self.no_step_within_max_length)) if n]
         return "skipped rows: " + ", ".join(parts) if parts else ""
 
 
@@ -93,6 +98,10 @@ def _common_prefix(a: str, b: str) -> str:
 def normalise(row: dict, kind: str, tok) -> list[dict]:
     """A raw row → rows with `prompt` (text) and the kind's completion texts."""
     row = dict(row)
+    if kind == "stepwise":  # steps stay a list: tokenize joins them
+        if _is_chat(row.get("prompt")):
+            row["prompt"] = _render(tok, row["prompt"], True)
+        return [row]
     if DATA_KINDS[kind].list_rows:  # a ranked list, best first; ratings default to the ranks
         if _is_chat(row.get("prompt")):
             row["prompt"] = _render(tok, row["prompt"], True)
@@ -145,16 +154,41 @@ def check_fields(rows: list[dict], method: str, kind: str, fields: tuple[str, ..
                 f"method `{method}` (data {kind}) needs the field `{col}`, and the dataset does not have it",
                 help=f"the dataset has: {', '.join(f'`{c}`' for c in have) or 'no columns'}; "
                      f"{kind} data needs {', '.join(f'`{c}`' for c in required_columns(kind, fields))}")
+    if kind == "stepwise":
+        _check_steps(rows, method)
     for i, row in enumerate(rows):
         for col in fields:
+            if DATA_KINDS[kind].token_fields and col in {f for f, _, _ in DATA_KINDS[kind].token_fields}:
+                continue  # per-token fields come from the lists checked above
             if not isinstance(row.get(col), (int, float)):
                 raise RuntimeSetupError(f"field `{col}` of row {i} must be a number, got {row.get(col)!r}")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _check_steps(rows: list[dict], method: str) -> None:
+    """Stepwise rows: `completions` a list of strings, `labels` one bool per step."""
+    for i, row in enumerate(rows):
+        steps, labels = row["completions"], row["labels"]
+        if not isinstance(steps, list) or not all(isinstance(t, str) for t in steps):
+            raise RuntimeSetupError(f"field `completions` of row {i} must be a list of step texts "
+                                    f"(method `{method}`, data stepwise), got {type(steps).__name__}")
+        if not isinstance(labels, list) or not all(isinstance(v, (bool, int)) for v in labels):
+            raise RuntimeSetupError(f"field `labels` of row {i} must be a list of booleans, one per step "
+                                    f"(method `{method}`, data stepwise)")
+        if len(labels) != len(steps):
+            raise RuntimeSetupError(f"row {i} has {_count(len(steps), 'step')} in `completions` and "
+                                    f"{_count(len(labels), 'label')} in `labels` (method `{method}`, data stepwise)",
+                                    help="give one label per step")
 
 
 # ---- tokenisation -----------------------------------------------------------------
 
 def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_length: int,
-             max_prompt_length: int | None, list_size: int | None = None) -> tuple[list[Example], Skipped]:
+             max_prompt_length: int | None, list_size: int | None = None,
+             step_separator: str = "\n") -> tuple[list[Example], Skipped]:
     kind_ = DATA_KINDS[kind]
     sets = kind_.sets
     skipped = Skipped()
@@ -182,6 +216,11 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
             extra = {c: v for c, v in row.items() if c not in ("prompt", "responses", "ratings")}
             out.append(Example(i, prompt, p_ids, comps, values, extra))
             continue
+        if kind_.token_fields:
+            ex = _stepwise(i, row, prompt, p_ids, room, tok, step_separator, skipped)
+            if ex is not None:
+                out.append(ex)
+            continue
         texts = [row[kind_.column(s)] for s in sets]
         if not all(str(t).strip() for t in texts):
             skipped.empty_completion += 1
@@ -191,6 +230,31 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
         values = {f: (bool(row[f]) if f == "label" else float(row[f])) for f in fields}
         out.append(Example(i, prompt, p_ids, comps, values, extra))
     return out, skipped
+
+
+def _stepwise(i, row, prompt, p_ids, room, tok, separator, skipped) -> Example | None:
+    """A solution's steps as one completion, as TRL's PRMTrainer lays them out: each step
+    tokenised alone with the separator appended, its label on its last token; no EOS.
+    Truncation keeps the steps whose last token fits within max_length."""
+    if not row["completions"]:  # (an empty step still carries its label, on the separator)
+        skipped.empty_completion += 1
+        return None
+    sep = tok(separator, add_special_tokens=False)["input_ids"]
+    ids, ends, labels = [], [], []
+    for step, label in zip(row["completions"], row["labels"]):
+        ids += tok(str(step), add_special_tokens=False)["input_ids"] + sep
+        ends.append(len(ids) - 1)
+        labels.append(bool(label))
+    ids = ids[:room]
+    kept = [(e, lab) for e, lab in zip(ends, labels) if e < len(ids)]
+    if not kept:
+        skipped.no_step_within_max_length += 1
+        return None
+    at = dict(kept)
+    mask = [t in at for t in range(len(ids))]
+    token_labels = [at.get(t, False) for t in range(len(ids))]
+    extra = {c: v for c, v in row.items() if c not in ("prompt", "completions", "labels")}
+    return Example(i, prompt, p_ids, {"steps": ids}, {"step_label": token_labels}, extra, {"steps": mask})
 
 
 def _ids(tok, text, room: int) -> list[int]:

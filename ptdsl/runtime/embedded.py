@@ -5,7 +5,8 @@ dataset of each data kind, on which learning is visible within a minute on a CPU
 The task: prompts `a+b=` with one-digit a, b; the right answer is the sum. The
 chosen completion is right and the rejected one wrong (preference), labels say
 whether a completion is right (unpaired), and the `accuracy` verifier checks a
-sampled completion against the `answer` column (prompts).
+sampled completion against the `answer` column (prompts). Stepwise data adds a third
+number and labels each of the two steps by its own sum.
 """
 from __future__ import annotations
 
@@ -50,6 +51,17 @@ def _problems(n: int, seed: int):
         yield f"{a}+{b}=", str(a + b), str(wrong)
 
 
+def _steps(prompt: str, rng) -> dict:
+    """Stepwise supervision: `a+b=` then `+c`; two steps, each labelled by its own arithmetic
+    (a wrong first result is carried into the second step, as a real solution would)."""
+    a, b = int(prompt[0]), int(prompt[2])
+    c = rng.randrange(10)
+    s1 = a + b if rng.random() < 0.5 else (a + b + rng.randrange(1, 10)) % 19
+    s2 = s1 + c if rng.random() < 0.5 else (s1 + c + rng.randrange(1, 10)) % 28
+    return {"prompt": f"{a}+{b}+{c}=", "completions": [f"{a}+{b}={s1}", f"{s1}+{c}={s2}"],
+            "labels": [s1 == a + b, s2 == s1 + c]}
+
+
 def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (),
             list_size: int | None = None) -> list[dict]:
     """Rows of the synthetic task in TRL's format for a data kind (ranked lists: the right
@@ -72,6 +84,8 @@ def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (
                    "ratings": [float(k - d) for d in range(k)]}
         elif kind == "triple":
             row = {"prompt": prompt, "chosen": right, "rejected": wrong, "reference": right}
+        elif kind == "stepwise":
+            row = _steps(prompt, random.Random(seed * 7919 + i))
         else:
             raise ValueError(f"the embedded default has no data of kind `{kind}`")
         for f in fields:  # extra numeric columns (e.g. a reward margin): a constant

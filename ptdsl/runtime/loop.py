@@ -43,6 +43,7 @@ class TrainOptions:
     max_grad_norm: float = 1.0
     max_length: int = 512
     max_prompt_length: int | None = None
+    step_separator: str | None = None    # stepwise data: appended to each step (default "\n", embedded " ")
     seed: int = 0
     max_examples: int | None = None      # use only the first N usable rows of the dataset
     save_steps: int = 0                  # 0: only the final model
@@ -80,7 +81,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     # -- models, data, rewards: everything checked before step 1
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha)
     examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
-                             opts.seed, log)
+                             opts.seed, log, opts.step_separator)
     examples = examples[: opts.max_examples] if opts.max_examples else examples
     rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device) \
         if compiled.plan.rewards else None

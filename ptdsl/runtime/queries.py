@@ -166,7 +166,8 @@ def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, t
               value_head=None):
     """{(output, set): tensor} for one model over the sets `names`.
 
-    `outputs` maps set → the output kinds wanted (logprobs, entropy, logits, values, score);
+    `outputs` maps set → the output kinds wanted (logprobs, entropy, logits, values, score,
+    token_score: the classifier head of a sequence classifier applied at every token);
     `temperatures` maps a set to the temperature its logits are divided by (default 1)."""
     temperatures = temperatures or {}
     lay = layout(sets, names, pad_id, device)
@@ -183,6 +184,10 @@ def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, t
             targets = lay.input_ids[rows, lay.prompt_len: lay.prompt_len + width]
             mask = lay.completion_mask[s]
             for kind in outputs[s]:
+                if kind == "token_score":  # a token classifier reads the hidden state at the token itself
+                    at = h[rows, lay.prompt_len: lay.prompt_len + width]
+                    result[(kind, s)] = model.score(at).squeeze(-1).float()
+                    continue
                 result[(kind, s)] = _output(kind, model, hs, targets, mask, temperatures.get(s, 1.0), value_head,
                                             h[rows], lay.attention_mask[rows])
         result.update({("mask", s): lay.completion_mask[s] for s in names})

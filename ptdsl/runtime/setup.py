@@ -25,7 +25,7 @@ class Models:
 
 
 def _needs_scorer(compiled) -> bool:
-    return any(q.output == "score" and q.model == "policy" for q in compiled.plan.queries)
+    return any(q.output in ("score", "token_score") and q.model == "policy" for q in compiled.plan.queries)
 
 
 def load_tokenizer(model_id: str | None):
@@ -115,19 +115,21 @@ def _freeze(model):
 
 
 def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_length: int | None,
-                  seed: int, log=print):
+                  seed: int, log=print, step_separator: str | None = None):
     """Tokenised examples of the method's data kind, every needed field checked first."""
     kind = compiled.plan.data
-    fields = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(
-        f for f in compiled.plan.fields if f not in dict(DATA_KINDS[kind].fields))
-    extra = tuple(f for f in compiled.plan.fields if f not in dict(DATA_KINDS[kind].fields))
+    own = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(f for f, _, _ in DATA_KINDS[kind].token_fields)
+    extra = tuple(f for f in compiled.plan.fields if f not in own)  # numeric columns the spec names
+    fields = own + extra
     raw = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses")) \
         if data is None else D.load_rows(data)
     rows = [r for row in raw for r in D.normalise(row, kind, tok)]
     D.check_fields(rows, compiled.name, kind, extra)
     list_rows = DATA_KINDS[kind].list_rows
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
-    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length, size)
+    # the embedded character tokenizer has no newline: its steps are separated by a space
+    separator = step_separator if step_separator is not None else (" " if data is None else "\n")
+    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length, size, separator)
     if str(skipped):
         log(f"{skipped} (of {len(rows)})")
     if not examples:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ptdsl.runtime.batch import Batch, SetRows, dataset_sets
+from ptdsl.runtime.batch import Batch, SetRows, dataset_sets, set_mask
 from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_model
 
@@ -46,8 +46,7 @@ def masks(compiled, batch: Batch, device) -> dict:
     for s in compiled.plan.sets:
         rows = batch.sets[s]
         width = max(max((len(c) for c in rows.completion_ids), default=1), 1)
-        lengths = torch.tensor([len(c) for c in rows.completion_ids])
-        m = torch.arange(width)[None, :] < lengths[:, None]
+        m = set_mask(rows, width)
         rollout = compiled.plan.rollouts.get(s)
         if rollout is not None and rollout.options.get("mask_truncated") and rows.truncated:
             m[torch.tensor(rows.truncated, dtype=torch.bool)] = False  # overlong filtering
@@ -125,8 +124,12 @@ def _recorded(ctx, q, inputs, batch, m):
 def batch_fields(compiled, batch: Batch, device) -> dict:
     """Per-example data fields and rewards (rewards were scored at rollout time)."""
     out = {}
+    token_sets = {i.name: i.set for i in compiled.inputs if i.kind == "field" and i.set}
     for f in compiled.plan.fields:
         vals = [e.fields[f] for e in batch.examples]
+        if f in token_sets:  # one value per completion token of its set: [rows, width], padded
+            out[f] = _token_field(vals, batch.sets[token_sets[f]], device)
+            continue
         if vals and isinstance(vals[0], list):  # a per-response field of a ranked list
             vals = [v for vs in vals for v in vs]
         dtype = torch.bool if isinstance(vals[0], bool) else torch.float32
@@ -136,6 +139,15 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
         if name in wanted:
             out[name] = torch.tensor(values, dtype=torch.float32, device=device)
     return out
+
+
+def _token_field(vals, rows: SetRows, device):
+    width = max(max((len(c) for c in rows.completion_ids), default=1), 1)
+    dtype = torch.bool if isinstance(vals[0][0], bool) else torch.float32
+    out = torch.zeros((len(vals), width), dtype=dtype)
+    for i, v in enumerate(vals):
+        out[i, :len(v)] = torch.tensor(v, dtype=dtype)
+    return out.to(device)
 
 
 def build_batch(compiled, examples) -> Batch:
