@@ -6,7 +6,7 @@ Categories:
   set      set → value (`mask`, `length`)
   op       n value operands → one IR op of the same arity (elementwise, reductions)
   scan     an op with constant keyword options (`gae(r, v, gamma = 1, lam = 0.95)`)
-Role sources (`frozen`, `model`, `value_head`), reward sources (`verifier`,
+Role sources (`frozen`, `model`, `value_head`, `geometric_mixture`), reward sources (`verifier`,
 `reward_model`), rollouts (`sample`) and set builders (`mismatched`) are only
 valid in their own statements and are listed here so that errors can say so.
 """
@@ -38,7 +38,7 @@ SCANS = {"gae": ("gae", 2, ("gamma", "lam")), "discounted_sum": ("discounted_sum
          "token_quantile": ("token_quantile", 1, ("q",))}
 AT_LAST = "at_last"  # at_last(x, S): a per-sequence value at the last token of set S
 
-ROLE_SOURCES = ("frozen", "model", "value_head")
+ROLE_SOURCES = ("frozen", "model", "value_head", "geometric_mixture")
 REWARD_SOURCES = ("verifier", "reward_model")
 ROLLOUTS = ("sample",)
 SET_BUILDERS = ("mismatched", "best", "worst")
@@ -46,9 +46,10 @@ SAMPLE_OPTIONS = {"n": "int", "temperature": "float", "top_p": "float", "top_k":
                   "max_tokens": "int", "mask_truncated": "bool", "greedy": "bool",
                   "score_temperature": "float"}  # log-probs of the samples at this T (default: temperature)
 FROZEN_OPTIONS = {"sync_steps": "int", "mixup": "float"}  # TR-DPO: θ_ref ← mixup·θ + (1 − mixup)·θ_ref
+MIXTURE_OPTIONS = {"coef": "float"}  # geometric_mixture(A, B, coef = μ): sample ∝ exp((1 − μ)·z_A + μ·z_B)
 # Valid ranges of constant options (low, high, low excluded); n is checked where it is declared.
 OPTION_RANGES = {"temperature": (0, None, True), "score_temperature": (0, None, True), "top_p": (0, 1, True), "top_k": (0, None, False),
-                 "max_tokens": (1, None, False), "sync_steps": (0, None, False), "mixup": (0, 1, False),
+                 "max_tokens": (1, None, False), "sync_steps": (0, None, False), "mixup": (0, 1, False), "coef": (0, 1, False),
                  "gamma": (0, 1, False), "lam": (0, 1, False), "q": (0, 1, False)}
 
 

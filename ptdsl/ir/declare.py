@@ -17,11 +17,12 @@ from ptdsl.syntax.resolve import MethodDef
 @dataclass(frozen=True)
 class Role:
     name: str
-    kind: str        # policy | frozen_copy | model | value_head | old
+    kind: str        # policy | frozen_copy | model | value_head | old | mixture
     trainable: bool
     source: str      # e.g. "frozen(policy)", "model(\"gpt2\")"
     of: str | None = None  # the role a frozen copy / value head / old snapshot is built from
-    options: tuple = ()    # frozen copies: (("sync_steps", 512), ("mixup", 0.6)) for a moving reference
+    options: tuple = ()    # frozen copies: (("sync_steps", 512), ("mixup", 0.6)) for a moving reference;
+    #                        mixtures: (("coef", 0.5), ("with", "reference"))
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,31 @@ class _Declarer:
             self.roles[name] = Role(name, "model", False, f'model("{src.args[0].value}")')
         elif src.func == "value_head" and _single_name(src) == "policy":
             self.roles[name] = Role(name, "value_head", True, "value_head(policy)", "policy")
+        elif src.func == "geometric_mixture" and len(src.args) == 2:
+            self._declare_mixture(name, src)
         else:
             self.sink.add(error("E0212", f"`{name}` is bound to something that is not a model", src.span,
                                 "not a role source",
-                                help="roles are `frozen(policy)`, `model(\"id or path\")` or `value_head(policy)`"))
+                                help="roles are `frozen(policy)`, `model(\"id or path\")`, `value_head(policy)` "
+                                     "or `geometric_mixture(policy, reference, coef = 0.5)`"))
+
+    def _declare_mixture(self, name: str, src: ast.Call) -> None:
+        """A sampler, not a model: tokens drawn from softmax((1 − coef)·z_A + coef·z_B), the
+        logits of two language-model roles declared before it (Nash-MD's π_mix)."""
+        parts = []
+        for arg in src.args:
+            role = self.roles.get(arg.id) if isinstance(arg, ast.Name) else None
+            if role is None or role.kind not in ("policy", "frozen_copy", "model"):
+                what = arg.id if isinstance(arg, ast.Name) else "this"
+                self.sink.add(error("E0210", f"`geometric_mixture` mixes two language models, and `{what}` is not "
+                                             "one declared before it", arg.span,
+                                    help=f"declared language models: "
+                                         f"{', '.join(r for r, i in self.roles.items() if i.kind in ('policy', 'frozen_copy', 'model'))}"))
+                return
+            parts.append(arg.id)
+        coef = {"coef": 0.5, **self._options(src, B.MIXTURE_OPTIONS, "geometric_mixture")}["coef"]
+        self.roles[name] = Role(name, "mixture", False, f"geometric_mixture({parts[0]}, {parts[1]}, coef = {coef!r})",
+                                parts[0], (("coef", coef), ("with", parts[1])))
 
     def _declare_rollout(self, name: str, decl: ast.RolloutDecl) -> None:
         c = decl.call

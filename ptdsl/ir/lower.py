@@ -235,6 +235,10 @@ class _Lowerer:
         return self.roles[model]
 
     def _check_query(self, c, kind, model, role, s):
+        if role.kind == "mixture":
+            self.fail("E0210", f"`{model}` is a geometric mixture: it can be sampled from, not queried",
+                      c.args[0].span, "a sampler",
+                      help=f"query its parts, e.g. `{kind}({role.of}, {s})`")
         base_kind = self.roles[role.of].kind if role.kind == "old" else role.kind
         if kind == "values" and base_kind != "value_head":
             self.fail("E0210", f"`values` needs a value head, and `{model}` is not one", c.args[0].span,
