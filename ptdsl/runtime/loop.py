@@ -196,6 +196,16 @@ def _indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
     return perm[k * per_step:(k + 1) * per_step]
 
 
+def _sampler(compiled, models, name):
+    """What a rollout samples from: a language model, or a geometric mixture of two."""
+    role = compiled.graph.graph["roles"].get(name)
+    if role is not None and role.kind == "mixture":
+        opts = dict(role.options)
+        return rollout.GeometricMixture(_sampler(compiled, models, role.of), _sampler(compiled, models, opts["with"]),
+                                        opts["coef"])
+    return models.policy if name == "policy" else models.frozen[name]
+
+
 def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
     per_step = opts.batch_size * opts.grad_accum * acc.num_processes
     ids = _indices(len(examples), step, per_step, opts.seed)
@@ -204,7 +214,7 @@ def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
     for i in range(opts.grad_accum):
         batch = build_batch(compiled, [examples[j] for j in mine[i::opts.grad_accum]])
         for name, spec in compiled.plan.rollouts.items():
-            sampler = models.policy if spec.model == "policy" else models.frozen[spec.model]
+            sampler = _sampler(compiled, models, spec.model)
             batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
                                               opts.rollout)
         _score(compiled, batch, rewards)

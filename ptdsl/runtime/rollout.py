@@ -1,7 +1,9 @@
 """Rollouts: `sample(M, n = …)` through `model.generate` (KV cache), n samples per
 prompt in contiguous groups, each cut after its first EOS. A completion with no
 EOS within `max_tokens` is marked truncated (masked out when the rollout says
-`mask_truncated = true`, as DAPO's overlong filtering)."""
+`mask_truncated = true`, as DAPO's overlong filtering). A `geometric_mixture` role
+samples token by token from softmax((1 − μ)·z_A + μ·z_B), both models with their own
+KV cache, the sampling options applied to the mixed logits (Nash-MD)."""
 from __future__ import annotations
 
 import torch
@@ -29,12 +31,86 @@ def sample(model, tok, examples, rollout, device, overrides: dict | None = None)
     if greedy:
         gen.update(temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():
-        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), **gen)
+        if isinstance(model, GeometricMixture):
+            new = model.generate(ids.to(device), att.to(device), gen)
+        else:
+            new = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), **gen)[:, P:]
     completions, truncated, texts = [], [], []
-    for row in out[:, P:].tolist():
+    for row in new.tolist():
         cut = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
         completion = row[:cut]
         completions.append(completion)
         truncated.append(tok.eos_token_id not in completion)
         texts.append(tok.decode([t for t in completion if t != tok.eos_token_id], skip_special_tokens=True))
     return SetRows(prompts, completions, truncated, texts)
+
+
+class GeometricMixture:
+    """Sampling from π_mix ∝ exp((1 − coef)·z_a + coef·z_b), z the logits of two causal LMs."""
+
+    def __init__(self, a, b, coef: float):
+        self.a, self.b, self.coef = a, b, float(coef)
+        self.cache_names = [_cache_name(m) for m in (a, b)]
+
+    def mixed_logits(self, outs):
+        za, zb = (o.logits[:, -1].float() for o in outs)
+        return (1 - self.coef) * za + self.coef * zb
+
+    def generate(self, ids, att, gen: dict):
+        """New tokens [rows, ≤ max_new_tokens]; rows that ended hold `pad_token_id` after EOS."""
+        pos = (att.cumsum(-1) - 1).clamp(min=0)
+        outs = [_forward(m, input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True)
+                for m in (self.a, self.b)]
+        eos, pad = gen["eos_token_id"], gen["pad_token_id"]
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        new = []
+        for _ in range(gen["max_new_tokens"]):
+            tok = pick_tokens(self.mixed_logits(outs), gen)
+            tok = torch.where(done, torch.full_like(tok, pad), tok)
+            new.append(tok)
+            done |= tok == eos
+            if bool(done.all()):
+                break
+            att = torch.cat([att, torch.ones_like(att[:, :1])], 1)
+            pos = pos[:, -1:] + 1
+            outs = [_forward(m, input_ids=tok[:, None], attention_mask=att, position_ids=pos, use_cache=True,
+                             **{name: _cache_of(o)}) for m, o, name in zip((self.a, self.b), outs, self.cache_names)]
+        return torch.stack(new, 1) if new else ids[:, :0]
+
+
+def _cache_name(model) -> str:
+    """The keyword a causal LM takes its KV cache back under (`cache` in transformers 5.x,
+    `past_key_values` before)."""
+    import inspect
+    lm = model.peft if hasattr(model, "peft") else model
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+def _cache_of(out):
+    return out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+
+
+def _forward(model, **kw):
+    if hasattr(model, "peft"):  # setup.AdapterDisabled: the LoRA policy's base
+        with model.peft.disable_adapter():
+            return model.peft(**kw)
+    return model(**kw)
+
+
+def pick_tokens(z, gen: dict):
+    """One token per row from logits z: greedy, or sampled after temperature, top-k and
+    top-p (the smallest set of tokens whose probability reaches top_p), as generate does."""
+    if not gen.get("do_sample", True):
+        return z.argmax(-1)
+    z = z / gen.get("temperature", 1.0)
+    k = gen.get("top_k") or 0
+    if 0 < k < z.shape[-1]:
+        kth = z.topk(k, -1).values[:, -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    top_p = gen.get("top_p", 1.0)
+    if top_p < 1.0:
+        zs, order = z.sort(-1, descending=True)
+        before = zs.softmax(-1).cumsum(-1) - zs.softmax(-1)   # probability of the better tokens
+        drop = (before >= top_p).scatter(-1, order, before >= top_p)
+        z = z.masked_fill(drop, float("-inf"))
+    return torch.multinomial(z.softmax(-1), 1)[:, 0]

@@ -83,9 +83,12 @@ def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora
     models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"})
     roles = compiled.graph.graph["roles"]
     used = {q.model for q in compiled.plan.queries} | {r.model for r in compiled.plan.rollouts.values()}
+    for name in list(used):  # a mixture samples from two models: both are loaded
+        if roles.get(name) is not None and roles[name].kind == "mixture":
+            used |= {roles[name].of, dict(roles[name].options)["with"]}
     for name in sorted(used):
         role = roles.get(name)
-        if role is None or role.kind in ("policy", "old"):
+        if role is None or role.kind in ("policy", "old", "mixture"):
             continue
         if role.kind == "frozen_copy":
             moving = dict(role.options).get("sync_steps")
