@@ -128,7 +128,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         state = {k: tuple(v) for k, v in saved.items()}
         log(f"resumed from {ck} at step {start}")
     if opts.report_to:
-        acc.init_trackers("ptdsl", config={"method": compiled.name, **compiled.params, **asdict(opts)})
+        acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
     ctx = StepContext(compiled, models, acc.device, cache, positions,
                       temperatures=scoring_temperatures(compiled.plan, opts.rollout))
@@ -307,6 +307,13 @@ def _save_final(acc, models, out: Path):
     models.tokenizer.save_pretrained(final)
     for name, head in models.heads.items():
         torch.save(acc.unwrap_model(head).state_dict(), final / f"{name}_head.pt")
+
+
+def _tracker_config(compiled, opts) -> dict:
+    """The run's settings as flat scalars: trackers (tensorboard's hparams) take only
+    int, float, str and bool, so None, tuples and dicts are written as text."""
+    config = {"method": compiled.name, **compiled.params, **asdict(opts)}
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
 
 
 def _logger(acc, opts):

@@ -209,3 +209,19 @@ def test_precomputed_reference_gives_the_same_losses_as_a_live_one(tmp_path):
     pre, live = metrics(tmp_path / "pre"), metrics(tmp_path / "live")
     for a, b in zip(pre, live):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+
+
+def test_metrics_reach_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    train("sft", output=str(tmp_path), steps=3, log_steps=1, report_to=("tensorboard",), quiet=True)
+    logged = {r["step"]: r["loss"] for r in metrics(tmp_path) if "loss" in r}
+    seen = {}
+    for f in tmp_path.rglob("events.out.tfevents*"):
+        ea = EventAccumulator(str(f))
+        ea.Reload()
+        if "loss" in ea.Tags()["scalars"]:
+            seen.update({e.step: e.value for e in ea.Scalars("loss")})
+    assert seen.keys() == logged.keys() == {1, 2, 3}
+    for step, loss in logged.items():
+        assert seen[step] == pytest.approx(loss, rel=1e-6)
