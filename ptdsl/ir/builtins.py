@@ -44,12 +44,13 @@ ROLLOUTS = ("sample",)
 SET_BUILDERS = ("mismatched", "best", "worst")
 SAMPLE_OPTIONS = {"n": "int", "temperature": "float", "top_p": "float", "top_k": "int",
                   "max_tokens": "int", "mask_truncated": "bool", "greedy": "bool",
-                  "score_temperature": "float"}  # log-probs of the samples at this T (default: temperature)
+                  "score_temperature": "float",  # log-probs of the samples at this T (default: temperature)
+                  "on_policy": "float"}  # probability that a batch samples; else the dataset's completions (GKD λ)
 FROZEN_OPTIONS = {"sync_steps": "int", "mixup": "float"}  # TR-DPO: θ_ref ← mixup·θ + (1 − mixup)·θ_ref
 MIXTURE_OPTIONS = {"coef": "float"}  # geometric_mixture(A, B, coef = μ): sample ∝ exp((1 − μ)·z_A + μ·z_B)
 # Valid ranges of constant options (low, high, low excluded); n is checked where it is declared.
 OPTION_RANGES = {"temperature": (0, None, True), "score_temperature": (0, None, True), "top_p": (0, 1, True), "top_k": (0, None, False),
-                 "max_tokens": (1, None, False), "sync_steps": (0, None, False), "mixup": (0, 1, False), "coef": (0, 1, False),
+                 "max_tokens": (1, None, False), "sync_steps": (0, None, False), "mixup": (0, 1, False), "coef": (0, 1, False), "on_policy": (0, 1, False),
                  "gamma": (0, 1, False), "lam": (0, 1, False), "q": (0, 1, False)}
 
 

@@ -164,12 +164,24 @@ class _Declarer:
             self.sink.add(error("E0403", f"`n` must be a whole number ≥ 1, got {n!r}", decl.span,
                                 help="n is the number of samples drawn per prompt"))
             n = 1
+        if "on_policy" in options:
+            self._check_on_policy(decl, n)
         self.rollouts[name] = Rollout(name, model, options)
         # one sample per prompt: its rows are the dataset's rows, so per-example values combine
         rows = name if n > 1 else EXAMPLES
         self.sets[name] = SetInfo(name, rows, "rollout")
         if n > 1:
             self.rows[name] = n
+
+    def _check_on_policy(self, decl: ast.RolloutDecl, n: int) -> None:
+        """`on_policy = λ`: a batch that does not sample holds the dataset's completions instead,
+        one per prompt, so the rollout must draw one sample and the data have one completion set."""
+        data_sets = [s for s, info in self.sets.items() if info.source == "data" and info.rows == EXAMPLES]
+        if n != 1 or len(data_sets) != 1:
+            self.sink.add(error("E0403", "`on_policy` needs one sample per prompt (n = 1) and data with one "
+                                         "completion set to fall back on", decl.span,
+                                help="e.g. `data sft` and `rollout y = sample(policy, n = 1, on_policy = 0.5)`: with "
+                                     "probability 0.5 a batch samples y, otherwise y is the dataset's completions"))
 
     def _options(self, c: ast.Call, allowed: dict, what: str) -> dict:
         """Constant keyword options of a call, each checked against its declared type."""

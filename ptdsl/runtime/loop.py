@@ -214,6 +214,9 @@ def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
     for i in range(opts.grad_accum):
         batch = build_batch(compiled, [examples[j] for j in mine[i::opts.grad_accum]])
         for name, spec in compiled.plan.rollouts.items():
+            if not rollout.samples_now(spec, opts.seed, step, i):  # `on_policy = λ`: the dataset's turn
+                batch.sets[name] = rollout.from_dataset(batch.examples, compiled.plan.data, models.tokenizer)
+                continue
             sampler = _sampler(compiled, models, spec.model)
             batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
                                               opts.rollout)

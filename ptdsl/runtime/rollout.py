@@ -3,14 +3,37 @@ prompt in contiguous groups, each cut after its first EOS. A completion with no
 EOS within `max_tokens` is marked truncated (masked out when the rollout says
 `mask_truncated = true`, as DAPO's overlong filtering). A `geometric_mixture` role
 samples token by token from softmax((1 − μ)·z_A + μ·z_B), both models with their own
-KV cache, the sampling options applied to the mixed logits (Nash-MD)."""
+KV cache, the sampling options applied to the mixed logits (Nash-MD). A rollout with
+`on_policy = λ` samples in a micro-batch with probability λ and otherwise holds the
+dataset's completions (GKD's on-policy mixing)."""
 from __future__ import annotations
+
+import random
 
 import torch
 
+from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime.batch import SetRows
 
 DEFAULT_MAX_TOKENS = 64
+
+
+def samples_now(rollout, seed: int, step: int, micro: int) -> bool:
+    """Whether a rollout with `on_policy = λ` samples in this micro-batch: with probability λ,
+    drawn as TRL's GKD draws it (`random() <= λ`) but from a generator keyed by (seed, step,
+    micro-batch), so a resumed run and every process make the same choices."""
+    rate = rollout.options.get("on_policy")
+    if rate is None:
+        return True
+    return random.Random(f"{seed}:{step}:{micro}").random() <= rate
+
+
+def from_dataset(examples, data_kind: str, tok) -> SetRows:
+    """A one-sample rollout's rows when it does not sample: the dataset's own completions."""
+    (s,) = DATA_KINDS[data_kind].sets
+    comps = [e.completions[s] for e in examples]
+    texts = [tok.decode([t for t in c if t != tok.eos_token_id], skip_special_tokens=True) for c in comps]
+    return SetRows([e.prompt_ids for e in examples], comps, [False] * len(comps), texts)
 
 
 def sample(model, tok, examples, rollout, device, overrides: dict | None = None) -> SetRows:
