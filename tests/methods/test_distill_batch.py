@@ -1,5 +1,5 @@
 """The "distill" batch — online preference (online_dpo, online_ipo, xpo, spin),
-distillation (kd, seqkd, gkd, gkd_on_policy, opd, opd_sampled, iw_opd, minillm,
+distillation (kd, seqkd, gkd, gkd_on_policy, gkd_lambda, opd, opd_sampled, iw_opd, minillm,
 distillm) and reward modelling (reward_model_margin, reward_model_centered) — checked
 three ways:
 
@@ -332,7 +332,7 @@ def _logit_batch(draw, max_vocab=6):
 
 
 GKD_CASES = [("kd", None), ("gkd", None), ("gkd", 0.0), ("gkd", 1.0), ("gkd", 0.25), ("gkd_on_policy", None),
-             ("gkd_on_policy", 0.75)]
+             ("gkd_on_policy", 0.75), ("gkd_lambda", None), ("gkd_lambda", 0.0)]
 
 
 @needs_trl
@@ -344,7 +344,7 @@ def test_trl_gkd(method, beta, batch):
     student.requires_grad_(True)
     params = {} if beta is None else {"beta": beta}
     c = _compiled(method, tuple(params.items()))
-    s = "y" if method == "gkd_on_policy" else "completion"
+    s = "y" if method in ("gkd_on_policy", "gkd_lambda") else "completion"
     our_loss = c.loss({f"logits(policy, {s})": student, f"logits(teacher, {s})": teacher, f"mask({s})": mask})[0]
     labels = torch.where(mask, torch.ones_like(mask, dtype=torch.long), torch.full_like(mask, -100, dtype=torch.long))
     trl_loss = GKDTrainer.generalized_jsd_loss(student, teacher, labels=labels, beta=c.params["beta"])
@@ -499,6 +499,8 @@ def test_trl_defaults_match_spec_params():
     assert (gkd_config.lmbda, gkd_config.beta, gkd_config.temperature, gkd_config.max_new_tokens) == (0.5, 0.5, 0.9, 128)
     assert p("gkd")["beta"] == 0.5 and p("kd")["beta"] == 0.0
     assert (p("gkd_on_policy")["temperature"], p("gkd_on_policy")["max_new_tokens"]) == (0.9, 128)
+    assert (p("gkd_lambda")["lmbda"], p("gkd_lambda")["beta"], p("gkd_lambda")["temperature"],
+            p("gkd_lambda")["max_new_tokens"]) == (0.5, 0.5, 0.9, 128)
     assert (distill.beta, distill.temperature, distill.max_completion_length) == (1.0, 1.0, 512)
     assert (p("opd")["beta"], p("opd")["temperature"], p("opd")["max_completion_length"]) == (1.0, 1.0, 512)
     assert (iw.distillation_objective, iw.iw_opd_gamma, iw.lmbda, iw.temperature, iw.top_p) == ("iw_opd", 0.5, 1.0,
