@@ -132,8 +132,8 @@ class _Declarer:
         for arg in src.args:
             role = self.roles.get(arg.id) if isinstance(arg, ast.Name) else None
             if role is None or role.kind not in ("policy", "frozen_copy", "model"):
-                what = arg.id if isinstance(arg, ast.Name) else "this"
-                self.sink.add(error("E0210", f"`geometric_mixture` mixes two language models, and `{what}` is not "
+                what = f"`{arg.id}` is not" if isinstance(arg, ast.Name) else "this argument is not"
+                self.sink.add(error("E0210", f"`geometric_mixture` mixes two language models, and {what} "
                                              "one declared before it", arg.span,
                                     help=f"declared language models: "
                                          f"{', '.join(r for r, i in self.roles.items() if i.kind in ('policy', 'frozen_copy', 'model'))}"))
