@@ -88,13 +88,16 @@ def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_voca
 
 
 def _row_counts(draw, table, max_rows, max_prompts, c: Conditions) -> dict[str, int]:
+    """Rows per row space. Grouped spaces (rollout samples, ranked lists) hold `group` rows
+    per dataset row, so when a method has any, every space shares one prompt count:
+    per-example values then align with the groups (`r(y)` beside `r(y_ref)` of n samples)."""
+    spaces = {a["rows"]: a["group"] for a in table.values() if a.get("rows")}
     rows: dict[str, int] = {}
-    for a in table.values():
-        space = a.get("rows")
-        if space and space not in rows:
-            group = a["group"]
-            count = c.rows or draw(st.integers(1, max_prompts if group else max_rows))
-            rows[space] = count * (group or 1)
+    if any(spaces.values()):
+        prompts = c.rows or draw(st.integers(1, max_prompts))
+        return {space: prompts * (group or 1) for space, group in spaces.items()}
+    for space in spaces:
+        rows[space] = c.rows or draw(st.integers(1, max_rows))
     return rows
 
 

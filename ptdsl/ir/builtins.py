@@ -45,7 +45,8 @@ SET_BUILDERS = ("mismatched", "best", "worst")
 SAMPLE_OPTIONS = {"n": "int", "temperature": "float", "top_p": "float", "top_k": "int",
                   "max_tokens": "int", "mask_truncated": "bool", "greedy": "bool",
                   "score_temperature": "float",  # log-probs of the samples at this T (default: temperature)
-                  "on_policy": "float"}  # probability that a batch samples; else the dataset's completions (GKD λ)
+                  "on_policy": "float",  # probability that a batch samples; else the dataset's completions (GKD λ)
+                  "once": "bool"}  # a frozen model's samples, drawn once per prompt and reused (A*-PO's V*)
 FROZEN_OPTIONS = {"sync_steps": "int", "mixup": "float"}  # TR-DPO: θ_ref ← mixup·θ + (1 − mixup)·θ_ref
 MIXTURE_OPTIONS = {"coef": "float"}  # geometric_mixture(A, B, coef = μ): sample ∝ exp((1 − μ)·z_A + μ·z_B)
 # Valid ranges of constant options (low, high, low excluded); n is checked where it is declared.

@@ -166,6 +166,12 @@ class _Declarer:
             n = 1
         if "on_policy" in options:
             self._check_on_policy(decl, n)
+        if options.get("once") and not (role.kind == "model" or (role.kind == "frozen_copy"
+                                                                  and not dict(role.options).get("sync_steps"))):
+            self.sink.add(error("E0403", f"`once` reuses the samples of `{model}` for the whole run, which is only "
+                                         "right for a model that never changes", decl.span,
+                                help="sample once from a frozen model: `frozen(policy)` without `sync_steps`, "
+                                     "or `model(\"…\")`"))
         self.rollouts[name] = Rollout(name, model, options)
         # one sample per prompt: its rows are the dataset's rows, so per-example values combine
         rows = name if n > 1 else EXAMPLES

@@ -193,6 +193,7 @@ class _Checker:
     def rule_logic(self, op, args, d):
         for a in args:
             self.need_bool(a, d)
+        args = self._rows_broadcast(args, d)
         level = join(self.lv(args[0]), self.lv(args[1]))
         return [self._expand_bool(a, level, d) for a in args], level.with_dtype("bool")
 
@@ -209,6 +210,7 @@ class _Checker:
 
     def rule_where(self, op, args, d):
         self.need_bool(args[0], d)
+        args = self._rows_broadcast(args, d)  # as arithmetic does: per-example values meet grouped rows
         level = join(join(self.lv(args[0]), self.lv(args[1])), self.lv(args[2]))
         cond = self._expand_bool(args[0], level, d)
         return [cond] + [self.to(a, level, d["span"]) for a in args[1:]], level.with_dtype("real")

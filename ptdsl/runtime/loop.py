@@ -137,9 +137,10 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     trainable = [models.trunk, *heads]
     bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
     last: dict = {}
+    once_cache: dict = {}  # (rollout, example) → samples of a `once` rollout
     for step in bar:
         t0 = time.time()
-        micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards)
+        micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache)
         norm = _global_counts(compiled, micro, acc)
         sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
@@ -206,7 +207,7 @@ def _sampler(compiled, models, name):
     return models.policy if name == "policy" else models.frozen[name]
 
 
-def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
+def _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache):
     per_step = opts.batch_size * opts.grad_accum * acc.num_processes
     ids = _indices(len(examples), step, per_step, opts.seed)
     mine = ids[acc.process_index::acc.num_processes]
@@ -218,6 +219,10 @@ def _micro_batches(compiled, examples, step, opts, acc, models, rewards):
                 batch.sets[name] = rollout.from_dataset(batch.examples, compiled.plan.data, models.tokenizer)
                 continue
             sampler = _sampler(compiled, models, spec.model)
+            if spec.options.get("once"):  # a frozen model's samples: drawn once per prompt, then reused
+                batch.sets[name] = rollout.sample_once(once_cache, sampler, models.tokenizer, batch.examples, spec,
+                                                       acc.device, opts.rollout, opts.seed)
+                continue
             batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
                                               opts.rollout)
         _score(compiled, batch, rewards)

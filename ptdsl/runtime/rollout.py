@@ -5,10 +5,13 @@ EOS within `max_tokens` is marked truncated (masked out when the rollout says
 samples token by token from softmax((1 − μ)·z_A + μ·z_B), both models with their own
 KV cache, the sampling options applied to the mixed logits (Nash-MD). A rollout with
 `on_policy = λ` samples in a micro-batch with probability λ and otherwise holds the
-dataset's completions (GKD's on-policy mixing)."""
+dataset's completions (GKD's on-policy mixing). A rollout with `once = true` (a frozen
+model's) is sampled once per prompt, from a generator seeded by the run's seed, the
+rollout and the example, and reused (A*-PO's offline stage).""" 
 from __future__ import annotations
 
 import random
+import zlib
 
 import torch
 
@@ -26,6 +29,22 @@ def samples_now(rollout, seed: int, step: int, micro: int) -> bool:
     if rate is None:
         return True
     return random.Random(f"{seed}:{step}:{micro}").random() <= rate
+
+
+def sample_once(cache: dict, model, tok, examples, rollout, device, overrides, seed: int) -> SetRows:
+    """A frozen model's samples for these prompts, each prompt's drawn on first sight and kept
+    in `cache`. The draw is seeded per (seed, rollout, example), so a resumed run or another
+    process draws the same samples without the cache."""
+    for e in examples:
+        key = (rollout.name, e.index)
+        if key not in cache:
+            devices = [device] if torch.device(device).type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(zlib.crc32(f"{seed}:{rollout.name}:{e.index}".encode()))
+                cache[key] = sample(model, tok, [e], rollout, device, overrides)
+    parts = [cache[(rollout.name, e.index)] for e in examples]
+    return SetRows([p for part in parts for p in part.prompt_ids], [c for part in parts for c in part.completion_ids],
+                   [t for part in parts for t in part.truncated], [t for part in parts for t in part.texts])
 
 
 def from_dataset(examples, data_kind: str, tok) -> SetRows:
