@@ -7,7 +7,7 @@ KV cache, the sampling options applied to the mixed logits (Nash-MD). A rollout 
 `on_policy = λ` samples in a micro-batch with probability λ and otherwise holds the
 dataset's completions (GKD's on-policy mixing). A rollout with `once = true` (a frozen
 model's) is sampled once per prompt, from a generator seeded by the run's seed, the
-rollout and the example, and reused (A*-PO's offline stage).""" 
+rollout and the example, and reused (A*-PO's offline stage)."""
 from __future__ import annotations
 
 import random
