@@ -158,8 +158,6 @@ def check_fields(rows: list[dict], method: str, kind: str, fields: tuple[str, ..
         _check_steps(rows, method)
     for i, row in enumerate(rows):
         for col in fields:
-            if DATA_KINDS[kind].token_fields and col in {f for f, _, _ in DATA_KINDS[kind].token_fields}:
-                continue  # per-token fields come from the lists checked above
             if not isinstance(row.get(col), (int, float)):
                 raise RuntimeSetupError(f"field `{col}` of row {i} must be a number, got {row.get(col)!r}")
 
