@@ -139,12 +139,18 @@ def token_quantile(x, mask, q):
     return torch.quantile(vals, q).to(x.dtype)
 
 
-def running_mean(x, state, key):
+def running_mean(x, state, key, sum_over_processes=None):
     """The mean of every value seen so far, this batch included; `state[key]` holds
-    (sum, count) from earlier calls and is updated in place (no gradient)."""
+    (sum, count) from earlier calls and is updated in place (no gradient). With several
+    processes, `sum_over_processes` adds up the batch's (sum, count) over all of them first
+    (as TRL's BCO gathers its rewards), so every process keeps the same statistic."""
     x = x.detach()
+    batch = torch.stack([x.sum().to(torch.float64), torch.tensor(float(x.numel()), dtype=torch.float64,
+                                                                 device=x.device)])
+    if sum_over_processes is not None:
+        batch = sum_over_processes(batch)
     total, count = state.get(key, (0.0, 0))
-    total, count = total + float(x.sum()), count + x.numel()
+    total, count = total + float(batch[0]), count + int(batch[1])
     state[key] = (total, count)
     return torch.tensor(total / count, dtype=x.dtype, device=x.device)
 

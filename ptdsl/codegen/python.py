@@ -40,7 +40,7 @@ EMIT = {
     "discounted_sum": "K.discounted_sum({0}, {1}, {a[gamma]!r})", "whiten": "K.whiten({0}, {1})",
     "positions": "K.positions({0}, dt)", "token_quantile": "K.token_quantile({0}, {1}, {a[q]!r})",
     "sort_rows": "torch.sort({0}).values", "expand_rows": "torch.repeat_interleave({0}, {a[n]!r})",
-    "running_mean": "K.running_mean({0}, state, {a[key]!r})",
+    "running_mean": "K.running_mean({0}, state, {a[key]!r}, norm.get('sum_over_processes'))",
     "pair_other": "K.pair_other({0}, {n})", "sum_pairs": "{0}.sum(-1)", "group_rank": "K.group_rank({0}, {n})",
     # leaf, const and expand are emitted by their own functions below
     "leaf": None, "const": None, "expand": None,

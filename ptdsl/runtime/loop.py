@@ -246,7 +246,8 @@ def _score(compiled, batch, rewards):
 
 
 def _global_counts(compiled, micro, acc) -> dict:
-    """Rows and completion tokens of the whole global batch, over every process."""
+    """Rows and completion tokens of the whole global batch, over every process (and, with
+    several processes, the reduction running statistics use)."""
     keys, values = [], []
     for s in compiled.plan.sets:
         rows = compiled.graph.graph["sets"][s].rows
@@ -259,7 +260,10 @@ def _global_counts(compiled, micro, acc) -> dict:
         keys.append("rows:examples")
         values.append(sum(len(b.examples) for b in micro))
     total = acc.reduce(torch.tensor(values, dtype=torch.float64, device=acc.device), "sum")
-    return {k: max(float(v), 1.0) for k, v in zip(keys, total.tolist())}
+    norm = {k: max(float(v), 1.0) for k, v in zip(keys, total.tolist())}
+    if acc.num_processes > 1:  # running statistics (`running_mean`) add up every process's batch
+        norm["sum_over_processes"] = lambda t: acc.reduce(t, "sum")
+    return norm
 
 
 # ---- checks, logging, saving -------------------------------------------------------
