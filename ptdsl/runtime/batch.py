@@ -64,6 +64,11 @@ class Layout:
     completion_mask: dict   # set → [rows, C_s] bool
 
 
+def completion_width(rows: SetRows) -> int:
+    """Columns of a set's per-token tensors: its longest completion (at least 1)."""
+    return max(max((len(c) for c in rows.completion_ids), default=1), 1)
+
+
 def set_mask(rows: SetRows, width: int):
     """[rows, width] bool: the completion tokens of each row that belong to the set."""
     import torch
@@ -94,7 +99,7 @@ def layout(sets: dict[str, SetRows], names: list[str], pad_id: int, device) -> L
     spans, masks, start = {}, {}, 0
     for s in names:
         n = len(sets[s])
-        width = max(max((len(c) for c in sets[s].completion_ids), default=1), 1)
+        width = completion_width(sets[s])
         masks[s] = set_mask(sets[s], width).to(device)
         spans[s] = (start, n, width)
         start += n

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ptdsl.runtime.batch import Batch, SetRows, dataset_sets, set_mask
+from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, set_mask
 from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_model
 
@@ -45,8 +45,7 @@ def masks(compiled, batch: Batch, device) -> dict:
     out = {}
     for s in compiled.plan.sets:
         rows = batch.sets[s]
-        width = max(max((len(c) for c in rows.completion_ids), default=1), 1)
-        m = set_mask(rows, width)
+        m = set_mask(rows, completion_width(rows))
         rollout = compiled.plan.rollouts.get(s)
         if rollout is not None and rollout.options.get("mask_truncated") and rows.truncated:
             m[torch.tensor(rows.truncated, dtype=torch.bool)] = False  # overlong filtering
@@ -142,7 +141,7 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
 
 
 def _token_field(vals, rows: SetRows, device):
-    width = max(max((len(c) for c in rows.completion_ids), default=1), 1)
+    width = completion_width(rows)
     dtype = torch.bool if isinstance(vals[0][0], bool) else torch.float32
     out = torch.zeros((len(vals), width), dtype=dtype)
     for i, v in enumerate(vals):

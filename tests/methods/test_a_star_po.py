@@ -83,8 +83,7 @@ class _LogprobLM:
         p = self.lp.exp()
         other = torch.log1p(-p) - self.lp               # softmax([0, other])[0] = p
         step = torch.stack([torch.zeros_like(other), other], -1)
-        rows, T = self.lp.shape
-        pad = torch.zeros(rows, self.prompt_len, 2, dtype=step.dtype)
+        pad = torch.zeros(self.lp.shape[0], self.prompt_len, 2, dtype=step.dtype)
         # column P − 1 + t scores completion token t; TRL drops the last column
         return SimpleNamespace(logits=torch.cat([pad[:, :-1], step, pad[:, :1]], 1))
 
