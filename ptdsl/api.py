@@ -108,8 +108,11 @@ class CompiledMethod:
         import torch.nn.functional as F
 
         from ptdsl.codegen import kernels
-        namespace = {"torch": torch, "F": F, "K": kernels}
-        # The source was generated from the validated IR only (codegen/python.py).
+        from ptdsl.codegen.safety import check_source, kernel_names
+        # Generated from the validated IR only (codegen/python.py); still, nothing runs until the
+        # module is shown to have exactly the shapes codegen emits, and it runs without builtins.
+        check_source(self.source, kernel_names(kernels))
+        namespace = {"torch": torch, "F": F, "K": kernels, "__builtins__": {}}
         code = builtins.compile(self.source, f"<ptdsl:{self.name}>", "exec")
         exec(code, namespace)  # noqa: S102
         return namespace["loss_fn"]

@@ -121,7 +121,7 @@ def render(d: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
     for label in d.labels:
         by_file.setdefault(label.span.file, []).append(label)
     for file, labels in by_file.items():
-        lines = sources.get(file, "").splitlines()
+        lines = sources.get(file, "").split("\n")  # spans count lines by "\n" only, as the grammar does
         if file != (d.span.file if d.span else file):
             out.append(f"{pad}{c['blue']}::>{c['reset']} {labels[0].span}")
         out.append(f"{pad} {c['blue']}|{c['reset']}")
