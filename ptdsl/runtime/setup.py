@@ -11,7 +11,9 @@ import torch
 from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime import data as D
 from ptdsl.runtime import embedded
+from ptdsl.runtime.datafiles import Table, read_table
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.validate import Problem, report, validate
 
 
 @dataclass
@@ -118,16 +120,19 @@ def _freeze(model):
 
 
 def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_length: int | None,
-                  seed: int, log=print, step_separator: str | None = None):
-    """Tokenised examples of the method's data kind, every needed field checked first."""
+                  seed: int, log=print, step_separator: str | None = None, require_columns: tuple[str, ...] = (),
+                  skip_invalid_rows: bool = False):
+    """Tokenised examples of the method's data kind. Every row is validated first (validate.py):
+    the kind's columns, the numeric fields the spec names, and `require_columns` (the columns
+    verifiers read: present and not null in every row). A row that does not fit is an error
+    naming it, or with `skip_invalid_rows` a counted skip."""
     kind = compiled.plan.data
     own = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(f for f, _, _ in DATA_KINDS[kind].token_fields)
     extra = tuple(f for f in compiled.plan.fields if f not in own)  # numeric columns the spec names
     fields = own + extra
-    raw = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses")) \
-        if data is None else D.load_rows(data)
-    rows = [r for row in raw for r in D.normalise(row, kind, tok)]
-    D.check_fields(rows, compiled.name, kind, extra)
+    table = _embedded_table(compiled, kind, seed, extra) if data is None else read_table(data)
+    valid = validate(table, kind, compiled.name, extra, tuple(require_columns), skip_invalid_rows, log)
+    rows = _normalise(table, valid, kind, tok, compiled.name, skip_invalid_rows, log)
     list_rows = DATA_KINDS[kind].list_rows
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
     # the embedded character tokenizer has no newline: its steps are separated by a space
@@ -139,3 +144,22 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
         raise RuntimeSetupError(f"no usable rows: {skipped}",
                                 help="raise --max-length, or check that completions are not empty")
     return examples
+
+
+def _embedded_table(compiled, kind: str, seed: int, extra: tuple[str, ...]) -> Table:
+    rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses"))
+    return Table(rows, "the embedded dataset")
+
+
+def _normalise(table: Table, valid: list[tuple[int, dict]], kind: str, tok, method: str, skip: bool,
+               log) -> list[dict]:
+    """Validated rows in one shape; a conversation the chat template rejects names its row."""
+    rows, problems = [], []
+    for i, row in valid:
+        try:
+            rows += D.normalise(row, kind, tok)
+        except RuntimeSetupError as exc:
+            problems.append(Problem(i, "", str(exc)))
+    if problems:
+        report(table, problems, len(valid) - len(problems), f"`{method}` (data {kind})", skip, log)
+    return rows
