@@ -12,7 +12,7 @@ from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime import embedded
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.schema import kind_format
-from ptdsl.runtime.setup import load_examples
+from ptdsl.runtime.setup import load_examples, load_models
 
 TOK = embedded.tokenizer()
 U, A = "user", "assistant"
@@ -254,6 +254,15 @@ def test_a_chat_template_that_rejects_a_conversation_names_the_row(tmp_path):
         load_examples(_compiled("sft"), str(_jsonl(tmp_path, rows)), tok, 64, None, 0, log=lambda m: None)
     assert "row 2 (line 2): the tokenizer's chat template cannot render the conversation" in str(e.value)
     assert "no system turns" in str(e.value)
+
+
+def test_the_embedded_default_says_what_it_makes_up():
+    logged = []
+    _ = load_examples(_compiled("reward_model_margin"), None, TOK, 64, None, 0, log=logged.append)
+    assert any("the embedded dataset has no column `margin`" in m and "margin = 1.0" in m for m in logged)
+    logged.clear()
+    load_models(_compiled("gkd"), None, 0, log=logged.append)
+    assert any('`teacher = model("teacher-model")` is not loaded with the embedded default' in m for m in logged)
 
 
 def test_every_data_kind_has_a_typed_format_over_its_columns():
