@@ -269,3 +269,52 @@ def test_every_data_kind_has_a_typed_format_over_its_columns():
     # the schema is derived from the data kind table: a new kind gets checked rows or fails here
     for kind in DATA_KINDS.values():
         assert kind_format(kind).names() == ("prompt",) + tuple(c for c in kind.columns if c != "prompt")
+
+
+# ---- property: any value in any column is a clean error or a row that tokenises ------------
+
+BASE = {"sft": {"prompt": "1+1=", "completion": "2"},
+        "preference": {"prompt": "1+1=", "chosen": "2", "rejected": "3"},
+        "unpaired": {"prompt": "1+1=", "completion": "2", "label": True},
+        "prompts": {"prompt": "1+1=", "answer": "2"},
+        "ranked": {"prompt": "1+1=", "responses": ["2", "3", "4", "5"], "ratings": [3, 2, 1, 0]},
+        "triple": {"prompt": "1+1=", "chosen": "2", "rejected": "3", "reference": "2"},
+        "stepwise": {"prompt": "1+2+3=", "completions": ["1+2=3", "3+3=6"], "labels": [True, True]}}
+
+
+def _values():
+    from hypothesis import strategies as st
+    message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", "x"]),
+                                     "content": st.one_of(st.text(max_size=5), st.none(), st.integers())})
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(), st.text(max_size=6))
+    return st.recursive(st.one_of(scalar, message), lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["role", "content", "a"]), inner, max_size=3)),
+        max_leaves=8)
+
+
+def test_any_value_in_any_column_is_a_clean_error_or_tokenises():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from ptdsl.runtime.data import normalise, tokenize
+    from ptdsl.runtime.datafiles import Table
+    from ptdsl.runtime.validate import validate
+
+    @given(st.sampled_from(sorted(BASE)), st.data(), st.booleans())
+    def prop(kind, data, textual):
+        row = {**BASE[kind], "margin": 1.0}
+        column = data.draw(st.sampled_from(sorted(row) + ["margin"]))
+        value = data.draw(st.one_of(st.none(), st.text(max_size=6)) if textual else _values())
+        if textual:  # CSV: every cell is text or missing
+            row = {k: v if isinstance(v, str) else "1.0" if k == "margin" else None for k, v in row.items()}
+        row[column] = value
+        fields = ("margin",)
+        table = Table([row], "rows", textual=textual)
+        try:
+            valid = validate(table, kind, "m", fields, ("answer",) if kind == "prompts" else ())
+        except RuntimeSetupError:
+            return
+        rows = [r for _, v in valid for r in normalise(v, kind, TOK)]
+        own = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(f for f, _, _ in DATA_KINDS[kind].token_fields)
+        tokenize(rows, TOK, kind, own + fields, 64, None, 4, " ")
+    prop()
