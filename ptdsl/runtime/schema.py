@@ -112,7 +112,6 @@ def _text_or(kind: str, conversation: Callable[[list], list]) -> Check:
         if isinstance(value, list):
             return conversation(value)
         raise Invalid(f"must be text or a list of messages ({kind}), got {show(value)}")
-    check.__name__ = kind
     return check
 
 

@@ -98,11 +98,16 @@ def check_row(row: dict, fmt: Format, textual: bool, known: set[str] = frozenset
 
 
 def _lengths(row: dict, fmt: Format) -> list:
-    def n(x, what):
-        return f"{len(x)} {what}{'' if len(x) == 1 else 's'}"
-    return [(c.name, f"has {n(row[c.name], 'element')}, and `{c.length_of}` {n(row[c.length_of], 'element')}: "
-                     f"give one per element") for c in fmt.columns
-            if c.length_of and c.name in row and len(row[c.name]) != len(row[c.length_of])]
+    found = []
+    for c in fmt.columns:
+        if c.length_of and c.name in row and len(row[c.name]) != len(row[c.length_of]):
+            found.append((c.name, f"has {_count(row[c.name], 'element')}, and `{c.length_of}` "
+                                  f"{_count(row[c.length_of], 'element')}: give one per element"))
+    return found
+
+
+def _count(items: list, what: str) -> str:
+    return f"{len(items)} {what}{'' if len(items) == 1 else 's'}"
 
 
 def _implicit_prompt(row: dict, names: tuple[str, ...]) -> list:
