@@ -30,6 +30,8 @@ def register(sub) -> None:
                    'a space for the embedded tokenizer)')
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset")
+    s.add_argument("--skip-invalid-rows", action="store_true", help="drop the dataset rows that do not fit the "
+                   "method's data kind (counted, the first few shown) instead of stopping before step 1")
     s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")
     s.add_argument("--log-steps", type=int, default=10)
     s.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
@@ -55,7 +57,7 @@ def cmd_train(args) -> int:
               batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
               warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
               max_prompt_length=args.max_prompt_length, seed=args.seed, max_examples=args.max_examples,
-              save_steps=args.save_steps,
+              skip_invalid_rows=args.skip_invalid_rows, save_steps=args.save_steps,
               log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
               report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet, lora_r=args.lora_r,
               lora_alpha=args.lora_alpha, step_separator=args.step_separator)

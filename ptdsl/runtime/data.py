@@ -1,5 +1,6 @@
-"""Data: load a dataset, bring TRL's formats to one shape, check the fields a
-method needs, tokenise with prompt/completion masks, and batch.
+"""Data: bring TRL's formats to one shape and tokenise with prompt/completion masks.
+Rows arrive read (datafiles.py) and validated (validate.py): every value has its
+column's type, so nothing here turns a null or a list into text.
 
 Accepted (TRL's dataset formats): standard and conversational (`messages` or lists
 of `{role, content}` rendered with the tokenizer's chat template), language
@@ -11,10 +12,10 @@ room within `max_length` are skipped and counted (reported before training).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.schema import shared_start
 
 
 @dataclass
@@ -47,37 +48,10 @@ class Skipped:
         return "skipped rows: " + ", ".join(parts) if parts else ""
 
 
-# ---- loading --------------------------------------------------------------------
-
-def load_rows(source: str) -> list[dict]:
-    """Rows from a local JSON/JSONL/Parquet/CSV file, a saved dataset dir, or a hub name."""
-    import datasets
-    path = Path(source)
-    try:
-        if path.is_file():
-            ext = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
-            if ext is None:
-                raise RuntimeSetupError(f"cannot read `{source}`: use .json, .jsonl, .parquet or .csv")
-            ds = datasets.load_dataset(ext, data_files=str(path), split="train")
-        elif path.is_dir() and (path / "dataset_info.json").exists():
-            ds = datasets.load_from_disk(str(path))
-        else:
-            ds = datasets.load_dataset(source, split="train")
-    except RuntimeSetupError:
-        raise
-    except Exception as exc:  # datasets raises many types; report one clear message
-        raise RuntimeSetupError(f"cannot load dataset `{source}`: {type(exc).__name__}: {exc}",
-                                help="give a local .json/.jsonl/.parquet file, a saved dataset directory, "
-                                     "or a hub name reachable from this machine") from None
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds["train"]
-    return [dict(r) for r in ds]
-
-
 # ---- formats → one shape --------------------------------------------------------
 
 def _is_chat(value) -> bool:
-    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
+    return isinstance(value, list)  # validated rows: a list here is a conversation (schema.py)
 
 
 def _render(tok, messages, generation_prompt: bool) -> str:
@@ -85,18 +59,20 @@ def _render(tok, messages, generation_prompt: bool) -> str:
         # no template: a plain transcript, so conversational data still trains
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
         return text + ("assistant: " if generation_prompt else "")
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    try:
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except Exception as exc:  # noqa: BLE001 - templates reject conversations (e.g. roles that do not alternate)
+        raise RuntimeSetupError(f"the tokenizer's chat template cannot render the conversation: "
+                                f"{type(exc).__name__}: {exc}") from None
 
 
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
+def _content(value) -> str:
+    """A completion's text: the assistant turns' content (a completion holds only those)."""
+    return "".join(m["content"] for m in value) if _is_chat(value) else value
 
 
 def normalise(row: dict, kind: str, tok) -> list[dict]:
-    """A raw row → rows with `prompt` (text) and the kind's completion texts."""
+    """A validated row (validate.py) → rows with `prompt` (text) and the kind's completion texts."""
     row = dict(row)
     if kind == "stepwise":  # steps stay a list: tokenize joins them
         if _is_chat(row.get("prompt")):
@@ -105,81 +81,31 @@ def normalise(row: dict, kind: str, tok) -> list[dict]:
     if DATA_KINDS[kind].list_rows:  # a ranked list, best first; ratings default to the ranks
         if _is_chat(row.get("prompt")):
             row["prompt"] = _render(tok, row["prompt"], True)
-        responses = [("".join(m["content"] for m in r) if _is_chat(r) else r) for r in row.get("responses", [])]
+        responses = [_content(r) for r in row.get("responses", [])]
         row["responses"] = responses
         row.setdefault("ratings", [float(len(responses) - 1 - i) for i in range(len(responses))])
         return [row]
-    if kind == "sft" and "text" in row and "completion" not in row:
-        row = {**row, "prompt": row.get("prompt", ""), "completion": row.pop("text")}
     if kind == "sft" and "messages" in row:
         msgs = row.pop("messages")
         row["prompt"] = _render(tok, msgs[:-1], True)
         row["completion"] = msgs[-1]["content"]
-    if kind == "unpaired" and "chosen" in row and "completion" not in row:  # unpair preference data
-        base = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
-        return normalise({**base, "completion": row["chosen"], "label": True}, kind, tok) + \
-            normalise({**base, "completion": row["rejected"], "label": False}, kind, tok)
+    elif kind == "sft" and "text" in row and "completion" not in row:
+        row = {**row, "prompt": row.get("prompt", ""), "completion": row.pop("text")}
     kind_ = DATA_KINDS[kind]
-    sets = tuple(kind_.column(s) for s in kind_.sets) or ("completion",)
-    if "prompt" not in row and all(s in row for s in sets) and len(sets) >= 2:  # implicit prompt
-        a, b = row[sets[0]], row[sets[1]]
-        if _is_chat(a):
-            k = 0
-            while k < min(len(a), len(b)) - 1 and a[k] == b[k]:
-                k += 1
-            row["prompt"], row[sets[0]], row[sets[1]] = a[:k], a[k:], b[k:]
-        else:
-            p = _common_prefix(a, b)
-            row["prompt"], row[sets[0]], row[sets[1]] = p, a[len(p):], b[len(p):]
+    paired = kind == "unpaired" and "chosen" in row and "completion" not in row
+    sets = ("chosen", "rejected") if paired else tuple(kind_.column(s) for s in kind_.sets)
+    if "prompt" not in row and len(sets) >= 2:  # implicit prompt: the sets' shared start
+        k = shared_start([row[s] for s in sets])
+        row["prompt"] = row[sets[0]][:k]
+        row.update({s: row[s][k:] for s in sets})
     if _is_chat(row.get("prompt")):
         row["prompt"] = _render(tok, row["prompt"], True)
-    for s in sets:
-        if _is_chat(row.get(s)):
-            row[s] = "".join(m["content"] for m in row[s])
+    row.update({s: _content(row[s]) for s in sets})
+    if paired:  # unpair preference data: the chosen completion desirable, the rejected one not
+        base = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
+        return [{**base, "completion": row["chosen"], "label": True},
+                {**base, "completion": row["rejected"], "label": False}]
     return [row]
-
-
-def required_columns(kind: str, fields: tuple[str, ...]) -> tuple[str, ...]:
-    return DATA_KINDS[kind].columns + tuple(f for f in fields if f not in DATA_KINDS[kind].columns)
-
-
-def check_fields(rows: list[dict], method: str, kind: str, fields: tuple[str, ...]) -> None:
-    """Every column the method's data kind needs, named, before step 1."""
-    if not rows:
-        raise RuntimeSetupError(f"the dataset for `{method}` is empty")
-    have = sorted(rows[0])
-    for col in required_columns(kind, fields):
-        if col not in rows[0]:
-            raise RuntimeSetupError(
-                f"method `{method}` (data {kind}) needs the field `{col}`, and the dataset does not have it",
-                help=f"the dataset has: {', '.join(f'`{c}`' for c in have) or 'no columns'}; "
-                     f"{kind} data needs {', '.join(f'`{c}`' for c in required_columns(kind, fields))}")
-    if kind == "stepwise":
-        _check_steps(rows, method)
-    for i, row in enumerate(rows):
-        for col in fields:
-            if not isinstance(row.get(col), (int, float)):
-                raise RuntimeSetupError(f"field `{col}` of row {i} must be a number, got {row.get(col)!r}")
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
-def _check_steps(rows: list[dict], method: str) -> None:
-    """Stepwise rows: `completions` a list of strings, `labels` one bool per step."""
-    for i, row in enumerate(rows):
-        steps, labels = row["completions"], row["labels"]
-        if not isinstance(steps, list) or not all(isinstance(t, str) for t in steps):
-            raise RuntimeSetupError(f"field `completions` of row {i} must be a list of step texts "
-                                    f"(method `{method}`, data stepwise), got {type(steps).__name__}")
-        if not isinstance(labels, list) or not all(isinstance(v, (bool, int)) for v in labels):
-            raise RuntimeSetupError(f"field `labels` of row {i} must be a list of booleans, one per step "
-                                    f"(method `{method}`, data stepwise)")
-        if len(labels) != len(steps):
-            raise RuntimeSetupError(f"row {i} has {_count(len(steps), 'step')} in `completions` and "
-                                    f"{_count(len(labels), 'label')} in `labels` (method `{method}`, data stepwise)",
-                                    help="give one label per step")
 
 
 # ---- tokenisation -----------------------------------------------------------------
@@ -206,7 +132,7 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
                 skipped.wrong_list_size += 1
                 continue
             texts = row["responses"]
-            if not all(str(t).strip() for t in texts):
+            if not all(t.strip() for t in texts):
                 skipped.empty_completion += 1
                 continue
             comps = {sets[0]: [_ids(tok, t, room) for t in texts]}
@@ -220,7 +146,7 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
                 out.append(ex)
             continue
         texts = [row[kind_.column(s)] for s in sets]
-        if not all(str(t).strip() for t in texts):
+        if not all(t.strip() for t in texts):
             skipped.empty_completion += 1
             continue
         comps = {s: _ids(tok, t, room) for s, t in zip(sets, texts)}
@@ -240,7 +166,7 @@ def _stepwise(i, row, prompt, p_ids, room, tok, separator, skipped) -> Example |
     sep = tok(separator, add_special_tokens=False)["input_ids"]
     ids, ends, labels = [], [], []
     for step, label in zip(row["completions"], row["labels"]):
-        ids += tok(str(step), add_special_tokens=False)["input_ids"] + sep
+        ids += tok(step, add_special_tokens=False)["input_ids"] + sep
         ends.append(len(ids) - 1)
         labels.append(bool(label))
     ids = ids[:room]
@@ -257,4 +183,4 @@ def _stepwise(i, row, prompt, p_ids, room, tok, separator, skipped) -> Example |
 
 def _ids(tok, text, room: int) -> list[int]:
     """Completion ids with EOS, truncated to the room the prompt leaves."""
-    return (tok(str(text), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:room]
+    return (tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:room]

@@ -46,6 +46,7 @@ class TrainOptions:
     step_separator: str | None = None    # stepwise data: appended to each step (default "\n", embedded " ")
     seed: int = 0
     max_examples: int | None = None      # use only the first N usable rows of the dataset
+    skip_invalid_rows: bool = False      # drop (and count) rows that do not fit the data kind, not stop
     save_steps: int = 0                  # 0: only the final model
     log_steps: int = 10
     mixed_precision: str = "no"          # no | bf16 | fp16
@@ -79,9 +80,9 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         out.mkdir(parents=True, exist_ok=True)
 
     # -- models, data, rewards: everything checked before step 1
-    models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha)
+    models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log)
     examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
-                             opts.seed, log, opts.step_separator)
+                             opts.seed, log, opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows)
     examples = examples[: opts.max_examples] if opts.max_examples else examples
     rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device) \
         if compiled.plan.rewards else None

@@ -11,7 +11,9 @@ import torch
 from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime import data as D
 from ptdsl.runtime import embedded
+from ptdsl.runtime.datafiles import Table, read_table
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.validate import Problem, report, validate
 
 
 @dataclass
@@ -72,7 +74,8 @@ def _with_lora(policy, r: int, alpha: int):
     return get_peft_model(policy, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type=task))
 
 
-def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora_alpha: int = 16) -> Models:
+def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora_alpha: int = 16,
+                log=print) -> Models:
     tok = load_tokenizer(model_id)
     scorer = _needs_scorer(compiled)
     policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
@@ -101,7 +104,9 @@ def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora
             models.ids[name] = models.ids["policy"]
         elif role.kind == "model":
             path = role.source[len('model("'):-2]
-            # the embedded default has no named models: another tiny model stands in
+            if model_id is None:  # the embedded default has no named models: say that one stands in
+                log(f"note: `{name} = model(\"{path}\")` is not loaded with the embedded default: another tiny "
+                    f"model with random weights (seed {seed + 1}) stands in; give --model to load `{path}`")
             models.frozen[name] = _freeze(embedded.model(tok, seed + 1) if model_id is None else _load_lm(path, False))
             models.ids[name] = path
         elif role.kind == "value_head":
@@ -118,16 +123,19 @@ def _freeze(model):
 
 
 def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_length: int | None,
-                  seed: int, log=print, step_separator: str | None = None):
-    """Tokenised examples of the method's data kind, every needed field checked first."""
+                  seed: int, log=print, step_separator: str | None = None, require_columns: tuple[str, ...] = (),
+                  skip_invalid_rows: bool = False):
+    """Tokenised examples of the method's data kind. Every row is validated first (validate.py):
+    the kind's columns, the numeric fields the spec names, and `require_columns` (the columns
+    verifiers read: present and not null in every row). A row that does not fit is an error
+    naming it, or with `skip_invalid_rows` a counted skip."""
     kind = compiled.plan.data
     own = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(f for f, _, _ in DATA_KINDS[kind].token_fields)
     extra = tuple(f for f in compiled.plan.fields if f not in own)  # numeric columns the spec names
     fields = own + extra
-    raw = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses")) \
-        if data is None else D.load_rows(data)
-    rows = [r for row in raw for r in D.normalise(row, kind, tok)]
-    D.check_fields(rows, compiled.name, kind, extra)
+    table = _embedded_table(compiled, kind, seed, extra, log) if data is None else read_table(data)
+    valid = validate(table, kind, compiled.name, extra, tuple(require_columns), skip_invalid_rows, log)
+    rows = _normalise(table, valid, kind, tok, compiled.name, skip_invalid_rows, log)
     list_rows = DATA_KINDS[kind].list_rows
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
     # the embedded character tokenizer has no newline: its steps are separated by a space
@@ -139,3 +147,26 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
         raise RuntimeSetupError(f"no usable rows: {skipped}",
                                 help="raise --max-length, or check that completions are not empty")
     return examples
+
+
+def _embedded_table(compiled, kind: str, seed: int, extra: tuple[str, ...], log) -> Table:
+    rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses"))
+    if extra:  # the synthetic task has no such column: say that it was made up
+        log(f"note: the embedded dataset has no column {', '.join(f'`{f}`' for f in extra)} "
+            f"(`{compiled.name}` reads it): every row gets {' and '.join(f'{f} = 1.0' for f in extra)}; "
+            "give --data for real values")
+    return Table(rows, "the embedded dataset")
+
+
+def _normalise(table: Table, valid: list[tuple[int, dict]], kind: str, tok, method: str, skip: bool,
+               log) -> list[dict]:
+    """Validated rows in one shape; a conversation the chat template rejects names its row."""
+    rows, problems = [], []
+    for i, row in valid:
+        try:
+            rows += D.normalise(row, kind, tok)
+        except RuntimeSetupError as exc:
+            problems.append(Problem(i, "", str(exc)))
+    if problems:
+        report(table, problems, len(valid) - len(problems), f"`{method}` (data {kind})", skip, log)
+    return rows

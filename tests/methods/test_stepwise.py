@@ -94,13 +94,12 @@ def test_stepwise_tokenisation_labels_the_last_token_of_each_step():
 
 
 def test_stepwise_rows_with_mismatched_labels_name_the_row():
-    from ptdsl.runtime import embedded
-    from ptdsl.runtime.data import check_fields, normalise
+    from ptdsl.runtime.datafiles import Table
     from ptdsl.runtime.errors import RuntimeSetupError
-    tok = embedded.tokenizer()
-    rows = normalise({"prompt": "p", "completions": ["a", "b"], "labels": [True]}, "stepwise", tok)
-    with pytest.raises(RuntimeSetupError, match=r"row 0.*2 steps.*1 label"):
-        check_fields(rows, "prm", "stepwise", ())
+    from ptdsl.runtime.validate import validate
+    rows = [{"prompt": "p", "completions": ["a", "b"], "labels": [True]}]
+    with pytest.raises(RuntimeSetupError, match=r"row 1: `labels` has 1 element, and `completions` 2 elements"):
+        validate(Table(rows, "rows"), "stepwise", "prm")
 
 
 @pytest.mark.integration

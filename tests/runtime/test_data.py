@@ -2,8 +2,10 @@
 import pytest
 
 from ptdsl.runtime import embedded
-from ptdsl.runtime.data import check_fields, normalise, tokenize
+from ptdsl.runtime.data import normalise, tokenize
+from ptdsl.runtime.datafiles import Table
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.validate import validate
 
 TOK = embedded.tokenizer()
 
@@ -37,10 +39,10 @@ def test_preference_data_is_unpaired_for_unpaired_methods():
 
 def test_missing_field_and_non_numeric_extra_field():
     with pytest.raises(RuntimeSetupError, match="needs the field `label`"):
-        check_fields([{"prompt": "a", "completion": "b"}], "kto", "unpaired", ())
-    with pytest.raises(RuntimeSetupError, match="field `margin` of row 0 must be a number"):
-        check_fields([{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "big"}], "rm", "preference",
-                     ("margin",))
+        validate(Table([{"prompt": "a", "completion": "b"}], "rows"), "unpaired", "kto")
+    with pytest.raises(RuntimeSetupError, match=r"row 1: `margin` must be a number, got \"big\""):
+        validate(Table([{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "big"}], "rows"), "preference",
+                 "rm", ("margin",))
 
 
 def test_tokenize_masks_truncates_and_counts_skips():

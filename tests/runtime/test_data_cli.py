@@ -1,0 +1,42 @@
+"""`ptdsl train` with a bad dataset: rejected before step 1 (exit 1, the rows named, no
+traceback), or with --skip-invalid-rows trained on the rows that fit."""
+import json
+
+import pytest
+
+from ptdsl.cli.main import main
+
+
+def _write(tmp_path, bad_rows: dict[int, dict], n: int = 24):
+    rows = [{"prompt": f"{i % 10}+1=", "chosen": str(i % 10 + 1), "rejected": str(i % 10 + 2)} for i in range(n)]
+    for i, row in bad_rows.items():
+        rows[i] = row
+    p = tmp_path / "d.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return p
+
+
+BAD = {2: {"prompt": "1+1=", "chosen": None, "rejected": "3"}, 17: {"prompt": "1+1=", "chosen": "2"}}
+
+
+def test_a_bad_file_stops_train_before_step_1(tmp_path, capsys):
+    data = _write(tmp_path, BAD)
+    code = main(["train", "dpo", "--data", str(data), "--steps", "1", "--batch-size", "2",
+                 "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: 2 of 24 rows of" in err and "row 3 (line 3): `chosen` is null" in err
+    assert "row 18 (line 18): `rejected` is missing" in err and "--skip-invalid-rows" in err
+    assert "Traceback" not in err and "E0901" not in err
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+@pytest.mark.integration
+def test_skip_invalid_rows_trains_on_the_rest(tmp_path, capsys):
+    data = _write(tmp_path, BAD)
+    code = main(["train", "dpo", "--data", str(data), "--steps", "1", "--batch-size", "2",
+                 "--output", str(tmp_path / "out"), "--skip-invalid-rows"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "skipped 2 of 24 rows of" in out and "row 3 (line 3): `chosen` is null" in out
+    assert (tmp_path / "out" / "metrics.jsonl").exists()
