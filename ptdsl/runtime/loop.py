@@ -12,7 +12,6 @@ full-batch loss, whatever the accumulation steps or the number of processes.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 import ptdsl
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, rollout
+from ptdsl.runtime import checkpoint, embedded, metrics_log, rollout
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.precompute import precompute
@@ -121,12 +120,9 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     start = 0
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
-        ck = checkpoint.latest(out)
-        if ck is None:
-            raise RuntimeSetupError(f"--resume: no checkpoint in `{out}`")
-        start, saved = checkpoint.load(acc, ck)
-        state = {k: tuple(v) for k, v in saved.items()}
-        log(f"resumed from {ck} at step {start}")
+        layout = checkpoint.Layout(models=1 + len(heads), process=acc.process_index, scaler=acc.scaler is not None)
+        start, saved = _resume(acc, out, total, layout, log)
+        state = {k: tuple(v) for k, v in saved.get("state", {}).items()}
     if opts.report_to:
         acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
@@ -169,7 +165,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
             last["grad_norm"] = float(grad_norm)
         _log_step(acc, opts, out, bar, last, log)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
-            checkpoint.save(acc, out, step + 1, state)
+            checkpoint.save(acc, out, step + 1, {"state": state})
     _save_final(acc, models, out)
     if opts.report_to:
         acc.end_training()
@@ -268,6 +264,23 @@ def _global_counts(compiled, micro, acc) -> dict:
 
 # ---- checks, logging, saving -------------------------------------------------------
 
+def _resume(acc, out: Path, total: int, layout, log) -> tuple[int, dict]:
+    """Load the newest valid checkpoint (saying which newer ones were skipped and why) and cut
+    metrics.jsonl back to its step."""
+    found, skipped = checkpoint.choose(out, total, layout)
+    for path, reason in skipped:
+        log(f"--resume: skipping {path}: {reason}")
+    if found is None:
+        why = "; ".join(f"{p.name}: {r}" for p, r in skipped)
+        raise RuntimeSetupError(f"--resume: no usable checkpoint in `{out}`" + (f" ({why})" if why else ""),
+                                help="start without --resume (or with another --output)")
+    start, saved = checkpoint.load(acc, found)
+    if acc.is_main_process:
+        metrics_log.truncate(out, start)
+    log(f"resumed from {found.path} at step {start}")
+    return start, saved
+
+
 def _sync_references(compiled, models, step: int):
     """A moving reference (TR-DPO): every `sync_steps`, θ_ref ← mixup·θ + (1 − mixup)·θ_ref."""
     for name, role in compiled.graph.graph["roles"].items():
@@ -299,8 +312,7 @@ def _reduce_metrics(acc, sums: dict, summed: set) -> dict:
 def _log_step(acc, opts, out: Path, bar, metrics: dict, log):
     if not acc.is_main_process:
         return
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(metrics) + "\n")
+    metrics_log.append(out, metrics)
     shown = {k: v for k, v in metrics.items() if k not in ("step", "lr", "step_time", "grad_norm")}
     if hasattr(bar, "set_postfix"):
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(shown.items())[:4]}, refresh=False)
