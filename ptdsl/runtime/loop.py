@@ -12,7 +12,9 @@ full-batch loss, whatever the accumulation steps or the number of processes.
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, metrics_log, rollout
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.guard import Guard, check_options
 from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources
@@ -40,6 +43,8 @@ class TrainOptions:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    nonfinite_grads: str = "stop"        # stop | skip: a step whose loss or gradient is not finite
+    max_skipped_steps: int = 10          # skip: at most this many steps, then stop
     max_length: int = 512
     max_prompt_length: int | None = None
     step_separator: str | None = None    # stepwise data: appended to each step (default "\n", embedded " ")
@@ -62,6 +67,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     """Train `method` (name, path or Method) and return the last logged metrics."""
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = TrainOptions(**options)
+    check_options(opts.nonfinite_grads, opts.max_skipped_steps)
     compiled = ptdsl.compile(method, **(params or {}))
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
@@ -117,12 +123,14 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     models.heads = dict(zip(models.heads, heads))
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
-    start = 0
+    start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
         layout = checkpoint.Layout(models=1 + len(heads), process=acc.process_index, scaler=acc.scaler is not None)
         start, saved = _resume(acc, out, total, layout, log)
         state = {k: tuple(v) for k, v in saved.get("state", {}).items()}
+    guard = Guard(compiled, acc, params_, opts.nonfinite_grads, opts.max_skipped_steps, lr,
+                  saved.get("skipped", 0), log)
     if opts.report_to:
         acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
@@ -138,6 +146,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         t0 = time.time()
         micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache)
         norm = _global_counts(compiled, micro, acc)
+        state_before = dict(state)
         sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
@@ -148,24 +157,30 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                 with acc.autocast():
                     inputs = loss_inputs(ctx, batch)
                     loss, metrics = compiled.loss(inputs, normalizers=norm, state=state)
-                _check_finite(compiled, loss, inputs, step)
+                guard.watch_loss(loss, inputs, i)
                 acc.backward(loss * world)  # DDP averages over processes; the counts are global
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v.float().item() / (1 if k in summed else len(micro))
-        if opts.max_grad_norm:
-            grad_norm = acc.clip_grad_norm_(params_, opts.max_grad_norm)
-        optim.step()
-        sched.step()
+        rerun = partial(_rerun, ctx, micro, norm, state_before, acc)
+        grad_norm, ok = guard.step_ok(step, opts.max_grad_norm, rerun)
+        if ok:
+            optim.step()
+            guard.after_update(step)
+        with warnings.catch_warnings():  # a skipped step still moves the schedule (the lr is a function
+            warnings.simplefilter("ignore", UserWarning)  # of the step); torch warns when it is the first
+            sched.step()
         optim.zero_grad(set_to_none=True)
         _sync_references(compiled, models, step + 1)
         last = _reduce_metrics(acc, sums, summed)
         last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
-        if opts.max_grad_norm:
-            last["grad_norm"] = float(grad_norm)
+        last["grad_norm"] = grad_norm
+        if opts.nonfinite_grads == "skip":
+            last["skipped_steps"] = guard.skipped
+        guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
-            checkpoint.save(acc, out, step + 1, {"state": state})
+            checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped})
     _save_final(acc, models, out)
     if opts.report_to:
         acc.end_training()
@@ -281,6 +296,17 @@ def _resume(acc, out: Path, total: int, layout, log) -> tuple[int, dict]:
     return start, saved
 
 
+def _rerun(ctx, micro, norm, state, acc):
+    """This process's micro-batches again, without a graph (the weights are those the bad
+    gradient was computed with): (leaf inputs, normalisers, running statistics) each.
+    Every micro-batch runs on every process, so their forwards' collectives still match."""
+    local = {k: v for k, v in norm.items() if k != "sum_over_processes"}
+    for batch in micro:
+        with torch.no_grad(), acc.autocast():
+            inputs = loss_inputs(ctx, batch)
+        yield inputs, local, state
+
+
 def _sync_references(compiled, models, step: int):
     """A moving reference (TR-DPO): every `sync_steps`, θ_ref ← mixup·θ + (1 − mixup)·θ_ref."""
     for name, role in compiled.graph.graph["roles"].items():
@@ -291,14 +317,6 @@ def _sync_references(compiled, models, step: int):
                 with torch.no_grad():
                     for ref, cur in zip(models.frozen[name].parameters(), models.policy.parameters()):
                         ref.mul_(1 - alpha).add_(cur.detach(), alpha=alpha)
-
-
-def _check_finite(compiled, loss, inputs, step):
-    if torch.isfinite(loss):
-        return
-    from ptdsl.runtime.diagnose import first_nonfinite
-    raise RuntimeSetupError(f"the loss is not finite at step {step + 1}: {first_nonfinite(compiled, inputs)}",
-                            help="lower the learning rate, or guard the expression named above")
 
 
 def _reduce_metrics(acc, sums: dict, summed: set) -> dict:
