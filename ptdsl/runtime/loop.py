@@ -28,7 +28,7 @@ from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.guard import Guard, check_options
 from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
-from ptdsl.runtime.rewards import RewardSources
+from ptdsl.runtime.rewards import RewardSources, verifier_uses
 from ptdsl.runtime.setup import load_examples, load_models
 from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks, pick_sets, scoring_temperatures
 
@@ -83,13 +83,16 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
 
-    # -- models, data, rewards: everything checked before step 1
+    # -- rewards, models, data: everything checked before step 1 (reward functions first: they are quick)
+    rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device,
+                            uses=verifier_uses(compiled.method.definition), log=log) \
+        if compiled.plan.rewards or reward_fns else None
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha)
+    # TODO(merge with i9-data): pass require_columns=rewards.columns if rewards else () — every row must
+    # have the columns the bound verifiers read (load_examples gains that parameter there)
     examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
                              opts.seed, log, opts.step_separator)
     examples = examples[: opts.max_examples] if opts.max_examples else examples
-    rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device) \
-        if compiled.plan.rewards else None
     world = acc.num_processes
     per_step = opts.batch_size * opts.grad_accum * world
     if len(examples) < per_step:
@@ -182,6 +185,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
             checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped})
     _save_final(acc, models, out)
+    if rewards is not None:
+        rewards.report()
     if opts.report_to:
         acc.end_training()
     return last
