@@ -25,7 +25,7 @@ from ptdsl.runtime import diagnose
 from ptdsl.runtime.errors import RuntimeSetupError
 
 MODES = ("stop", "skip")
-GROWTH = 10.0  # weights this many times larger than at the start: the updates are diverging
+GROWTH = 10.0  # a weight norm this many times the starting one: the updates are diverging
 
 
 def check_options(mode: str, max_skipped: int) -> None:
@@ -45,14 +45,14 @@ class Guard:
     lr: float = 0.0
     skipped: int = 0          # steps skipped so far, carried in checkpoints
     log: object = print
-    w0: float = 0.0           # max |w| when the run started
+    w0: float = 0.0           # the weights' norm when the run started
     updates: int = 0          # updates applied by this run
     norms: list = field(default_factory=list)   # finite gradient norms so far
     _bad_loss: tuple | None = None               # (micro-batch, its detached inputs)
     _warned: set = field(default_factory=set)
 
     def __post_init__(self):
-        self.w0 = self._max_weight()
+        self.w0 = self._weight_norm()
 
     def watch_loss(self, loss, inputs: dict, micro: int) -> None:
         """Remember the first micro-batch whose loss is not finite; the backward still runs,
@@ -84,10 +84,11 @@ class Guard:
     def after_update(self, step: int) -> None:
         """Weights overflowed by an update with a finite gradient are an error too."""
         self.updates += 1
-        w = self._max_weight()
-        if math.isfinite(w):
+        if math.isfinite(self._weight_norm()):
             return
         bad = sum(int((~torch.isfinite(p.detach())).sum()) for p in self.params)
+        if not bad:  # finite weights whose squares overflow the norm: huge, not (yet) broken
+            return
         total = sum(p.numel() for p in self.params)
         raise RuntimeSetupError(
             f"{bad:,} of {total:,} weights are not finite after the update of step {step + 1}, although its "
@@ -121,23 +122,25 @@ class Guard:
             return f"{head}: {found[0]}"
         largest = reports[0][1] if reports else "no micro-batch on this process"
         return (f"{head}: {largest}; the model's backward makes it non-finite "
-                f"(its weights: max |w| = {self._max_weight():.3g})")
+                f"(the weights' norm is {self._weight_norm():.3g})")
 
     def _advice(self) -> str:
-        w = self._max_weight()
+        w = self._weight_norm()
         n = f"{self.updates} update{'s' if self.updates != 1 else ''}"
         if self.updates == 0:
             return ("this happened before any update of this run, so the learning rate is not the cause: "
                     "guard the expression named above, or check the method's parameters (--set) and the data")
         if math.isfinite(w) and w <= GROWTH * self.w0:
-            return (f"the weights have not grown (max |w| {self.w0:.3g} → {w:.3g} in {n}), so a lower learning "
+            return (f"the weights have not grown (norm {self.w0:.3g} → {w:.3g} in {n}), so a lower learning "
                     f"rate is unlikely to help: guard the expression named above, or check this batch's data")
-        return (f"the weights grew from max |w| {self.w0:.3g} to {w:.3g} in {n}: the training diverges; "
+        return (f"the weights' norm grew from {self.w0:.3g} to {w:.3g} in {n}: the training diverges; "
                 f"lower the learning rate (--lr, now {self.lr:g}) or raise --warmup-ratio")
 
-    def _max_weight(self) -> float:
+    def _weight_norm(self) -> float:
+        """The L2 norm of all weights: one fused pass (the norm clipping computes for gradients;
+        a max-abs pass costs several times more on a CPU); non-finite iff a weight is, or huge."""
         if not self.params:
             return 0.0
         with torch.no_grad():
-            per = torch._foreach_norm([p.detach() for p in self.params], math.inf)  # max |w| per tensor
-            return float(torch.stack([x.float() for x in per]).max())
+            per = torch._foreach_norm([p.detach() for p in self.params], 2)
+            return float(torch.stack([x.double() for x in per]).norm())

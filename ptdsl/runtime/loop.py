@@ -12,10 +12,10 @@ full-batch loss, whatever the accumulation steps or the number of processes.
 from __future__ import annotations
 
 import contextlib
-from functools import partial
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -170,6 +170,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         if ok:
             optim.step()
             guard.after_update(step)
+        else:  # a skipped step leaves no trace in the running statistics either
+            state = state_before
         with warnings.catch_warnings():  # a skipped step still moves the schedule (the lr is a function
             warnings.simplefilter("ignore", UserWarning)  # of the step); torch warns when it is the first
             sched.step()

@@ -11,6 +11,7 @@ import torch
 
 from ptdsl.runtime import checkpoint, metrics_log
 from ptdsl.runtime.checkpoint import Layout
+from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.loop import train
 
 ARGS = dict(steps=4, save_steps=1, batch_size=4, max_examples=32, quiet=True)
@@ -141,3 +142,14 @@ def test_truncate_keeps_steps_up_to_the_checkpoint(tmp_path):
         f.write('{"step": 5, "lo')
     assert metrics_log.truncate(tmp_path, 2) == 3
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": "nan"}\n{"step": 2, "loss": 2.0}\n'
+
+
+@pytest.mark.integration
+def test_resume_with_no_usable_checkpoint_names_every_reason(run, tmp_path):
+    out = _copy(run, tmp_path)
+    (out / "checkpoint-3" / "trainer_state.json").write_text("[]")
+    (out / "checkpoint-2" / "optimizer.bin").unlink()
+    with pytest.raises(RuntimeSetupError) as info:
+        train("dpo", output=str(out), resume=True, **ARGS)
+    assert str(info.value) == (f"--resume: no usable checkpoint in `{out}` (checkpoint-3: trainer_state.json has "
+                               "no integer `step`; checkpoint-2: `optimizer.bin` is missing)")
