@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from ptdsl.diagnostics import did_you_mean
 from ptdsl.runtime.errors import RuntimeSetupError
 
 # frames from ptdsl and from the import machinery are not the user's
@@ -41,7 +42,7 @@ def load(ref: str) -> tuple[str | None, Callable, str]:
     fn = getattr(mod, attr, None)
     if fn is None:
         raise RuntimeSetupError(f"cannot load reward function `{target}`: `{module}` has no `{attr}`",
-                                help=_did_you_mean(attr, [n for n in dir(mod) if callable(getattr(mod, n))]))
+                                help=did_you_mean(attr, [n for n in dir(mod) if callable(getattr(mod, n))]))
     if not callable(fn):
         raise RuntimeSetupError(f"`{target}` is a {type(fn).__name__}, not a function", help=_SIGNATURE)
     return name, fn, target
@@ -127,7 +128,3 @@ def _shown(v) -> str:
     text = repr(v)
     return f"{type(v).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
-
-def _did_you_mean(name: str, names) -> str | None:
-    from ptdsl.diagnostics import did_you_mean
-    return did_you_mean(name, names)
