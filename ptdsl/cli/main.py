@@ -47,6 +47,7 @@ def report(err: SpecError) -> None:
 
 def cmd_check(args) -> int:
     from ptdsl.api import compile as compile_method, load
+    from ptdsl.runtime.rewards import unknown_verifiers  # names only: no torch
     overrides = parse_overrides(args.set)
     results, failed = [], 0
     for target in args.targets:
@@ -54,8 +55,13 @@ def cmd_check(args) -> int:
             m = load(target)
             if overrides:
                 compile_method(m, **overrides)
-            results.append({"target": target, "method": m.name, "file": m.path, "ok": True, "diagnostics": []})
+            warnings = unknown_verifiers(m.definition)
+            results.append({"target": target, "method": m.name, "file": m.path, "ok": True,
+                            "diagnostics": [d.to_json() for d in warnings]})
             if args.format == "text":
+                if warnings:
+                    print(render_all(warnings, m.definition.sources, color=_color(sys.stderr)) + "\n",
+                          file=sys.stderr)
                 print(f"ok: {m.name} ({m.path})")
         except SpecError as err:
             failed += 1

@@ -23,7 +23,12 @@ def register(sub) -> None:
     s.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     s.add_argument("--lr", type=float, help="learning rate (default 1e-5; 3e-3 for the embedded model)")
     s.add_argument("--warmup-ratio", type=float, default=0.1)
-    s.add_argument("--max-grad-norm", type=float, default=1.0)
+    s.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
+    s.add_argument("--nonfinite-grads", choices=["stop", "skip"], default="stop",
+                   help="a step whose loss or gradient is not finite: stop naming the node (default), or skip "
+                        "its update and count it")
+    s.add_argument("--max-skipped-steps", type=int, default=10, metavar="N",
+                   help="with --nonfinite-grads skip: stop after N skipped steps (default 10)")
     s.add_argument("--max-length", type=int, default=512)
     s.add_argument("--max-prompt-length", type=int)
     s.add_argument("--step-separator", help='stepwise data: text appended to each step (default "\\n"; '
@@ -56,6 +61,7 @@ def cmd_train(args) -> int:
               params=parse_overrides(args.set), output=args.output, steps=args.steps, resume=args.resume,
               batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
               warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
+              nonfinite_grads=args.nonfinite_grads, max_skipped_steps=args.max_skipped_steps,
               max_prompt_length=args.max_prompt_length, seed=args.seed, max_examples=args.max_examples,
               skip_invalid_rows=args.skip_invalid_rows, save_steps=args.save_steps,
               log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,

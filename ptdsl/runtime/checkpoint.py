@@ -1,48 +1,176 @@
 """Checkpoints: accelerate's save_state written atomically (a temporary directory
 renamed into place, so a run killed mid-save leaves the previous checkpoint
-intact), the step counter beside it, and the latest one found for --resume."""
+intact), the step counter and a manifest of file sizes beside it, and the choice
+--resume makes: the newest checkpoint that passes every check, with each newer
+one it skipped and why.
+
+A checkpoint is checked completely before anything is loaded, because accelerate's
+load_state loads the model before the optimizer and the random states: a file that
+fails halfway would leave a half-restored run that no fallback can undo."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from ptdsl.runtime.errors import RuntimeSetupError
+
 PREFIX = "checkpoint-"
+STATE = "trainer_state.json"
+MANIFEST = "manifest.json"   # file → size in bytes when saved
+_NUMBERED = re.compile(rf"{PREFIX}(\d+)")
 
 
-def save(accelerator, output: Path, step: int, state: dict | None = None, keep: int = 2) -> Path:
+@dataclass(frozen=True)
+class Layout:
+    """The files accelerate writes for this run's prepared objects (its naming)."""
+
+    models: int = 1
+    optimizers: int = 1
+    custom: int = 1      # objects registered for checkpointing (the LR schedule)
+    process: int = 0     # each process restores its own random state
+    scaler: bool = False
+
+    def files(self) -> list[str]:
+        names = [f"model{'' if i == 0 else f'_{i}'}.safetensors" for i in range(self.models)]
+        names += [f"optimizer{'' if i == 0 else f'_{i}'}.bin" for i in range(self.optimizers)]
+        names += [f"custom_checkpoint_{i}.pkl" for i in range(self.custom)]
+        names += [f"random_states_{self.process}.pkl", STATE] + (["scaler.pt"] if self.scaler else [])
+        return names
+
+
+@dataclass(frozen=True)
+class Found:
+    path: Path
+    step: int
+    saved: dict   # trainer_state.json: step, the loss's running statistics, guard counters
+
+
+def save(accelerator, output: Path, step: int, saved: dict | None = None, keep: int = 2) -> Path:
     final = output / f"{PREFIX}{step}"
     tmp = output / f".{PREFIX}{step}.tmp"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's random state is on disk before the manifest lists it
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "state": state or {}}))
+        (tmp / STATE).write_text(json.dumps({**(saved or {}), "step": step}))
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps({"files": sizes}, indent=1))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        for old in sorted(checkpoints(output), key=_step)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        for old in sorted(numbered(output))[:-keep]:
+            shutil.rmtree(old[1], ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
-def checkpoints(output: Path) -> list[Path]:
-    return [p for p in output.glob(f"{PREFIX}*") if (p / "trainer_state.json").exists()]
+def numbered(output: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every folder named checkpoint-<step>."""
+    out = []
+    for p in output.glob(f"{PREFIX}*"):
+        m = _NUMBERED.fullmatch(p.name)
+        if m and p.is_dir():
+            out.append((int(m.group(1)), p))
+    return out
 
 
-def _step(p: Path) -> int:
-    return int(p.name[len(PREFIX):])
+def choose(output: Path, total: int, layout: Layout) -> tuple[Found | None, list[tuple[Path, str]]]:
+    """The newest valid checkpoint for a run of `total` steps, and (folder, reason) for every
+    checkpoint folder skipped on the way (newer ones that failed a check, misnamed ones)."""
+    skipped = [(p, f"not named `{PREFIX}<step>`") for p in sorted(output.glob(f"{PREFIX}*"))
+               if p.is_dir() and not _NUMBERED.fullmatch(p.name)]
+    for step, path in sorted(numbered(output), reverse=True):
+        saved, reason = _read_state(path, step, total)
+        reason = reason or problem(path, layout)
+        if reason is None:
+            return Found(path, step, saved), skipped
+        skipped.append((path, reason))
+    return None, skipped
 
 
-def latest(output: Path) -> Path | None:
-    found = checkpoints(output)
-    return max(found, key=_step) if found else None
+def _read_state(path: Path, step: int, total: int) -> tuple[dict, str | None]:
+    f = path / STATE
+    if not f.is_file():
+        return {}, f"no {STATE} (an incomplete save)"
+    try:
+        saved = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {}, f"{STATE} is not valid JSON ({exc})"
+    got = saved.get("step") if isinstance(saved, dict) else None
+    if not isinstance(got, int) or isinstance(got, bool):
+        return {}, f"{STATE} has no integer `step`"
+    if got != step:
+        return {}, f"{STATE} says step {got}, the folder's name step {step}"
+    if got < 1 or got > total:
+        return {}, f"step {got} is not one of this run's steps (1 to {total})"
+    return saved, None
 
 
-def load(accelerator, path: Path) -> tuple[int, dict]:
-    """The step a checkpoint was taken after, and the loss's running statistics then."""
-    accelerator.load_state(str(path))
-    saved = json.loads((path / "trainer_state.json").read_text())
-    return saved["step"], saved.get("state", {})
+def problem(path: Path, layout: Layout) -> str | None:
+    """Why the files of a checkpoint cannot be loaded, or None: every file this run needs is
+    there, at the size the manifest recorded, readable, and the weights are finite."""
+    sizes = {}
+    if (path / MANIFEST).is_file():
+        try:
+            sizes = json.loads((path / MANIFEST).read_text())["files"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return f"{MANIFEST} is unreadable"
+    names = sorted(set(layout.files()) | set(sizes))
+    missing = [f"`{name}`" for name in names if not (path / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+    for name in names:
+        f = path / name
+        if name in sizes and f.stat().st_size != sizes[name]:
+            return f"`{name}` has {f.stat().st_size} bytes, {sizes[name]} when saved (truncated or overwritten)"
+    for f in sorted(path.iterdir()):
+        reason = _unreadable(f)
+        if reason:
+            return f"`{f.name}` {reason}"
+    return None
+
+
+def _unreadable(f: Path) -> str | None:
+    if f.suffix == ".safetensors":
+        return _bad_weights(f)
+    if f.suffix in (".bin", ".pkl", ".pt"):  # torch.save's zip format: a cut file loses its central directory
+        try:
+            with zipfile.ZipFile(f):
+                return None
+        except (zipfile.BadZipFile, OSError):
+            return "is not a complete torch file (truncated?)"
+    return None
+
+
+def _bad_weights(f: Path) -> str | None:
+    import torch
+    from safetensors import SafetensorError, safe_open
+    bad = 0
+    try:
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                t = st.get_tensor(k)
+                if t.is_floating_point():
+                    bad += int((~torch.isfinite(t)).sum())
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        return f"is unreadable ({exc})"
+    return f"holds {bad:,} non-finite weights" if bad else None
+
+
+def load(accelerator, found: Found) -> tuple[int, dict]:
+    """Restore a checked checkpoint: (its step, its trainer_state.json)."""
+    try:
+        accelerator.load_state(str(found.path))
+    except Exception as exc:  # noqa: BLE001 — checked files that still do not fit this run
+        raise RuntimeSetupError(
+            f"cannot load {found.path}: {type(exc).__name__}: {exc}",
+            help="its files passed every check but do not fit this run (another model, method or LoRA "
+                 "setting?); a partly loaded state cannot fall back to an older checkpoint: start "
+                 "without --resume, or in a new --output") from None
+    return found.step, found.saved

@@ -94,16 +94,18 @@ def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (
     return rows
 
 
-def accuracy(prompts, completions, answer=None, **_):
+def accuracy(prompts, completions, answer, **_):
     """Character-level accuracy against the `answer` column: the fraction of
     positions that match, over the longer of the two strings (1 only for the
     exact answer). Partial credit gives a model with random weights a gradient
-    to climb; an exact-match verifier would give it almost none."""
+    to climb; an exact-match verifier would give it almost none. `answer` has no
+    default, so every row must have that column (reward_fns.columns_read); a
+    numeric answer (12) is compared as its text ("12")."""
     out = []
-    for completion, want in zip(completions, answer or [""] * len(completions)):
-        got = completion.strip()
-        hits = sum(a == b for a, b in zip(got, want or ""))
-        out.append(hits / max(len(got), len(want or ""), 1))
+    for completion, want in zip(completions, answer):
+        got, want = completion.strip(), "" if want is None else str(want)
+        hits = sum(a == b for a, b in zip(got, want))
+        out.append(hits / max(len(got), len(want), 1))
     return out
 
 

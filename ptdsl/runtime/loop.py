@@ -12,21 +12,23 @@ full-batch loss, whatever the accumulation steps or the number of processes.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 
 import ptdsl
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, rollout
+from ptdsl.runtime import checkpoint, embedded, metrics_log, rollout
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.guard import Guard, check_options
 from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
-from ptdsl.runtime.rewards import RewardSources
+from ptdsl.runtime.rewards import RewardSources, verifier_uses
 from ptdsl.runtime.setup import load_examples, load_models
 from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks, pick_sets, scoring_temperatures
 
@@ -41,6 +43,8 @@ class TrainOptions:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    nonfinite_grads: str = "stop"        # stop | skip: a step whose loss or gradient is not finite
+    max_skipped_steps: int = 10          # skip: at most this many steps, then stop
     max_length: int = 512
     max_prompt_length: int | None = None
     step_separator: str | None = None    # stepwise data: appended to each step (default "\n", embedded " ")
@@ -64,6 +68,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     """Train `method` (name, path or Method) and return the last logged metrics."""
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = TrainOptions(**options)
+    check_options(opts.nonfinite_grads, opts.max_skipped_steps)
     compiled = ptdsl.compile(method, **(params or {}))
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
@@ -79,13 +84,15 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
 
-    # -- models, data, rewards: everything checked before step 1
+    # -- rewards, models, data: everything checked before step 1 (reward functions first: they are quick)
+    rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device,
+                            uses=verifier_uses(compiled.method.definition), log=log) \
+        if compiled.plan.rewards or reward_fns else None
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log)
     examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
-                             opts.seed, log, opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows)
+                             opts.seed, log, opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows,
+                             require_columns=rewards.columns if rewards else ())  # what the verifiers read
     examples = examples[: opts.max_examples] if opts.max_examples else examples
-    rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device) \
-        if compiled.plan.rewards else None
     world = acc.num_processes
     per_step = opts.batch_size * opts.grad_accum * world
     if len(examples) < per_step:
@@ -119,15 +126,14 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     models.heads = dict(zip(models.heads, heads))
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
-    start = 0
+    start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
-        ck = checkpoint.latest(out)
-        if ck is None:
-            raise RuntimeSetupError(f"--resume: no checkpoint in `{out}`")
-        start, saved = checkpoint.load(acc, ck)
-        state = {k: tuple(v) for k, v in saved.items()}
-        log(f"resumed from {ck} at step {start}")
+        layout = checkpoint.Layout(models=1 + len(heads), process=acc.process_index, scaler=acc.scaler is not None)
+        start, saved = _resume(acc, out, total, layout, log)
+        state = {k: tuple(v) for k, v in saved.get("state", {}).items()}
+    guard = Guard(compiled, acc, params_, opts.nonfinite_grads, opts.max_skipped_steps, lr,
+                  saved.get("skipped", 0), log)
     if opts.report_to:
         acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
@@ -143,6 +149,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         t0 = time.time()
         micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache)
         norm = _global_counts(compiled, micro, acc)
+        state_before = dict(state)
         sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
@@ -153,25 +160,35 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                 with acc.autocast():
                     inputs = loss_inputs(ctx, batch)
                     loss, metrics = compiled.loss(inputs, normalizers=norm, state=state)
-                _check_finite(compiled, loss, inputs, step)
+                guard.watch_loss(loss, inputs, i)
                 acc.backward(loss * world)  # DDP averages over processes; the counts are global
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v.float().item() / (1 if k in summed else len(micro))
-        if opts.max_grad_norm:
-            grad_norm = acc.clip_grad_norm_(params_, opts.max_grad_norm)
-        optim.step()
-        sched.step()
+        rerun = partial(_rerun, ctx, micro, norm, state_before, acc)
+        grad_norm, ok = guard.step_ok(step, opts.max_grad_norm, rerun)
+        if ok:
+            optim.step()
+            guard.after_update(step)
+        else:  # a skipped step leaves no trace in the running statistics either
+            state = state_before
+        with warnings.catch_warnings():  # a skipped step still moves the schedule (the lr is a function
+            warnings.simplefilter("ignore", UserWarning)  # of the step); torch warns when it is the first
+            sched.step()
         optim.zero_grad(set_to_none=True)
         _sync_references(compiled, models, step + 1)
         last = _reduce_metrics(acc, sums, summed)
         last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
-        if opts.max_grad_norm:
-            last["grad_norm"] = float(grad_norm)
+        last["grad_norm"] = grad_norm
+        if opts.nonfinite_grads == "skip":
+            last["skipped_steps"] = guard.skipped
+        guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
-            checkpoint.save(acc, out, step + 1, state)
+            checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped})
     _save_final(acc, models, out)
+    if rewards is not None:
+        rewards.report()
     if opts.report_to:
         acc.end_training()
     return last
@@ -242,7 +259,8 @@ def _score(compiled, batch, rewards):
             continue
         n = int(compiled.plan.rollouts[s].options.get("n", 1))
         prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
-        columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in batch.examples[0].columns}
+        keys = dict.fromkeys(k for e in batch.examples for k in e.columns)  # rows may differ in their columns
+        columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in keys}
         batch.rewards[f"{reward}({s})"] = rewards.evaluate(reward, prompts, batch.sets[s].texts, columns)
 
 
@@ -269,6 +287,34 @@ def _global_counts(compiled, micro, acc) -> dict:
 
 # ---- checks, logging, saving -------------------------------------------------------
 
+def _resume(acc, out: Path, total: int, layout, log) -> tuple[int, dict]:
+    """Load the newest valid checkpoint (saying which newer ones were skipped and why) and cut
+    metrics.jsonl back to its step."""
+    found, skipped = checkpoint.choose(out, total, layout)
+    for path, reason in skipped:
+        log(f"--resume: skipping {path}: {reason}")
+    if found is None:
+        why = "; ".join(f"{p.name}: {r}" for p, r in skipped)
+        raise RuntimeSetupError(f"--resume: no usable checkpoint in `{out}`" + (f" ({why})" if why else ""),
+                                help="start without --resume (or with another --output)")
+    start, saved = checkpoint.load(acc, found)
+    if acc.is_main_process:
+        metrics_log.truncate(out, start)
+    log(f"resumed from {found.path} at step {start}")
+    return start, saved
+
+
+def _rerun(ctx, micro, norm, state, acc):
+    """This process's micro-batches again, without a graph (the weights are those the bad
+    gradient was computed with): (leaf inputs, normalisers, running statistics) each.
+    Every micro-batch runs on every process, so their forwards' collectives still match."""
+    local = {k: v for k, v in norm.items() if k != "sum_over_processes"}
+    for batch in micro:
+        with torch.no_grad(), acc.autocast():
+            inputs = loss_inputs(ctx, batch)
+        yield inputs, local, state
+
+
 def _sync_references(compiled, models, step: int):
     """A moving reference (TR-DPO): every `sync_steps`, θ_ref ← mixup·θ + (1 − mixup)·θ_ref."""
     for name, role in compiled.graph.graph["roles"].items():
@@ -279,14 +325,6 @@ def _sync_references(compiled, models, step: int):
                 with torch.no_grad():
                     for ref, cur in zip(models.frozen[name].parameters(), models.policy.parameters()):
                         ref.mul_(1 - alpha).add_(cur.detach(), alpha=alpha)
-
-
-def _check_finite(compiled, loss, inputs, step):
-    if torch.isfinite(loss):
-        return
-    from ptdsl.runtime.diagnose import first_nonfinite
-    raise RuntimeSetupError(f"the loss is not finite at step {step + 1}: {first_nonfinite(compiled, inputs)}",
-                            help="lower the learning rate, or guard the expression named above")
 
 
 def _reduce_metrics(acc, sums: dict, summed: set) -> dict:
@@ -300,8 +338,7 @@ def _reduce_metrics(acc, sums: dict, summed: set) -> dict:
 def _log_step(acc, opts, out: Path, bar, metrics: dict, log):
     if not acc.is_main_process:
         return
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(metrics) + "\n")
+    metrics_log.append(out, metrics)
     shown = {k: v for k, v in metrics.items() if k not in ("step", "lr", "step_time", "grad_norm")}
     if hasattr(bar, "set_postfix"):
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(shown.items())[:4]}, refresh=False)

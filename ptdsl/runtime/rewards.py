@@ -5,15 +5,28 @@ A verifier has TRL's reward-function signature: `fn(prompts, completions,
 **columns) -> list[float]`, where `columns` are the dataset's other columns for
 the same rows (e.g. `answer`). Spec text only names a verifier; the Python that
 runs is registered by the user (`ptdsl.rewards.register`) or named explicitly on
-the command line — never found by guessing.
+the command line — never found by guessing. Each --reward-fn must bind a verifier
+the spec uses, once; each verifier the loss needs must be bound.
+
+A verifier may return None (or NaN) for a completion it cannot score. As in TRL
+(whose weighted sum over reward functions is a nansum), that term then adds
+nothing to the completion's reward — a completion no source scores gets 0. Such
+values are counted per verifier: the first one is reported when it happens, the
+totals at the end of the run. An infinite score is an error.
+
+This module does not import torch: `ptdsl check` reads the registry's names.
 """
 from __future__ import annotations
 
-import importlib
+import math
+from collections import Counter
 from typing import Callable
 
+from ptdsl.diagnostics import Diagnostic, Label, did_you_mean
 from ptdsl.runtime import embedded
+from ptdsl.runtime import reward_fns as user_fns
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.syntax import ast
 
 Verifier = Callable[..., list]
 _REGISTRY: dict[str, Verifier] = {}
@@ -28,46 +41,100 @@ def register(name: str):
     return bind
 
 
-def load_function(ref: str) -> tuple[str | None, Verifier]:
-    """`[name=]module:function` → (name or None, the function), imported on request."""
-    name, _, target = ref.rpartition("=") if "=" in ref else (None, None, ref)
-    module, sep, attr = target.partition(":")
-    if not sep or not module or not attr:
-        raise RuntimeSetupError(f"--reward-fn takes `module:function` or `name=module:function`, got `{ref}`")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise RuntimeSetupError(f"cannot load reward function `{target}`: {exc}") from None
-    if not callable(fn):
-        raise RuntimeSetupError(f"`{target}` is not callable")
-    return name, fn
+def known_names() -> list[str]:
+    """Verifier names something answers to without --reward-fn: built-in and registered."""
+    return sorted(set(BUILTIN) | set(_REGISTRY))
+
+
+def verifier_uses(definition) -> list[tuple[str, object]]:
+    """(name, span of the `verifier("name")` call) for every verifier a method's rewards use."""
+    out = []
+
+    def walk(e):
+        if isinstance(e, ast.Call):
+            if e.func == "verifier" and len(e.args) == 1 and isinstance(e.args[0], ast.String):
+                out.append((e.args[0].value, e.span))
+            for a in e.args:
+                walk(a)
+        elif isinstance(e, ast.Binary):
+            walk(e.left)
+            walk(e.right)
+        elif isinstance(e, ast.Unary):
+            walk(e.operand)
+    for decl in definition.rewards.values():
+        walk(decl.expr)
+    return out
+
+
+def unknown_verifiers(definition) -> list[Diagnostic]:
+    """W0201 for each verifier name no built-in or registered verifier has (a typo, or one
+    the user will bind with --reward-fn: only `train` can tell, so `check` warns)."""
+    known = known_names()
+    out = []
+    for name, span in verifier_uses(definition):
+        if name in known:
+            continue
+        bind = f"`ptdsl train` needs `--reward-fn {name}=module:function` (or ptdsl.rewards.register)"
+        hint = did_you_mean(name, known)
+        out.append(Diagnostic("warning", "W0201", f"no built-in or registered verifier is named `{name}`",
+                              (Label(span, "unknown verifier"),), help=f"{hint} Else {bind}" if hint else bind))
+    return out
 
 
 class RewardSources:
-    """Resolves each reward of a plan to callables and evaluates weighted sums."""
+    """Resolves each reward of a plan to callables and evaluates weighted sums.
 
-    def __init__(self, plan, reward_fns: list[str] = (), embedded_default: bool = False, device="cpu"):
-        self.plan, self.device = plan, device
-        given = [load_function(r) for r in reward_fns]
-        verifier_names = sorted({t.name for terms in plan.rewards.values() for t in terms if t.kind == "verifier"})
-        self.verifiers: dict[str, Verifier] = {}
-        for name, fn in given:
-            if name is None:  # unnamed: binds to the only verifier, or by the function's own name
-                name = verifier_names[0] if len(verifier_names) == 1 else fn.__name__
-            self.verifiers[name] = fn
-        for name in verifier_names:
-            if name in self.verifiers:
-                continue
-            if name in _REGISTRY:
-                self.verifiers[name] = _REGISTRY[name]
-            elif embedded_default and name in BUILTIN:
-                self.verifiers[name] = BUILTIN[name]
-            else:
-                raise RuntimeSetupError(
-                    f"the method needs verifier `{name}`, and none is registered",
-                    help=f"pass `--reward-fn {name}=module:function`, or register one from Python with "
-                         f"`@ptdsl.rewards.register(\"{name}\")`")
+    `uses` ((name, span) from verifier_uses) locates verifiers in the spec for messages and
+    lets --reward-fn bind verifiers the loss does not read."""
+
+    def __init__(self, plan, reward_fns: list[str] = (), embedded_default: bool = False, device="cpu",
+                 uses=(), log=print):
+        self.plan, self.device, self.log = plan, device, log
+        needed = sorted({t.name for terms in plan.rewards.values() for t in terms if t.kind == "verifier"})
+        self.where, self.labels = {}, {}  # verifier → first span in the spec; → how messages name it
+        for name, span in uses:
+            self.where.setdefault(name, span)
+        self.verifiers = self._bind(list(reward_fns), needed, sorted(set(needed) | set(self.where)),
+                                    embedded_default)
+        # the dataset columns the bound verifiers read: every row must have them
+        self.columns = tuple(sorted({c for n in needed for c in user_fns.columns_read(self.verifiers[n])}))
+        self.unscored: Counter = Counter()
         self.models = {t.name: None for terms in plan.rewards.values() for t in terms if t.kind == "reward_model"}
+
+    def _bind(self, refs, needed, names, embedded_default) -> dict[str, Verifier]:
+        listed = f"its verifiers: {', '.join(f'`{n}`' for n in names)}" if names else "it uses no verifier"
+        bound, origin = {}, {}
+        for ref in refs:
+            name, fn, target = user_fns.load(ref)
+            if name is None:  # unnamed: binds to the only verifier, or by the function's own name
+                name = needed[0] if len(needed) == 1 else fn.__name__
+            if name not in names:
+                raise RuntimeSetupError(f"--reward-fn {ref}: the method has no verifier `{name}` ({listed})",
+                                        help=did_you_mean(name, names) or "bind by name: --reward-fn NAME=module:fn")
+            if name in bound:
+                raise RuntimeSetupError(f"--reward-fn binds verifier `{name}` twice: `{origin[name]}` and `{ref}`",
+                                        help=f"give one --reward-fn per verifier ({listed})")
+            bound[name], origin[name] = fn, ref
+            self.labels[name] = f"verifier `{name}` ({target})"
+        for name in needed:
+            if name not in bound:
+                bound[name] = self._registered(name, embedded_default)
+                self.labels[name] = f"verifier `{name}` ({bound[name].__module__}.{bound[name].__qualname__})"
+        for name, fn in bound.items():
+            user_fns.check(fn, self.labels[name])
+        return bound
+
+    def _registered(self, name: str, embedded_default: bool) -> Verifier:
+        if name in _REGISTRY:
+            return _REGISTRY[name]
+        if embedded_default and name in BUILTIN:
+            return BUILTIN[name]
+        at = f" at {self.where[name]}" if name in self.where else ""
+        hint = did_you_mean(name, known_names())
+        raise RuntimeSetupError(
+            f"the method needs verifier `{name}`{at}, and no --reward-fn binds it and none is registered",
+            help=(f"{hint} " if hint else "") + f"pass `--reward-fn {name}=module:function`, or register one "
+                 f"from Python with `@ptdsl.rewards.register(\"{name}\")`")
 
     def _reward_model(self, path: str):
         if self.models.get(path) is None:
@@ -90,16 +157,28 @@ class RewardSources:
             return model(**enc).logits[:, 0].float().tolist()
 
     def evaluate(self, name: str, prompts: list[str], completions: list[str], columns: dict) -> list[float]:
-        """The weighted sum of a reward's sources for each completion."""
+        """The weighted sum of a reward's sources for each completion (unscored terms skipped)."""
         total = [0.0] * len(completions)
         for term in self.plan.rewards[name]:
             if term.kind == "verifier":
-                values = self.verifiers[term.name](prompts=prompts, completions=completions, **columns)
+                values = user_fns.call(self.verifiers[term.name], self.labels[term.name], prompts, completions,
+                                       columns)
             else:
                 values = self._score_with_model(term.name, prompts, completions)
-            values = list(values)
-            if len(values) != len(completions):
-                raise RuntimeSetupError(f"reward `{term.name}` returned {len(values)} values for "
-                                        f"{len(completions)} completions")
-            total = [t + term.weight * (float("nan") if v is None else float(v)) for t, v in zip(total, values)]
+            missing = [i for i, v in enumerate(values) if v is None or math.isnan(v)]
+            if missing:
+                self._unscored(term, name, len(missing), len(values))
+            total = [t if v is None or math.isnan(v) else t + term.weight * v for t, v in zip(total, values)]
         return total
+
+    def _unscored(self, term, reward: str, k: int, n: int) -> None:
+        if not self.unscored[term.name]:
+            self.log(f"warning: {term.kind} `{term.name}` gave no score (None or NaN) for {k} of {n} completions; "
+                     f"it adds nothing to their reward `{reward}` (TRL's convention); later ones are counted "
+                     f"and reported at the end")
+        self.unscored[term.name] += k
+
+    def report(self) -> None:
+        for name, k in sorted(self.unscored.items()):
+            self.log(f"{name}: no score (None or NaN) for {k} completion{'s' if k != 1 else ''} in this run")
+

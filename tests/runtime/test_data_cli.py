@@ -40,3 +40,23 @@ def test_skip_invalid_rows_trains_on_the_rest(tmp_path, capsys):
     assert code == 0
     assert "skipped 2 of 24 rows of" in out and "row 3 (line 3): `chosen` is null" in out
     assert (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_prompts_without_the_column_a_verifier_reads_stop_before_step_1(tmp_path, capsys):
+    """GRPO's `accuracy` reads `answer`: a prompt-only file without it used to train on reward 0
+    everywhere (zero gradients, exit 0); one row lacking it is named too."""
+    rows = [{"prompt": f"{i % 10}+1="} for i in range(8)]
+    data = tmp_path / "p.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    code = main(["train", "grpo", "--data", str(data), "--steps", "1", "--batch-size", "2",
+                 "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "needs the field `answer` (a verifier reads it)" in err and "Traceback" not in err
+    rows = [{"prompt": f"{i % 10}+1=", "answer": str(i % 10 + 1)} for i in range(8)]
+    del rows[5]["answer"]
+    data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    code = main(["train", "grpo", "--data", str(data), "--steps", "1", "--batch-size", "2",
+                 "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "row 6 (line 6): `answer` is missing" in err
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
