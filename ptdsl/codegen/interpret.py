@@ -69,7 +69,11 @@ def _discounted(x, m, gamma):
 
 def _whiten(x, m):
     vals = x[m]
-    mean, var = vals.mean(), vals.var(unbiased=True)
+    if vals.numel() == 0:  # no valid token: mean and variance 0
+        return x / torch.sqrt(torch.tensor(1e-8, dtype=x.dtype, device=x.device))
+    mean = vals.mean()
+    # one token: no spread to estimate, variance 0 (not the n − 1 estimator's 0/0)
+    var = vals.var(unbiased=True) if vals.numel() > 1 else _z(x)
     return (x - mean) / torch.sqrt(var + 1e-8)
 
 

@@ -113,10 +113,14 @@ def gae(rewards, values, mask, gamma, lam):
 
 
 def whiten(x, mask):
-    """(x − mean) / sqrt(var + 1e-8) over the valid tokens of the batch (unbiased var)."""
+    """(x − mean) / sqrt(var + 1e-8) over the valid tokens of the batch (unbiased var).
+
+    One valid token has no spread to estimate (the n − 1 variance would be 0/0, which
+    TRL's masked_whiten leaves as NaN): its variance is 0, so it whitens to 0. With no
+    valid token the mean and variance are 0 and nothing downstream reads the result."""
     n = mask.sum().to(x.dtype)
-    mean = token_sum(x, mask) / n
-    var = sum_tokens((x - mean) ** 2, mask).sum() / (n - 1)
+    mean = token_sum(x, mask) / n.clamp(min=1)
+    var = sum_tokens((x - mean) ** 2, mask).sum() / (n - 1).clamp(min=1)
     return (x - mean) * torch.rsqrt(var + 1e-8)
 
 

@@ -50,3 +50,26 @@ def test_token_quantile_of_a_batch_without_tokens_is_zero_in_both():
          "r(y)": torch.tensor([1.0, 0.0], dtype=torch.float64), "mask(y)": torch.zeros(2, 3, dtype=torch.bool)}
     loss, _ = c.loss(x)
     assert torch.isfinite(loss) and loss.item() == c.interpret(x)[0].item()
+
+
+@pytest.mark.parametrize("valid", [0, 1, 2])
+def test_whiten_of_no_one_or_two_tokens_agrees(valid):
+    """`whiten` over 0 or 1 valid tokens has no variance to estimate (the n − 1 estimator is 0/0):
+    both evaluations define it as variance 0, so one token whitens to 0 and no token leaves nothing
+    to read; PPO's loss and gradients are finite, and generated code equals the interpreter."""
+    c = ptdsl.compile("ppo")
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    mask[0, valid:] = False
+    tok = torch.tensor([[-0.7, -1.1, 9.0], [-0.2, 1e30, float("nan")]], dtype=torch.float64)
+    x = {"logprobs(policy, y)": tok, "logprobs(old, y)": tok - 0.25, "logprobs(reference, y)": tok - 0.5,
+         "values(value, y)": tok + 1.0, "values(old(value), y)": tok + 0.75, "mask(y)": mask,
+         "rm(y)": torch.tensor([1.0, 0.0], dtype=torch.float64)}
+    names = trainable_names([c.unoptimised_graph])
+    gen_loss, gen_g = loss_and_grads(lambda i: c.loss(i)[0], x, names)
+    int_loss, int_g = loss_and_grads(lambda i: c.interpret(i)[0], x, names)
+    assert torch.isfinite(gen_loss) and all(torch.isfinite(g).all() for g in gen_g.values())
+    assert_close(gen_loss, int_loss, what="codegen vs interpreter")
+    for n in names:
+        assert_close(gen_g[n], int_g[n], what=f"grad {n}")
+    policy_loss = c.loss(x)[1]["policy_loss"]
+    assert (policy_loss.item() == 0.0) == (valid < 2)  # the whitened advantage of one token is 0

@@ -98,9 +98,12 @@ def _ppo_clip(ratio, adv, lo, hi):
 
 def _whiten_tokens(x: Inputs, t: torch.Tensor) -> torch.Tensor:
     """(t − mean)/sqrt(var + 1e-8) over the batch's valid tokens, unbiased var (verl/TRL
-    masked_whiten). Values outside the mask are irrelevant (callers mask them)."""
+    masked_whiten). A single valid token has variance 0 (TRL divides 0 by 0 there), so it
+    whitens to 0. Values outside the mask are irrelevant (callers mask them)."""
     valid = t[x["mask(y)"]]
     mean = valid.sum() / valid.numel()
+    if valid.numel() == 1:
+        return t - mean
     var = ((valid - mean) ** 2).sum() / (valid.numel() - 1)
     return (t - mean) / torch.sqrt(var + 1e-8)
 
