@@ -40,6 +40,7 @@ from hypothesis import given, settings, strategies as st
 
 import ptdsl
 from tests.helpers import assert_close, loss_and_grads
+from tests.methods import references_online as ON
 from tests.methods import references_online_batch as REF
 from tests.methods import strategies as S
 
@@ -151,13 +152,13 @@ def _compiled(method, params):
     return ptdsl.compile(method, **dict(params))
 
 
-def _check(c, reference, x, what):
+def _check(c, reference, x, what, rtol=1e-6):
     names = [i.name for i in c.inputs if i.trainable]
     got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, names)
     want, want_g = loss_and_grads(reference, x, names)
-    assert_close(got, want, rtol=1e-6, what=f"{what} loss")
+    assert_close(got, want, rtol=rtol, what=f"{what} loss")
     for n in names:
-        assert_close(got_g[n], want_g[n], rtol=1e-6, what=f"{what} grad {n}")
+        assert_close(got_g[n], want_g[n], rtol=rtol, what=f"{what} grad {n}")
 
 
 @pytest.mark.parametrize("method,params,ref,n,extra", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
@@ -251,9 +252,11 @@ def trl_advantages(rewards_per_func: torch.Tensor, n: int, *, scale_rewards="gro
 
 
 def trl_loss(x: dict, advantages: torch.Tensor, *, loss_type: str, beta=0.0, epsilon=0.2, epsilon_high=0.2,
-             delta=None, top_entropy_quantile=1.0, vespo=(2.0, 3.0, 3.0, 2.0)) -> torch.Tensor:
+             delta=None, top_entropy_quantile=1.0, vespo=(2.0, 3.0, 3.0, 2.0), importance_sampling_level="token",
+             max_completion_length=None, sapo=(1.0, 1.05)) -> torch.Tensor:
     """``GRPOTrainer._compute_loss`` on the test's log-probs (and entropies), with TRL's own
-    entropy mask and VESPO gamma weights bound to the stand-in."""
+    entropy mask and VESPO gamma weights bound to the stand-in. ``max_completion_length``
+    (dr_grpo's divisor) defaults to the batch's width."""
     mask = x["mask(y)"]
 
     def clean(key):  # a real model returns finite numbers on padding; TRL masks them afterwards
@@ -275,29 +278,32 @@ def trl_loss(x: dict, advantages: torch.Tensor, *, loss_type: str, beta=0.0, eps
         get_gamma_weights=GRPOTrainer.get_gamma_weights,
         args=SimpleNamespace(use_bias_correction_kl=True, delta=delta, steps_per_generation=1,
                              vespo_k_pos=k_pos, vespo_lambda_pos=lambda_pos, vespo_k_neg=k_neg,
-                             vespo_lambda_neg=lambda_neg),
-        top_entropy_quantile=top_entropy_quantile, off_policy_mask_threshold=None, importance_sampling_level="token",
+                             vespo_lambda_neg=lambda_neg, sapo_temperature_pos=sapo[0], sapo_temperature_neg=sapo[1]),
+        top_entropy_quantile=top_entropy_quantile, off_policy_mask_threshold=None,
+        importance_sampling_level=importance_sampling_level,
         beta=beta, loss_type=loss_type, epsilon_low=epsilon, epsilon_high=epsilon_high, use_vllm=False,
         vllm_importance_sampling_correction=False, current_gradient_accumulation_steps=1,
-        max_completion_length=width, _entropy_bonus_enabled=False,
+        max_completion_length=max_completion_length or width, _entropy_bonus_enabled=False,
         _metrics=defaultdict(lambda: defaultdict(list)),
     )
     stub.get_high_entropy_mask = types.MethodType(GRPOTrainer.get_high_entropy_mask, stub)
     return GRPOTrainer._compute_loss(stub, None, batch)
 
 
-def _three_way(method, spec_params, ref_kw, x, trl_fn):
-    """TRL vs the reference, and the spec vs the reference, in loss and policy gradient."""
+def _three_way(method, spec_params, ref_kw, x, trl_fn, reference=None):
+    """TRL vs the reference, and the spec vs the reference, in loss and policy gradient
+    (the reference: ``reference`` or this batch's own, references_online_batch)."""
     x = S.requires_grad_(x)
     policy = x["logprobs(policy, y)"]
+    reference = reference or getattr(REF, method)
     trl_value = trl_fn(x)
-    ref_value = getattr(REF, method)(x, **ref_kw)
+    ref_value = reference(x, **ref_kw)
     assert_close(trl_value.detach(), ref_value.detach(), rtol=1e-6, what=f"{method}: TRL vs reference loss")
     (g_trl,) = torch.autograd.grad(trl_value, policy)
     (g_ref,) = torch.autograd.grad(ref_value, policy)
     assert_close(g_trl, g_ref, rtol=1e-6, what=f"{method}: TRL vs reference grad")
     c = _compiled(method, tuple(sorted(spec_params.items())))
-    _check(c, lambda i: getattr(REF, method)(i, **ref_kw), {k: v.detach() for k, v in x.items()}, method)
+    _check(c, lambda i: reference(i, **ref_kw), {k: v.detach() for k, v in x.items()}, method)
 
 
 _BETAS = st.sampled_from([0.0, 0.04, 0.5])
@@ -391,6 +397,61 @@ def test_trl_entropy_8020(data, n, beta, rho):
     _three_way("entropy_8020", {"num_generations": n, "beta": beta, "top_entropy_quantile": rho},
                {"n": n, "beta": beta, "rho": rho}, x,
                lambda i: trl_loss(i, adv, loss_type="dapo", beta=beta, epsilon_high=0.28, top_entropy_quantile=rho))
+
+
+@needs_trl
+@FEW
+@given(data=st.data(), n=st.integers(2, 4), beta=_BETAS)
+def test_trl_gspo_adds_nothing_for_a_fully_masked_completion(data, n, beta):
+    """GRPOConfig(importance_sampling_level="sequence", loss_type="grpo") on a batch where at least
+    one completion has no token (a masked truncation) and others have holes: TRL multiplies the
+    loss by the mask before each sequence's token mean, so an empty row adds 0 and still counts in
+    the mean over rows. The spec used to add −min(r·A, clip(r)·A) = −A for it (r = 1)."""
+    x = data.draw(online_inputs(n))
+    x["mask(y)"] = data.draw(S.thinned(x["mask(y)"], empty_rows=1))
+    adv = trl_advantages(_rewards(x), n)
+    _three_way("gspo", {"num_generations": n, "beta": beta}, {"n": n, "beta": beta}, x,
+               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta, epsilon=3e-4, epsilon_high=4e-4,
+                                  importance_sampling_level="sequence"), reference=ON.gspo)
+
+
+# GRPOTrainer settings of the stable specs TRL 1.16 implements with group-scaled advantages:
+# (method, spec params, trl_loss keywords, TRL's scale_rewards)
+TRL_GRPO_FAMILY = [
+    ("grpo", {}, dict(loss_type="grpo"), "group"),
+    ("two_grpo", {}, dict(loss_type="grpo"), "group"),
+    ("bnpo", {}, dict(loss_type="bnpo"), "group"),
+    ("dr_grpo", {"max_completion_length": 6}, dict(loss_type="dr_grpo", max_completion_length=6), "none"),
+    ("dapo", {}, dict(loss_type="dapo", epsilon_high=0.28), "group"),
+    ("gspo", {}, dict(loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, importance_sampling_level="sequence"),
+     "group"),
+    ("luspo", {}, dict(loss_type="luspo", importance_sampling_level="sequence"), "group"),
+    ("cispo", {"epsilon_high": 5.0}, dict(loss_type="cispo", epsilon_high=5.0), "group"),
+    ("sapo", {}, dict(loss_type="sapo"), "group"),
+    ("vespo", {}, dict(loss_type="vespo"), "group"),
+    ("grpo_delta", {}, dict(loss_type="grpo", delta=4.0), "group"),
+    ("entropy_8020", {}, dict(loss_type="dapo", epsilon_high=0.28, top_entropy_quantile=0.2), "group"),
+]
+
+
+@needs_trl
+@pytest.mark.parametrize("method,params,trl_kw,scale", TRL_GRPO_FAMILY, ids=[c[0] for c in TRL_GRPO_FAMILY])
+@settings(max_examples=15)
+@given(data=st.data(), beta=st.sampled_from([0.0, 0.04]))
+def test_trl_grpo_family_on_masks_with_empty_rows_and_holes(method, params, trl_kw, scale, data, beta):
+    """Every GRPOTrainer setting above against TRL itself on masks TRL can be given and the
+    runtime produces (a fully masked completion: `mask_truncated`), and on holes and late starts
+    (TRL's tool masks): loss and policy gradient, spec vs TRL directly."""
+    n = 2 if method == "two_grpo" else data.draw(st.integers(2, 4), label="n")
+    extra = ("entropy",) if method == "entropy_8020" else ()
+    x = data.draw(online_inputs(n, extra))
+    x["mask(y)"] = data.draw(S.thinned(x["mask(y)"], empty_rows=data.draw(st.integers(0, 2), label="empty rows")))
+    adv = trl_advantages(_rewards(x), n, scale_rewards=scale)
+    spec_params = {**params, "beta": beta, **({} if method == "two_grpo" else {"num_generations": n})}
+    c = _compiled(method, tuple(sorted(spec_params.items())))
+    # TRL builds SAPO's τ with torch.where on Python floats, i.e. in float32 (1.05 to ~1e-8)
+    _check(c, lambda i: trl_loss(i, adv, beta=beta, **trl_kw), x, f"{method} vs TRL",
+           rtol=1e-5 if method == "sapo" else 1e-6)
 
 
 @needs_trl
