@@ -127,9 +127,12 @@ def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None, stat
 def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     d = g.nodes[n]
     op, a = d["op"], d["attrs"]
-    if op == "positions":
-        m = args[0]
-        return torch.stack([torch.arange(m.shape[1], dtype=dtype) for _ in range(m.shape[0])])
+    if op == "positions":  # the k-th valid token of a row is at position k − 1
+        out = torch.zeros(args[0].shape, dtype=dtype, device=args[0].device)
+        for i, row in enumerate(args[0]):
+            valid = torch.nonzero(row).flatten()
+            out[i, valid] = torch.arange(len(valid), dtype=dtype, device=out.device)
+        return out
     if op == "token_quantile":
         x, m = args
         vals = x[m].detach().to(torch.promote_types(x.dtype, torch.float32))

@@ -130,8 +130,11 @@ def sum_tokens_keep(x, mask):
 
 
 def positions(mask, dtype):
-    """Each token's index within its sequence (completions are left-aligned)."""
-    return torch.arange(mask.shape[-1], device=mask.device).to(dtype).expand(mask.shape)
+    """Each valid token's 0-based index among its sequence's valid tokens (0 elsewhere), as
+    TRL's LD-DPO counts: with holes or left padding in a mask, the column index would not
+    be comparable with `length`. For a left-aligned run of tokens the two coincide."""
+    counted = torch.where(mask, mask.cumsum(-1) - 1, 0)
+    return counted.to(dtype)
 
 
 def token_quantile(x, mask, q):

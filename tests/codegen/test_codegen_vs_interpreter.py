@@ -73,3 +73,21 @@ def test_whiten_of_no_one_or_two_tokens_agrees(valid):
         assert_close(gen_g[n], int_g[n], what=f"grad {n}")
     policy_loss = c.loss(x)[1]["policy_loss"]
     assert (policy_loss.item() == 0.0) == (valid < 2)  # the whitened advantage of one token is 0
+
+
+def test_position_counts_valid_tokens_in_both(tmp_path):
+    """`position(S)` is a token's rank among its row's valid tokens (TRL's LD-DPO convention), not
+    its column: on a mask with a hole and a late start both evaluations give 0, 1, 2, … over the
+    valid tokens, so `position(S) < length(S)` holds for every valid token."""
+    spec = tmp_path / "positions.ptdsl"
+    spec.write_text('method positions "position as a weight"\ndata sft\npolicy\n'
+                    "loss mean(sum_tokens(position(completion) * logprobs(policy, completion)))\n"
+                    "metric inside = token_mean(where(position(completion) < length(completion), 1, 0))\n")
+    c = ptdsl.compile(str(spec))
+    mask = torch.tensor([[False, True, False, True, True], [True, True, False, False, False]])
+    lp = torch.tensor([[9.0, -1.0, 9.0, -2.0, -4.0], [-1.0, -3.0, 9.0, 9.0, 9.0]], dtype=torch.float64)
+    x = {"logprobs(policy, completion)": lp, "mask(completion)": mask}
+    want = torch.tensor(((0 * -1.0 + 1 * -2.0 + 2 * -4.0) + (0 * -1.0 + 1 * -3.0)) / 2, dtype=torch.float64)
+    for loss, metrics in (c.loss(x), c.interpret(x)):
+        assert_close(loss, want, what="Σ position · logprob")
+        assert metrics["inside"].item() == 1.0
