@@ -332,6 +332,47 @@ def test_trl_sigmoid_ignores_label_smoothing_so_wpo_is_compared_at_zero(data):
     assert_close(_trl_dpo(x, use_weighting=True, label_smoothing=0.3), _trl_dpo(x, use_weighting=True), rtol=1e-12)
 
 
+# DPOTrainer's loss type for each preference spec, and the settings beside it
+DPO_LOSS_TYPES = {
+    "dpo": {}, "sigmoid_norm": dict(loss_type="sigmoid_norm"), "ipo": dict(loss_type="ipo"),
+    "robust_dpo": dict(loss_type="robust"), "hinge": dict(loss_type="hinge"), "exo_pair": dict(loss_type="exo_pair"),
+    "nca_pair": dict(loss_type="nca_pair"), "bco_pair": dict(loss_type="bco_pair"),
+    "sppo_hard": dict(loss_type="sppo_hard"), "apo_zero": dict(loss_type="apo_zero"),
+    "apo_down": dict(loss_type="apo_down"), "discopop": dict(loss_type="discopop"), "aot": dict(loss_type="aot"),
+    "aot_unpaired": dict(loss_type="aot_unpaired"), "ld_dpo": dict(ld_alpha=0.5), "wpo": dict(use_weighting=True),
+}
+
+
+@st.composite
+def _thinned_inputs(draw, c):
+    """Inputs whose completion masks are random subsets of the drawn ones: rows without any
+    token, holes, and completions that start late (left padding), as TRL's batches may be."""
+    from tests.methods.strategies import thinned
+    x = draw(_inputs(c))
+    for s in ("chosen", "rejected"):
+        x[f"mask({s})"] = draw(thinned(x[f"mask({s})"], empty_rows=draw(st.integers(0, 1))))
+    return x
+
+
+@needs_trl
+@pytest.mark.parametrize("method", sorted(DPO_LOSS_TYPES))
+@FEW
+@given(data=st.data())
+def test_trl_dpo_trainer_on_empty_completions_holes_and_left_padding(method, data):
+    """Each preference spec at its defaults against DPOTrainer._compute_loss, loss and gradient, on
+    masks with empty completions (sigmoid_norm used to divide 0 by a length of 0 where TRL clamps
+    the length at 1), holes and late starts (LD-DPO's shared prefix counts valid tokens)."""
+    c = _c(method)
+    x = data.draw(_thinned_inputs(c))
+    names = _trainable(c)
+    settings_ = {"beta": c.params["beta"], "label_smoothing": c.params.get("label_smoothing", 0.0),
+                 **DPO_LOSS_TYPES[method]}
+    if method == "discopop":
+        settings_["discopop_tau"] = c.params["discopop_tau"]
+    trl_side = loss_and_grads(lambda i: _trl_dpo(i, **settings_), x, names)
+    _assert_same(loss_and_grads(lambda i: c.loss(i)[0], x, names), trl_side, names, 1e-6, f"{method} spec/TRL")
+
+
 # --- CPO and TPO trainers, from logits ---------------------------------------------------
 
 
