@@ -548,6 +548,20 @@ def test_remax_baseline_is_the_greedy_reward():
     assert_close(loss, torch.tensor(1.0, dtype=F64), what="remax by hand")
 
 
+@given(data=st.data(), n=st.integers(2, 4))
+@settings(max_examples=20)
+def test_opo_group_without_tokens(data, n):
+    """A group whose every sample is masked has no length weights: its baseline (and the
+    `mean_baseline` metric) is finite, 0 for that group, and the loss equals the reference."""
+    x = data.draw(online_inputs(n))
+    x["mask(y)"][:n] = False
+    c = _compiled("opo", (("num_generations", n),))
+    _check(c, lambda i: REF.opo(i, n=n), x, "opo")
+    r, lengths = x["r(y)"], x["mask(y)"].sum(-1).to(F64)
+    baseline = (lengths * r).reshape(-1, n).sum(1) / lengths.reshape(-1, n).sum(1).clamp(min=1)
+    assert_close(c.loss(x)[1]["mean_baseline"], baseline.mean(), what="mean_baseline")
+
+
 def test_ppo_gae_by_hand():
     """One row, three tokens, γ = 1, λ = 0.5, no KL: δ = (0 + 2 − 1, 0 + 3 − 2, 5 − 3) = (1, 1, 2);
     Â = (1 + 0.5·(1 + 0.5·2), 1 + 0.5·2, 2) = (2, 2, 2); returns = Â + V = (3, 4, 5). Whitened Â is
