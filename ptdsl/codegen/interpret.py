@@ -77,6 +77,15 @@ def _whiten(x, m):
     return (x - mean) / torch.sqrt(var + 1e-8)
 
 
+def _exact(compare):
+    # compare the operands' values, in the wider of their two dtypes: a 0-dim float32 operand
+    # (a quantile) is not rounded to the other's bfloat16, as torch's promotion would
+    def exact(a, b):
+        wide = torch.promote_types(a.dtype, b.dtype)
+        return compare(a.to(wide), b.to(wide))
+    return exact
+
+
 _UNARY = {
     "neg": torch.neg, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p, "expm1": torch.expm1,
     "sigmoid": torch.sigmoid, "logsigmoid": F.logsigmoid, "softplus": F.softplus, "relu": torch.relu,
@@ -90,7 +99,7 @@ _UNARY = {
 _BINARY = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
     "minimum": torch.minimum, "maximum": torch.maximum, "logaddexp": torch.logaddexp,
-    "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq, "ne": torch.ne,
+    **{name: _exact(getattr(torch, name)) for name in ("lt", "le", "gt", "ge", "eq", "ne")},
     "and": torch.logical_and, "or": torch.logical_or,
     "sum_tokens": lambda x, m: _masked(x, m).sum(-1),
     "mean_tokens": lambda x, m: _masked(x, m).sum(-1) / torch.clamp(m.sum(-1), min=1).to(x.dtype),
@@ -136,8 +145,8 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     if op == "token_quantile":
         x, m = args
         vals = x[m].detach().to(torch.promote_types(x.dtype, torch.float32))
-        # the interpreter is the reference semantics: no tokens, a zero quantile (as the kernel)
-        return torch.quantile(vals, a["q"]).to(x.dtype) if vals.numel() else x.new_zeros(())
+        # at least float32, kept (not rounded back to x's dtype); no tokens: a zero quantile
+        return torch.quantile(vals, a["q"]) if vals.numel() else torch.zeros((), dtype=vals.dtype, device=x.device)
     if op == "sort_rows":
         return torch.sort(args[0]).values
     if op == "expand_rows":

@@ -138,12 +138,27 @@ def positions(mask, dtype):
 
 
 def token_quantile(x, mask, q):
-    """(computed in at least float32: torch.quantile has no bfloat16 kernel). A batch
-    without tokens has nothing to compare with the quantile: 0, like an empty mean."""
+    """Computed, and returned, in at least float32 (torch.quantile has no bfloat16 kernel;
+    rounding the result back to bfloat16 would move a threshold onto a token's value, so
+    comparisons keep it wide, see below). A batch without tokens has nothing to compare
+    with the quantile: 0, like an empty mean."""
     vals = x[mask].detach().to(torch.promote_types(x.dtype, torch.float32))
     if vals.numel() == 0:
-        return x.new_zeros(())
-    return torch.quantile(vals, q).to(x.dtype)
+        return torch.zeros((), dtype=vals.dtype, device=x.device)
+    return torch.quantile(vals, q)
+
+
+def _compare(op):
+    """A comparison of the exact values: both operands in the wider of their dtypes. torch's
+    own promotion lets a tensor with dimensions round a 0-dim operand to its dtype (bfloat16
+    entropies >= a float32 quantile compares in bfloat16), which can flip the answer."""
+    def compare(a, b):
+        dt = torch.promote_types(a.dtype, b.dtype)
+        return op(a.to(dt), b.to(dt))
+    return compare
+
+
+lt, le, gt, ge, eq, ne = (_compare(op) for op in (torch.lt, torch.le, torch.gt, torch.ge, torch.eq, torch.ne))
 
 
 def running_mean(x, state, key, sum_over_processes=None):

@@ -91,3 +91,21 @@ def test_position_counts_valid_tokens_in_both(tmp_path):
     for loss, metrics in (c.loss(x), c.interpret(x)):
         assert_close(loss, want, what="Σ position · logprob")
         assert metrics["inside"].item() == 1.0
+
+
+def test_comparisons_and_quantiles_keep_full_precision():
+    """A bfloat16 tensor compared with a 0-dim float32 value (a quantile): Python's operators round
+    the float32 value to bfloat16 first (1 + 2⁻⁸ → 1), the comparison kernels and the interpreter
+    compare the exact values. token_quantile returns float32 for bfloat16 input in both."""
+    from ptdsl.codegen import interpret, kernels as K
+    x = torch.tensor([1.0, 1.0078125], dtype=torch.bfloat16)
+    q = torch.tensor(1.00390625)
+    assert (x >= q).tolist() == [True, True]  # what the generated code did
+    want = {"lt": [True, False], "le": [True, False], "gt": [False, True], "ge": [False, True],
+            "eq": [False, False], "ne": [True, True]}
+    for op, expected in want.items():
+        assert getattr(K, op)(x, q).tolist() == expected, op
+        assert interpret._BINARY[op](x, q).tolist() == expected, op
+    mask = torch.ones(2, dtype=torch.bool)
+    assert K.token_quantile(x, mask, 0.5).dtype == torch.float32
+    assert K.token_quantile(x, mask, 0.5).item() == 1.00390625

@@ -454,6 +454,54 @@ def test_trl_grpo_family_on_masks_with_empty_rows_and_holes(method, params, trl_
            rtol=1e-5 if method == "sapo" else 1e-6)
 
 
+def _bf16_entropy_batch():
+    """Two rows, two tokens each, bfloat16: entropies 1 and 1 + 2⁻⁷ (adjacent bfloat16 values). Their
+    median (ρ = 0.5) is 1 + 2⁻⁸ in float32, which rounds to 1 in bfloat16 (ties to even)."""
+    bf16 = torch.bfloat16
+    return {"entropy(policy, y)": torch.tensor([[1.0, 1.0078125], [1.0078125, 1.0]], dtype=bf16),
+            "logprobs(policy, y)": torch.tensor([[-1.0, -2.0], [-0.5, -1.5]], dtype=bf16),
+            "logprobs(old, y)": torch.tensor([[-1.25, -2.25], [-0.25, -1.0]], dtype=bf16),
+            "mask(y)": torch.ones(2, 2, dtype=torch.bool), "r(y)": torch.tensor([1.0, 0.0], dtype=bf16)}
+
+
+def _trl_forking(x, rho):
+    stub = SimpleNamespace(accelerator=_Accelerator())
+    return GRPOTrainer.get_high_entropy_mask(stub, x["entropy(policy, y)"], x["mask(y)"].long(), 1 - rho)
+
+
+@needs_trl
+def test_trl_entropy_8020_in_bfloat16_compares_with_the_float32_quantile():
+    """TRL takes the quantile in float32 and compares the entropies with it in float32, so it drops
+    the two entropy-1 tokens; rounding the threshold back to bfloat16 (as token_quantile did) kept
+    them. The interpreter, the reference semantics, keeps TRL's tokens."""
+    x = _bf16_entropy_batch()
+    trl_mask = _trl_forking(x, 0.5)
+    assert trl_mask.tolist() == [[False, True], [True, False]]
+    c = _compiled("entropy_8020", (("num_generations", 2), ("top_entropy_quantile", 0.5)))
+    loss, metrics = c.interpret(x)
+    assert metrics["forking_fraction"].item() == trl_mask.float().mean().item() == 0.5
+    # TRL's loss on the same values (log-probs in float64, its entropy mask from the bfloat16
+    # entropies): −0.085 with TRL's two tokens, −0.170 with all four; bfloat16 arithmetic ~1e-2
+    wide = {k: v if k.startswith("entropy") or not v.is_floating_point() else v.double() for k, v in x.items()}
+    wide["logprobs(reference, y)"] = wide["logprobs(policy, y)"]  # β = 0: unused
+    trl_value = trl_loss(wide, trl_advantages(_rewards(wide), 2), loss_type="dapo", epsilon_high=0.28,
+                         top_entropy_quantile=0.5)
+    assert abs(trl_value.item() + 0.0848) < 1e-3
+    assert_close(loss.double(), trl_value, rtol=2e-2, atol=0, what="entropy_8020 bf16 vs TRL loss")
+
+
+@needs_trl
+@pytest.mark.xfail(strict=True, reason="generated code compares with Python's operators, which round a 0-dim "
+                   "float32 operand to bfloat16: codegen/python.py must emit lt/le/gt/ge/eq/ne as K.lt(a, b), ... "
+                   "(kernels.py has them); remove this mark when it does")
+def test_generated_entropy_8020_in_bfloat16_compares_with_the_float32_quantile():
+    x = _bf16_entropy_batch()
+    c = _compiled("entropy_8020", (("num_generations", 2), ("top_entropy_quantile", 0.5)))
+    (loss, metrics), (want, _) = c.loss(x), c.interpret(x)
+    assert metrics["forking_fraction"].item() == _trl_forking(x, 0.5).float().mean().item()
+    assert loss.item() == want.item()
+
+
 @needs_trl
 def test_trl_defaults_match_the_specs():
     """The params that are TRL 1.16 GRPOConfig fields keep TRL's defaults (grpo_delta's δ and the
