@@ -77,6 +77,11 @@ def _whiten(x, m):
     return (x - mean) / torch.sqrt(var + 1e-8)
 
 
+def _counts(dtype):
+    # lengths and positions are integers: exact in at least float32 (bfloat16 stops at 256)
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _exact(compare):
     # compare the operands' values, in the wider of their two dtypes: a 0-dim float32 operand
     # (a quantile) is not rounded to the other's bfloat16, as torch's promotion would
@@ -137,10 +142,10 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     d = g.nodes[n]
     op, a = d["op"], d["attrs"]
     if op == "positions":  # the k-th valid token of a row is at position k − 1
-        out = torch.zeros(args[0].shape, dtype=dtype, device=args[0].device)
+        out = torch.zeros(args[0].shape, dtype=_counts(dtype), device=args[0].device)
         for i, row in enumerate(args[0]):
             valid = torch.nonzero(row).flatten()
-            out[i, valid] = torch.arange(len(valid), dtype=dtype, device=out.device)
+            out[i, valid] = torch.arange(len(valid), dtype=out.dtype, device=out.device)
         return out
     if op == "token_quantile":
         x, m = args
@@ -180,7 +185,7 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     if op == "to_real":
         return args[0].to(dtype)
     if op == "length":
-        return args[0].sum(-1).to(dtype)
+        return args[0].sum(-1).to(_counts(dtype))
     if op.startswith("group_"):
         n_group = g.graph["rows"][d["level"].rows]
         fn = {"group_mean": lambda x: x.mean().expand(x.shape), "group_sum": lambda x: x.sum().expand(x.shape),

@@ -129,12 +129,23 @@ def sum_tokens_keep(x, mask):
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def _count_dtype(dtype):
+    # counts in at least float32: bfloat16 holds integers exactly only up to 256, so a
+    # position would compare wrongly with a length beyond it
+    return torch.promote_types(dtype, torch.float32)
+
+
+def length(mask, dtype):
+    """Σ_t m_t: each row's number of valid tokens."""
+    return mask.sum(-1).to(_count_dtype(dtype))
+
+
 def positions(mask, dtype):
     """Each valid token's 0-based index among its sequence's valid tokens (0 elsewhere), as
     TRL's LD-DPO counts: with holes or left padding in a mask, the column index would not
     be comparable with `length`. For a left-aligned run of tokens the two coincide."""
     counted = torch.where(mask, mask.cumsum(-1) - 1, 0)
-    return counted.to(dtype)
+    return counted.to(_count_dtype(dtype))
 
 
 def token_quantile(x, mask, q):

@@ -34,6 +34,7 @@ pass-through accelerator) and stand-in models:
 from __future__ import annotations
 
 import copy
+import math
 import functools
 import os
 import types
@@ -371,6 +372,39 @@ def test_trl_dpo_trainer_on_empty_completions_holes_and_left_padding(method, dat
         settings_["discopop_tau"] = c.params["discopop_tau"]
     trl_side = loss_and_grads(lambda i: _trl_dpo(i, **settings_), x, names)
     _assert_same(loss_and_grads(lambda i: c.loss(i)[0], x, names), trl_side, names, 1e-6, f"{method} spec/TRL")
+
+
+def _ld_dpo_bf16_batch():
+    """One pair in bfloat16: 257 chosen tokens, 300 rejected, so the shared prefix is 257 tokens,
+    a count bfloat16 rounds to 256. Every log-ratio is 0 except the chosen's 257th token (−1)."""
+    bf16 = torch.bfloat16
+    x = {}
+    for s, n in (("chosen", 257), ("rejected", 300)):
+        x[f"mask({s})"] = torch.ones(1, n, dtype=torch.bool)
+        x[f"logprobs(policy, {s})"] = torch.full((1, n), -0.5, dtype=bf16)
+        x[f"logprobs(reference, {s})"] = torch.full((1, n), -0.5, dtype=bf16)
+    x["logprobs(policy, chosen)"][0, 256] = -1.5
+    return x
+
+
+# ld_alpha = 0: the 257th token weighs 1 if it is in the shared prefix (it is), else 0
+LD_DPO_BF16_LOSS = -torch.nn.functional.logsigmoid(torch.tensor(0.1 * -1.0, dtype=F64)).item()  # 0.744
+
+
+def test_ld_dpo_counts_exactly_with_bfloat16_inputs():
+    """Lengths and positions are counts in at least float32: in bfloat16 the shared length 257
+    became 256 and the 257th token fell out of the shared prefix (loss log 2 instead of 0.744)."""
+    c = _c("ld_dpo", {"ld_alpha": 0.0})
+    loss, _ = c.interpret(_ld_dpo_bf16_batch())
+    assert abs(loss.item() - LD_DPO_BF16_LOSS) < 5e-3 and abs(loss.item() - math.log(2)) > 2e-2
+
+
+@pytest.mark.xfail(strict=True, reason="codegen/python.py emits `length` as mask.sum(-1).to(dt) (bfloat16); it "
+                   "must emit K.length(mask, dt), and comparisons as K.lt(a, b), …; remove this mark when it does")
+def test_generated_ld_dpo_counts_exactly_with_bfloat16_inputs():
+    c = _c("ld_dpo", {"ld_alpha": 0.0})
+    loss, _ = c.loss(_ld_dpo_bf16_batch())
+    assert abs(loss.item() - LD_DPO_BF16_LOSS) < 5e-3
 
 
 # --- CPO and TPO trainers, from logits ---------------------------------------------------
