@@ -1,7 +1,9 @@
 """Small torch kernels the generated loss code calls for ops that are more than
 one torch expression. Token tensors are [rows, tokens] with a boolean mask of
 the same shape; masked-out positions may hold anything and never leak (torch.where,
-never multiplication, so a NaN there stays out of both value and gradient)."""
+never multiplication, so a NaN there stays out of both value and gradient).
+Precision: counts and quantiles are kept in at least float32 and comparisons see
+exact values, so no discrete decision depends on bfloat16 rounding."""
 from __future__ import annotations
 
 import torch
