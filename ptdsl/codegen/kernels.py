@@ -161,17 +161,36 @@ def token_quantile(x, mask, q):
     return torch.quantile(vals, q)
 
 
-def _compare(op):
-    """A comparison of the exact values: both operands in the wider of their dtypes. torch's
-    own promotion lets a tensor with dimensions round a 0-dim operand to its dtype (bfloat16
-    entropies >= a float32 quantile compares in bfloat16), which can flip the answer."""
-    def compare(a, b):
-        dt = torch.promote_types(a.dtype, b.dtype)
-        return op(a.to(dt), b.to(dt))
-    return compare
+# -- comparisons of the exact values: both operands in the wider of their dtypes. torch's
+# own promotion lets a tensor with dimensions round a 0-dim operand to its dtype (bfloat16
+# entropies >= a float32 quantile compare in bfloat16), which can flip the answer.
+def _widened(a, b):
+    dt = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dt), b.to(dt)
 
 
-lt, le, gt, ge, eq, ne = (_compare(op) for op in (torch.lt, torch.le, torch.gt, torch.ge, torch.eq, torch.ne))
+def lt(a, b):
+    return torch.lt(*_widened(a, b))
+
+
+def le(a, b):
+    return torch.le(*_widened(a, b))
+
+
+def gt(a, b):
+    return torch.gt(*_widened(a, b))
+
+
+def ge(a, b):
+    return torch.ge(*_widened(a, b))
+
+
+def eq(a, b):
+    return torch.eq(*_widened(a, b))
+
+
+def ne(a, b):
+    return torch.ne(*_widened(a, b))
 
 
 def running_mean(x, state, key, sum_over_processes=None):
