@@ -82,10 +82,11 @@ def cmd_list(args) -> int:
             m = define(name)
         except SpecError:
             rows.append({"name": name, "family": "?", "data": "?", "stability": "broken", "paper": "",
-                         "title": "(does not parse: run `ptdsl check`)"})
+                         "title": "(does not parse: run `ptdsl check`)", "note": ""})
             continue
         rows.append({"name": m.name, "family": m.family or "", "data": m.data.kind if m.data else "",
-                     "stability": m.stability, "paper": m.paper or "", "title": m.title or ""})
+                     "stability": m.stability, "paper": m.paper or "", "title": m.title or "",
+                     "note": _catalogue_note(m.sources.get(m.path, ""))})
     rows = [r for r in rows if (not args.family or args.family.lower() in r["family"].lower())
             and (not args.stability or r["stability"] == args.stability)]
     if args.format == "json":
@@ -102,10 +103,18 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _catalogue_note(text: str) -> str:
+    """A spec's `#:` comment lines (its own file's, not a parent's), joined: the catalogue's
+    note on the method, e.g. where it knowingly differs from TRL."""
+    lines = (line.strip() for line in text.splitlines())
+    return " ".join(line[2:].strip() for line in lines if line.startswith("#:"))
+
+
 def _markdown(rows) -> str:
     """The paper index (docs/methods.md): one table per family, generated from spec headers."""
     out = ["# Method catalogue", "",
-           "Generated from the spec headers by `ptdsl list --format markdown` (tests keep it in sync).",
+           "Generated from the spec headers and their `#:` notes by `ptdsl list --format markdown` "
+           "(tests keep it in sync).",
            f"{len(rows)} methods; `stable` ones are verified against independent references "
            "(and against TRL 1.16 where TRL implements them).", ""]
     families: dict[str, list] = {}
@@ -119,6 +128,8 @@ def _markdown(rows) -> str:
                 paper = f"[{paper}](https://arxiv.org/abs/{paper[6:]})"
             out.append(f"| `{r['name']}` | {r['title']} | {r['data']} | {r['stability']} | {paper} |")
         out.append("")
+        notes = [f"- `{r['name']}`: {r['note']}" for r in families[family] if r["note"]]
+        out += ["Notes:", "", *notes, ""] if notes else []
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -69,8 +69,26 @@ def _discounted(x, m, gamma):
 
 def _whiten(x, m):
     vals = x[m]
-    mean, var = vals.mean(), vals.var(unbiased=True)
+    if vals.numel() == 0:  # no valid token: mean and variance 0
+        return x / torch.sqrt(torch.tensor(1e-8, dtype=x.dtype, device=x.device))
+    mean = vals.mean()
+    # one token: no spread to estimate, variance 0 (not the n − 1 estimator's 0/0)
+    var = vals.var(unbiased=True) if vals.numel() > 1 else _z(x)
     return (x - mean) / torch.sqrt(var + 1e-8)
+
+
+def _counts(dtype):
+    # lengths and positions are integers: exact in at least float32 (bfloat16 stops at 256)
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _exact(compare):
+    # compare the operands' values, in the wider of their two dtypes: a 0-dim float32 operand
+    # (a quantile) is not rounded to the other's bfloat16, as torch's promotion would
+    def exact(a, b):
+        wide = torch.promote_types(a.dtype, b.dtype)
+        return compare(a.to(wide), b.to(wide))
+    return exact
 
 
 _UNARY = {
@@ -86,7 +104,7 @@ _UNARY = {
 _BINARY = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
     "minimum": torch.minimum, "maximum": torch.maximum, "logaddexp": torch.logaddexp,
-    "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq, "ne": torch.ne,
+    **{name: _exact(getattr(torch, name)) for name in ("lt", "le", "gt", "ge", "eq", "ne")},
     "and": torch.logical_and, "or": torch.logical_or,
     "sum_tokens": lambda x, m: _masked(x, m).sum(-1),
     "mean_tokens": lambda x, m: _masked(x, m).sum(-1) / torch.clamp(m.sum(-1), min=1).to(x.dtype),
@@ -123,14 +141,17 @@ def evaluate(g, inputs: dict, dtype: torch.dtype, norm: dict | None = None, stat
 def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     d = g.nodes[n]
     op, a = d["op"], d["attrs"]
-    if op == "positions":
-        m = args[0]
-        return torch.stack([torch.arange(m.shape[1], dtype=dtype) for _ in range(m.shape[0])])
+    if op == "positions":  # the k-th valid token of a row is at position k − 1
+        out = torch.zeros(args[0].shape, dtype=_counts(dtype), device=args[0].device)
+        for i, row in enumerate(args[0]):
+            valid = torch.nonzero(row).flatten()
+            out[i, valid] = torch.arange(len(valid), dtype=out.dtype, device=out.device)
+        return out
     if op == "token_quantile":
         x, m = args
         vals = x[m].detach().to(torch.promote_types(x.dtype, torch.float32))
-        # the interpreter is the reference semantics: no tokens, a zero quantile (as the kernel)
-        return torch.quantile(vals, a["q"]).to(x.dtype) if vals.numel() else x.new_zeros(())
+        # at least float32, kept (not rounded back to x's dtype); no tokens: a zero quantile
+        return torch.quantile(vals, a["q"]) if vals.numel() else torch.zeros((), dtype=vals.dtype, device=x.device)
     if op == "sort_rows":
         return torch.sort(args[0]).values
     if op == "expand_rows":
@@ -164,7 +185,7 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     if op == "to_real":
         return args[0].to(dtype)
     if op == "length":
-        return args[0].sum(-1).to(dtype)
+        return args[0].sum(-1).to(_counts(dtype))
     if op.startswith("group_"):
         n_group = g.graph["rows"][d["level"].rows]
         fn = {"group_mean": lambda x: x.mean().expand(x.shape), "group_sum": lambda x: x.sum().expand(x.shape),

@@ -1,7 +1,9 @@
 """Small torch kernels the generated loss code calls for ops that are more than
 one torch expression. Token tensors are [rows, tokens] with a boolean mask of
 the same shape; masked-out positions may hold anything and never leak (torch.where,
-never multiplication, so a NaN there stays out of both value and gradient)."""
+never multiplication, so a NaN there stays out of both value and gradient).
+Precision: counts and quantiles are kept in at least float32 and comparisons see
+exact values, so no discrete decision depends on bfloat16 rounding."""
 from __future__ import annotations
 
 import torch
@@ -113,10 +115,14 @@ def gae(rewards, values, mask, gamma, lam):
 
 
 def whiten(x, mask):
-    """(x − mean) / sqrt(var + 1e-8) over the valid tokens of the batch (unbiased var)."""
+    """(x − mean) / sqrt(var + 1e-8) over the valid tokens of the batch (unbiased var).
+
+    One valid token has no spread to estimate (the n − 1 variance would be 0/0, which
+    TRL's masked_whiten leaves as NaN): its variance is 0, so it whitens to 0. With no
+    valid token the mean and variance are 0 and nothing downstream reads the result."""
     n = mask.sum().to(x.dtype)
-    mean = token_sum(x, mask) / n
-    var = sum_tokens((x - mean) ** 2, mask).sum() / (n - 1)
+    mean = token_sum(x, mask) / n.clamp(min=1)
+    var = sum_tokens((x - mean) ** 2, mask).sum() / (n - 1).clamp(min=1)
     return (x - mean) * torch.rsqrt(var + 1e-8)
 
 
@@ -125,18 +131,66 @@ def sum_tokens_keep(x, mask):
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def _count_dtype(dtype):
+    # counts in at least float32: bfloat16 holds integers exactly only up to 256, so a
+    # position would compare wrongly with a length beyond it
+    return torch.promote_types(dtype, torch.float32)
+
+
+def length(mask, dtype):
+    """Σ_t m_t: each row's number of valid tokens."""
+    return mask.sum(-1).to(_count_dtype(dtype))
+
+
 def positions(mask, dtype):
-    """Each token's index within its sequence (completions are left-aligned)."""
-    return torch.arange(mask.shape[-1], device=mask.device).to(dtype).expand(mask.shape)
+    """Each valid token's 0-based index among its sequence's valid tokens (0 elsewhere), as
+    TRL's LD-DPO counts: with holes or left padding in a mask, the column index would not
+    be comparable with `length`. For a left-aligned run of tokens the two coincide."""
+    counted = torch.where(mask, mask.cumsum(-1) - 1, 0)
+    return counted.to(_count_dtype(dtype))
 
 
 def token_quantile(x, mask, q):
-    """(computed in at least float32: torch.quantile has no bfloat16 kernel). A batch
-    without tokens has nothing to compare with the quantile: 0, like an empty mean."""
+    """Computed, and returned, in at least float32 (torch.quantile has no bfloat16 kernel;
+    rounding the result back to bfloat16 would move a threshold onto a token's value, so
+    comparisons keep it wide, see below). A batch without tokens has nothing to compare
+    with the quantile: 0, like an empty mean."""
     vals = x[mask].detach().to(torch.promote_types(x.dtype, torch.float32))
     if vals.numel() == 0:
-        return x.new_zeros(())
-    return torch.quantile(vals, q).to(x.dtype)
+        return torch.zeros((), dtype=vals.dtype, device=x.device)
+    return torch.quantile(vals, q)
+
+
+# -- comparisons of the exact values: both operands in the wider of their dtypes. torch's
+# own promotion lets a tensor with dimensions round a 0-dim operand to its dtype (bfloat16
+# entropies >= a float32 quantile compare in bfloat16), which can flip the answer.
+def _widened(a, b):
+    dt = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dt), b.to(dt)
+
+
+def lt(a, b):
+    return torch.lt(*_widened(a, b))
+
+
+def le(a, b):
+    return torch.le(*_widened(a, b))
+
+
+def gt(a, b):
+    return torch.gt(*_widened(a, b))
+
+
+def ge(a, b):
+    return torch.ge(*_widened(a, b))
+
+
+def eq(a, b):
+    return torch.eq(*_widened(a, b))
+
+
+def ne(a, b):
+    return torch.ne(*_widened(a, b))
 
 
 def running_mean(x, state, key, sum_over_processes=None):

@@ -50,3 +50,62 @@ def test_token_quantile_of_a_batch_without_tokens_is_zero_in_both():
          "r(y)": torch.tensor([1.0, 0.0], dtype=torch.float64), "mask(y)": torch.zeros(2, 3, dtype=torch.bool)}
     loss, _ = c.loss(x)
     assert torch.isfinite(loss) and loss.item() == c.interpret(x)[0].item()
+
+
+@pytest.mark.parametrize("valid", [0, 1, 2])
+def test_whiten_of_no_one_or_two_tokens_agrees(valid):
+    """`whiten` over 0 or 1 valid tokens has no variance to estimate (the n − 1 estimator is 0/0):
+    both evaluations define it as variance 0, so one token whitens to 0 and no token leaves nothing
+    to read; PPO's loss and gradients are finite, and generated code equals the interpreter."""
+    c = ptdsl.compile("ppo")
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    mask[0, valid:] = False
+    tok = torch.tensor([[-0.7, -1.1, 9.0], [-0.2, 1e30, float("nan")]], dtype=torch.float64)
+    x = {"logprobs(policy, y)": tok, "logprobs(old, y)": tok - 0.25, "logprobs(reference, y)": tok - 0.5,
+         "values(value, y)": tok + 1.0, "values(old(value), y)": tok + 0.75, "mask(y)": mask,
+         "rm(y)": torch.tensor([1.0, 0.0], dtype=torch.float64)}
+    names = trainable_names([c.unoptimised_graph])
+    gen_loss, gen_g = loss_and_grads(lambda i: c.loss(i)[0], x, names)
+    int_loss, int_g = loss_and_grads(lambda i: c.interpret(i)[0], x, names)
+    assert torch.isfinite(gen_loss) and all(torch.isfinite(g).all() for g in gen_g.values())
+    assert_close(gen_loss, int_loss, what="codegen vs interpreter")
+    for n in names:
+        assert_close(gen_g[n], int_g[n], what=f"grad {n}")
+    policy_loss = c.loss(x)[1]["policy_loss"]
+    assert (policy_loss.item() == 0.0) == (valid < 2)  # the whitened advantage of one token is 0
+
+
+def test_position_counts_valid_tokens_in_both(tmp_path):
+    """`position(S)` is a token's rank among its row's valid tokens (TRL's LD-DPO convention), not
+    its column: on a mask with a hole and a late start both evaluations give 0, 1, 2, … over the
+    valid tokens, so `position(S) < length(S)` holds for every valid token."""
+    spec = tmp_path / "positions.ptdsl"
+    spec.write_text('method positions "position as a weight"\ndata sft\npolicy\n'
+                    "loss mean(sum_tokens(position(completion) * logprobs(policy, completion)))\n"
+                    "metric inside = token_mean(where(position(completion) < length(completion), 1, 0))\n")
+    c = ptdsl.compile(str(spec))
+    mask = torch.tensor([[False, True, False, True, True], [True, True, False, False, False]])
+    lp = torch.tensor([[9.0, -1.0, 9.0, -2.0, -4.0], [-1.0, -3.0, 9.0, 9.0, 9.0]], dtype=torch.float64)
+    x = {"logprobs(policy, completion)": lp, "mask(completion)": mask}
+    want = torch.tensor(((0 * -1.0 + 1 * -2.0 + 2 * -4.0) + (0 * -1.0 + 1 * -3.0)) / 2, dtype=torch.float64)
+    for loss, metrics in (c.loss(x), c.interpret(x)):
+        assert_close(loss, want, what="Σ position · logprob")
+        assert metrics["inside"].item() == 1.0
+
+
+def test_comparisons_and_quantiles_keep_full_precision():
+    """A bfloat16 tensor compared with a 0-dim float32 value (a quantile): Python's operators round
+    the float32 value to bfloat16 first (1 + 2⁻⁸ → 1), the comparison kernels and the interpreter
+    compare the exact values. token_quantile returns float32 for bfloat16 input in both."""
+    from ptdsl.codegen import interpret, kernels as K
+    x = torch.tensor([1.0, 1.0078125], dtype=torch.bfloat16)
+    q = torch.tensor(1.00390625)
+    assert (x >= q).tolist() == [True, True]  # what the generated code did
+    want = {"lt": [True, False], "le": [True, False], "gt": [False, True], "ge": [False, True],
+            "eq": [False, False], "ne": [True, True]}
+    for op, expected in want.items():
+        assert getattr(K, op)(x, q).tolist() == expected, op
+        assert interpret._BINARY[op](x, q).tolist() == expected, op
+    mask = torch.ones(2, dtype=torch.bool)
+    assert K.token_quantile(x, mask, 0.5).dtype == torch.float32
+    assert K.token_quantile(x, mask, 0.5).item() == 1.00390625

@@ -55,8 +55,10 @@ def hinge(x, *, beta=0.1):
 
 
 def sigmoid_norm(x, *, beta=0.1):
-    """P16: −log σ(β(h_w/|y_w| − h_l/|y_l|))."""
-    z = beta * (_h(x, "chosen") / _len(x, "chosen") - _h(x, "rejected") / _len(x, "rejected"))
+    """P16: −log σ(β(h_w/|y_w| − h_l/|y_l|)); TRL clamps each length at 1 (an empty completion's h is 0)."""
+    def per_token(s):
+        return _h(x, s) / _len(x, s).clamp(min=1)
+    z = beta * (per_token("chosen") - per_token("rejected"))
     return -F.logsigmoid(z).mean()
 
 

@@ -98,10 +98,11 @@ def discopop(x, *, beta=0.1, discopop_tau=0.05):
 
 
 def _ld_logp(x: Inputs, model: str, s: str, shared: torch.Tensor, alpha: float) -> torch.Tensor:
-    """ℓ̃(y) = Σ_{t ≤ l_p} ℓ(y_t) + α Σ_{t > l_p} ℓ(y_t) (1-based t; completions left-aligned)."""
+    """ℓ̃(y) = Σ_{t ≤ l_p} ℓ(y_t) + α Σ_{t > l_p} ℓ(y_t), t the 1-based rank of a token among the
+    row's valid tokens (TRL: the mask's cumulative sum), whatever columns hold them."""
     tokens = _tokens(x, model, s)
-    index = torch.arange(1, tokens.shape[1] + 1, dtype=torch.float64)  # 1-based token index
-    weight = torch.where(index[None, :] <= shared[:, None], 1.0, alpha)
+    index = x[f"mask({s})"].to(torch.float64).cumsum(-1)
+    weight = torch.where(index <= shared[:, None], 1.0, alpha)
     return (weight * tokens).sum(-1)
 
 

@@ -30,8 +30,9 @@ def _k3(x: Inputs) -> torch.Tensor:
 
 
 def _seq_mean(x: Inputs, t: torch.Tensor) -> torch.Tensor:
+    """Per-sequence token mean; an empty completion's is 0 (TRL clamps the length at 1)."""
     m = x["mask(y)"]
-    return torch.where(m, t, torch.zeros(())).sum(-1) / m.sum(-1)
+    return torch.where(m, t, torch.zeros(())).sum(-1) / m.sum(-1).clamp(min=1)
 
 
 def _token_mean(x: Inputs, t: torch.Tensor) -> torch.Tensor:
@@ -51,14 +52,15 @@ def bnpo(x, *, n, beta=0.0, epsilon=0.2, epsilon_high=0.2):
 
 
 def _sequence_ratio(x):
-    m = x["mask(y)"]
-    return torch.exp((_tok(x, "policy") - _tok(x, "old")).sum(-1) / m.sum(-1))
+    return torch.exp(_seq_mean(x, _tok(x, "policy") - _tok(x, "old")))
 
 
 def gspo(x, *, n, beta=0.0, epsilon=3e-4, epsilon_high=4e-4):
-    """G15: s_i = exp(mean_t log r); −min(s A, clip(s) A) + β s mean_t k3; mean over sequences."""
+    """G15: s_i = exp(mean_t log r); −min(s A, clip(s) A) + β s mean_t k3; mean over sequences.
+    A completion without tokens adds 0 (TRL multiplies the loss by the mask before its token mean)."""
     a, s = _adv(x["r(y)"], n), _sequence_ratio(x)
     per = -torch.minimum(s * a, torch.clamp(s, 1 - epsilon, 1 + epsilon_high) * a)
+    per = torch.where(x["mask(y)"].any(-1), per, torch.zeros(()))
     return (per + beta * s * _seq_mean(x, _k3(x))).mean()
 
 

@@ -50,8 +50,9 @@ def _seq_mean(x: Inputs, t: torch.Tensor) -> torch.Tensor:
 
 
 def _batch_token_mean(x: Inputs, t: torch.Tensor) -> torch.Tensor:
+    """Σ m t / Σ m over the batch; a batch without tokens has mean 0 (TRL clamps the count at 1)."""
     m = x["mask(y)"]
-    return torch.where(m, t, _zero(t)).sum() / m.sum()
+    return torch.where(m, t, _zero(t)).sum() / m.sum().clamp(min=1)
 
 
 def _lengths(x: Inputs) -> torch.Tensor:
@@ -98,9 +99,12 @@ def _ppo_clip(ratio, adv, lo, hi):
 
 def _whiten_tokens(x: Inputs, t: torch.Tensor) -> torch.Tensor:
     """(t − mean)/sqrt(var + 1e-8) over the batch's valid tokens, unbiased var (verl/TRL
-    masked_whiten). Values outside the mask are irrelevant (callers mask them)."""
+    masked_whiten). A single valid token has variance 0 (TRL divides 0 by 0 there), so it
+    whitens to 0. Values outside the mask are irrelevant (callers mask them)."""
     valid = t[x["mask(y)"]]
     mean = valid.sum() / valid.numel()
+    if valid.numel() == 1:
+        return t - mean
     var = ((valid - mean) ** 2).sum() / (valid.numel() - 1)
     return (t - mean) / torch.sqrt(var + 1e-8)
 
@@ -180,7 +184,7 @@ def gpg(x: Inputs, *, n: int) -> torch.Tensor:
 def opo(x: Inputs, *, n: int) -> torch.Tensor:
     """G23: b = Σ_group |o_j| R_j / Σ_group |o_j|; A = R − b; on-policy surrogate ρA, token mean."""
     r, lengths = x["r(y)"], _lengths(x)
-    b = ((_groups(lengths * r, n).sum(1)) / _groups(lengths, n).sum(1)).repeat_interleave(n)
+    b = ((_groups(lengths * r, n).sum(1)) / _groups(lengths, n).sum(1).clamp(min=1)).repeat_interleave(n)
     adv = (r - b)[:, None]
     return _batch_token_mean(x, -adv * _ratio(x))
 

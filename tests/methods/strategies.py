@@ -145,6 +145,21 @@ def rollout_inputs(draw, n: int, dtype: torch.dtype = torch.float64) -> dict[str
     }
 
 
+@st.composite
+def thinned(draw, mask: torch.Tensor, empty_rows: int = 0) -> torch.Tensor:
+    """A random subset of ``mask``: tokens drop out at the start (as left padding would put
+    them), in the middle (holes) or everywhere, so some rows may have no token at all (a
+    fully masked completion, e.g. a masked truncation). The first ``empty_rows`` rows (in a
+    random order of the rows) are always emptied. Values under the dropped tokens stay the
+    valid ones drawn for them; a loss must ignore them all the same."""
+    keep = torch.tensor([[draw(st.booleans()) for _ in range(mask.shape[1])] for _ in range(mask.shape[0])])
+    out = mask & keep
+    rows = draw(st.permutations(range(mask.shape[0])))
+    for i in rows[:empty_rows]:
+        out[i] = False
+    return out
+
+
 def requires_grad_(inputs: dict[str, torch.Tensor], keys=None) -> dict[str, torch.Tensor]:
     """Make ``keys`` (default: every ``logprobs(policy, ...)`` entry) fresh leaves that require grad.
 
