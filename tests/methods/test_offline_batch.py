@@ -399,8 +399,6 @@ def test_ld_dpo_counts_exactly_with_bfloat16_inputs():
     assert abs(loss.item() - LD_DPO_BF16_LOSS) < 5e-3 and abs(loss.item() - math.log(2)) > 2e-2
 
 
-@pytest.mark.xfail(strict=True, reason="codegen/python.py emits `length` as mask.sum(-1).to(dt) (bfloat16); it "
-                   "must emit K.length(mask, dt), and comparisons as K.lt(a, b), …; remove this mark when it does")
 def test_generated_ld_dpo_counts_exactly_with_bfloat16_inputs():
     c = _c("ld_dpo", {"ld_alpha": 0.0})
     loss, _ = c.loss(_ld_dpo_bf16_batch())

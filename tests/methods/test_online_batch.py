@@ -298,10 +298,12 @@ def _three_way(method, spec_params, ref_kw, x, trl_fn, reference=None):
     reference = reference or getattr(REF, method)
     trl_value = trl_fn(x)
     ref_value = reference(x, **ref_kw)
-    assert_close(trl_value.detach(), ref_value.detach(), rtol=1e-6, what=f"{method}: TRL vs reference loss")
+    # TRL's advantages pass through float32 (its rewards_per_func): each is off by ~1e-8 of its value,
+    # which a loss whose terms nearly cancel shows as an absolute error of that size, hence the atol
+    assert_close(trl_value.detach(), ref_value.detach(), rtol=1e-6, atol=1e-7, what=f"{method}: TRL vs reference loss")
     (g_trl,) = torch.autograd.grad(trl_value, policy)
     (g_ref,) = torch.autograd.grad(ref_value, policy)
-    assert_close(g_trl, g_ref, rtol=1e-6, what=f"{method}: TRL vs reference grad")
+    assert_close(g_trl, g_ref, rtol=1e-6, atol=1e-7, what=f"{method}: TRL vs reference grad")
     c = _compiled(method, tuple(sorted(spec_params.items())))
     _check(c, lambda i: reference(i, **ref_kw), {k: v.detach() for k, v in x.items()}, method)
 
@@ -491,9 +493,6 @@ def test_trl_entropy_8020_in_bfloat16_compares_with_the_float32_quantile():
 
 
 @needs_trl
-@pytest.mark.xfail(strict=True, reason="generated code compares with Python's operators, which round a 0-dim "
-                   "float32 operand to bfloat16: codegen/python.py must emit lt/le/gt/ge/eq/ne as K.lt(a, b), ... "
-                   "(kernels.py has them); remove this mark when it does")
 def test_generated_entropy_8020_in_bfloat16_compares_with_the_float32_quantile():
     x = _bf16_entropy_batch()
     c = _compiled("entropy_8020", (("num_generations", 2), ("top_entropy_quantile", 0.5)))
