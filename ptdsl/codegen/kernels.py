@@ -60,11 +60,13 @@ def group_std(x, n):
 
 
 def group_max(x, n):
-    return _groups(x, n).max(1, keepdim=True).values.expand(-1, n).reshape(-1)
+    # amax: at ties the gradient is shared evenly by the tied rows, as the interpreter's full max
+    # does (`.max(dim)` would give it all to one index)
+    return _groups(x, n).amax(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
 def group_min(x, n):
-    return _groups(x, n).min(1, keepdim=True).values.expand(-1, n).reshape(-1)
+    return _groups(x, n).amin(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
 def group_logsumexp(x, n):

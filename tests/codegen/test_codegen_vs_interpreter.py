@@ -109,3 +109,14 @@ def test_comparisons_and_quantiles_keep_full_precision():
     mask = torch.ones(2, dtype=torch.bool)
     assert K.token_quantile(x, mask, 0.5).dtype == torch.float32
     assert K.token_quantile(x, mask, 0.5).item() == 1.00390625
+
+
+def test_group_max_and_min_share_the_gradient_at_ties_like_the_interpreter():
+    """Found by the fuzzer: at tied values `.max(dim)` gave the whole gradient to one row while
+    the interpreter (a full max) shares it; both now share it evenly."""
+    from ptdsl.codegen import kernels
+    for op in ("group_max", "group_min"):  # Σ over rows of the group's max: 3 × max, shared by ties
+        x = torch.tensor([1.0, 3.0, 3.0, 0.0, 2.0, 2.0], dtype=torch.float64, requires_grad=True)
+        getattr(kernels, op)(x, 3).sum().backward()
+        want = {"group_max": [0.0, 1.5, 1.5, 0.0, 1.5, 1.5], "group_min": [3.0, 0.0, 0.0, 3.0, 0.0, 0.0]}[op]
+        assert x.grad.tolist() == want, (op, x.grad.tolist())
