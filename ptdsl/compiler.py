@@ -57,7 +57,7 @@ def read_spec(path: Path, sources: dict):
     try:
         return parse(text, str(path))
     except ParseFailed as exc:
-        raise SpecError([exc.diagnostic], sources) from None
+        raise SpecError(exc.diagnostics, sources) from None
 
 
 def define(name_or_path: str) -> MethodDef:
@@ -79,11 +79,15 @@ def define(name_or_path: str) -> MethodDef:
     return m
 
 
-def optimise(g):
-    """Fold, rewrite, share and prune to a fixpoint."""
+def optimise(g, sink: Sink):
+    """Fold, rewrite, share and prune to a fixpoint. Folding reports constants that overflow."""
     applied: list[str] = []
     for _ in range(MAX_ROUNDS):
-        g, _, c1 = passes.run("fold", fold_constants, g)
+        g, found, c1 = passes.run("fold", fold_constants, g)
+        for d in found:
+            sink.add(d)
+        if sink.has_errors:
+            break
         g, _, c2, rules = passes.run("rewrite", rewrite, g)
         g, _, c3 = passes.run("cse", eliminate_common, g)
         g, _, c4 = passes.run("dce", eliminate_dead, g)
@@ -105,7 +109,8 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
         _fail(sink, sources)
         passes.run("gradient", check_gradient, typed, sink)      # the loss must train the policy
         _fail(sink, sources)
-        graph, rewrites = optimise(typed)
+        graph, rewrites = optimise(typed, sink)                 # fold · rewrite · cse · dce
+        _fail(sink, sources)
         plan = passes.run("plan", make_plan, graph)
         source, variables = passes.run("codegen", emit_source, graph, sources)
     except passes.InternalError as exc:

@@ -9,7 +9,7 @@ from ptdsl.diagnostics import Sink, Span, did_you_mean, error
 from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
 from ptdsl.ir.graph import SetInfo
-from ptdsl.passes.params import NotConstant, const_eval
+from ptdsl.ir.consteval import ConstError, NotConstant, arith, const_eval
 from ptdsl.syntax import ast
 from ptdsl.syntax.resolve import MethodDef
 
@@ -201,7 +201,7 @@ class _Declarer:
             try:
                 value = const_eval(kw.value, self._param_lookup)
             except NotConstant as exc:
-                self.sink.add(error("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what))
+                self.sink.add(error(exc.code, option_message(kw.name, exc), exc.span, exc.what))
                 continue
             want = allowed[kw.name]
             if want == "int" and isinstance(value, float) and value.is_integer():
@@ -243,9 +243,16 @@ class _Declarer:
             for k, s in ((e.left, e.right), (e.right, e.left)):
                 try:
                     c = const_eval(k, self._param_lookup)
-                except NotConstant:
+                    weight = arith("*", w, c)
+                except NotConstant as exc:
+                    if exc.code != "E0403":  # a constant that overflows is wrong, not a non-constant
+                        self.sink.add(error(exc.code, "bad reward weight", exc.span, exc.what))
+                        return None
                     continue
-                return self._reward_terms(s, w * c)
+                except ConstError as exc:
+                    self.sink.add(error("E0404", "bad reward weight", e.span, exc.what))
+                    return None
+                return self._reward_terms(s, weight)
         self.sink.add(error("E0212", "a reward is a weighted sum of `verifier(\"name\")` and "
                                      "`reward_model(\"path\")` sources", e.span, "not a reward source",
                             help='e.g. `reward r = 0.8 * verifier("accuracy") + 0.2 * verifier("format")`'))
@@ -257,6 +264,12 @@ class _Declarer:
         raise NotConstant(span, f"`{name}` is not a parameter")
 
     # ---- graph -------------------------------------------------------------------
+
+def option_message(name: str, exc: NotConstant) -> str:
+    if exc.code == "E0403":
+        return f"option `{name}` must be a constant"
+    return f"option `{name}` has no finite value"
+
 
 def _as_call(d: ast.DataDecl) -> ast.Call:
     """A data line's options, as keyword arguments for option checking."""

@@ -10,6 +10,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 from ptdsl.diagnostics import Diagnostic, Span, error
 from ptdsl.resources import grammar_path
 from ptdsl.syntax import ast
+from ptdsl.syntax.limits import check_limits, number_value
 
 
 @lru_cache(maxsize=1)
@@ -19,16 +20,27 @@ def _parser() -> Lark:
 
 
 class ParseFailed(Exception):
-    def __init__(self, diagnostic: Diagnostic):
-        self.diagnostic = diagnostic
+    """A syntax error (one diagnostic), or the limits a parsed spec breaks (one or more)."""
+
+    def __init__(self, diagnostics: Diagnostic | list[Diagnostic]):
+        self.diagnostics = [diagnostics] if isinstance(diagnostics, Diagnostic) else list(diagnostics)
+        self.diagnostic = self.diagnostics[0]
+
+
+BOM = "\ufeff"
 
 
 def parse(text: str, path: str) -> ast.SpecFile:
-    """Parse spec text; raise ParseFailed carrying one diagnostic on a syntax error."""
+    """Parse spec text; raise ParseFailed on a syntax error or a broken limit (syntax/limits.py).
+    A leading UTF-8 byte-order mark is dropped (editors on Windows write one)."""
+    text = text.removeprefix(BOM)
     try:
         tree = _parser().parse(text)
     except LarkError as exc:  # every lark failure becomes a diagnostic
         raise ParseFailed(_diagnose(exc, text, path)) from None
+    broken = check_limits(tree, path)  # before the (recursive) conversion below
+    if broken:
+        raise ParseFailed(broken)
     return ast.SpecFile(path, text, tuple(_ToAst(path).transform(tree).children))
 
 
@@ -85,8 +97,7 @@ class _ToAst(Transformer):
         return ast.Name(str(ch[0]), _span(self.path, ch[0]))
 
     def data_option(self, meta, ch):
-        text = str(ch[1])
-        value = ast.Number(int(text) if text.isdigit() else float(text), _span(self.path, ch[1]))
+        value = ast.Number(number_value(str(ch[1])), _span(self.path, ch[1]))
         return ast.KwArg(str(ch[0]), _span(self.path, ch[0]), value, self._s(meta))
 
     def policy_decl(self, meta, ch):
@@ -130,9 +141,7 @@ class _ToAst(Transformer):
 
     # expressions
     def number(self, meta, ch):
-        text = str(ch[0])
-        is_int = text.isdigit()
-        return ast.Number(int(text) if is_int else float(text), self._s(meta))
+        return ast.Number(number_value(str(ch[0])), self._s(meta))
 
     def string(self, meta, ch):
         return ast.String(_unquote(ch[0]), self._s(meta))
