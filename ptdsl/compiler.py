@@ -24,8 +24,8 @@ from ptdsl.passes.levels import check_levels
 from ptdsl.passes.params import bind
 from ptdsl.passes.rewrite import rewrite
 from ptdsl.plan import Plan, make_plan
-from ptdsl.syntax.parse import ParseFailed, parse
-from ptdsl.syntax.resolve import MethodDef, library_loader, resolve
+from ptdsl.syntax.parse import BOM, ParseFailed, parse
+from ptdsl.syntax.resolve import MethodDef, library_loader, parent_error, resolve
 
 MAX_ROUNDS = 10
 
@@ -48,12 +48,31 @@ def _fail(sink: Sink, sources: dict) -> None:
 
 
 def read_spec(path: Path, sources: dict):
+    """The parsed spec at `path`, its text kept in `sources` for rendering diagnostics."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([error("E0203", f"cannot read `{path}`: {exc.__class__.__name__}",
                                help="check the path")], sources) from None
-    sources[str(path)] = text
+    return _parse(path, text, sources)
+
+
+def _read_parent(path: Path, sources: dict):
+    """A parent's spec; a file that cannot be read is reported at the child's `extends`."""
+    try:
+        text = _read(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise parent_error("E0203", f"cannot read `{path}`: {exc.__class__.__name__}",
+                           "cannot be read", help="check the file") from None
+    return _parse(path, text, sources)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is not text
+
+
+def _parse(path: Path, text: str, sources: dict):
+    sources[str(path)] = text.removeprefix(BOM)
     try:
         return parse(text, str(path))
     except ParseFailed as exc:
@@ -62,7 +81,10 @@ def read_spec(path: Path, sources: dict):
 
 def define(name_or_path: str) -> MethodDef:
     """Parse and resolve a method (by library name or file path)."""
-    path = library.find(name_or_path)
+    try:
+        path = library.find(name_or_path)
+    except (OSError, ValueError):  # a path the OS rejects (too long, a NUL byte) names no file
+        path = None
     if path is None:
         looks_like_path = name_or_path.endswith(".ptdsl") or "/" in name_or_path
         if looks_like_path:
@@ -73,7 +95,7 @@ def define(name_or_path: str) -> MethodDef:
     sources: dict[str, str] = {}
     spec = read_spec(path, sources)
     sink = Sink()
-    loader = library_loader([library.methods_dir()], lambda p: read_spec(p, sources))
+    loader = library_loader([library.methods_dir()], lambda p: _read_parent(p, sources))
     m = resolve(spec, loader, sink)
     _fail(sink, sources)
     return m
