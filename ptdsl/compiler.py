@@ -93,10 +93,13 @@ def define(name_or_path: str) -> MethodDef:
                                help=did_you_mean(name_or_path, library.all_names())
                                or "`ptdsl list` shows the methods in the library")])
     sources: dict[str, str] = {}
-    spec = read_spec(path, sources)
     sink = Sink()
     loader = library_loader([library.methods_dir()], lambda p: _read_parent(p, sources))
-    m = resolve(spec, loader, sink)
+    try:
+        spec = passes.run("parse", read_spec, path, sources)
+        m = passes.run("extends", resolve, spec, loader, sink)
+    except passes.InternalError as exc:
+        raise SpecError([exc.diagnostic], sources) from None
     _fail(sink, sources)
     return m
 
@@ -123,7 +126,7 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
     sources = m.sources
     sink = Sink()
     try:
-        params = bind(m, dict(overrides or {}), sink)          # defaults, overrides, constraints
+        params = passes.run("params", bind, m, dict(overrides or {}), sink)  # defaults, overrides, constraints
         _fail(sink, sources)
         g = passes.run("lower", lower, m, params, sink)          # names → IR
         _fail(sink, sources)
