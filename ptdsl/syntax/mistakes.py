@@ -92,7 +92,84 @@ def _common_mistake(exc, text: str) -> tuple[str, str] | None:
     return None
 
 
-def diagnose(exc: LarkError, text: str, path: str) -> Diagnostic:
+# ---- `0 < d < 1`: comparisons do not chain ------------------------------------------
+
+# Tokens inside one comparison operand (parentheses are tracked by depth).
+_OPERAND = {"NAME", "NUMBER", "STRING", "ADD_OP", "MUL_OP", "MINUS", "CIRCUMFLEX", "TRUE", "FALSE"}
+_INTERVAL = {">": "(", ">=": "[", "<": ")", "<=": "]"}
+
+
+def _operand_start(before: list) -> tuple[int, int] | None:
+    """Scanning back from a second comparison operator: (index of the first operator at the same
+    depth, index of the token that ends what comes before the chain, or -1), or None if there
+    is no first operator."""
+    depth, first = 0, None
+    for i in range(len(before) - 1, -1, -1):
+        t = before[i]
+        if t.type in ("RPAR", "LPAR"):
+            depth += 1 if t.type == "RPAR" else -1
+            if depth >= 0:
+                continue
+        elif depth > 0 or t.type in _OPERAND:
+            continue
+        elif t.type == "COMPARE" and first is None:
+            first = i
+            continue
+        return (first, i) if first is not None else None
+    return (first, -1) if first is not None else None
+
+
+def _operand_after(text: str, tok: Token, lex) -> str:
+    """The operand after the second operator, on its line (empty if it cannot be told)."""
+    end, depth = None, 0
+    try:
+        for t in lex(text[tok.end_pos:]):
+            depth += (t.type == "LPAR") - (t.type == "RPAR")
+            if depth < 0 or t.line != 1 or not (t.type in _OPERAND or t.type in ("LPAR", "RPAR")):
+                break
+            end = t.end_pos
+    except LarkError:
+        pass
+    return text[tok.end_pos:tok.end_pos + end].strip() if end else ""
+
+
+def _chained_comparison(exc, text: str, path: str, lex) -> Diagnostic | None:
+    """`0 < d < 1` reads as a comparison followed by a stray `<`: say that comparisons do not
+    chain, and how to write it (an `and`, or for a parameter an interval)."""
+    tok = exc.token
+    try:
+        before = list(lex(text[:tok.start_pos]))
+    except LarkError:
+        return None
+    found = _operand_start(before)
+    if found is None:
+        return None
+    i, k = found
+    first = before[i]
+    start = before[k].end_pos if k >= 0 else 0
+    a, b = text[start:first.start_pos].strip(), text[first.end_pos:tok.start_pos].strip()
+    c = _operand_after(text, tok, lex)
+    span = Span(path, tok.line, tok.column, tok.end_line, tok.end_column)
+    other = Label(Span(path, first.line, first.column, first.end_line, first.end_column), "after this one", False)
+    parts_ok = all(0 < len(x) <= 40 and "\n" not in x for x in (a, b, c))
+    if k >= 2 and before[k].type == "EQUAL" and before[k - 2].type == "PARAM":
+        lo, hi = str(first), str(tok)
+        fix = (f"`param {before[k - 1]} = {a} in {_INTERVAL[lo]}{b}, {c}{_INTERVAL[hi]}`"
+               if parts_ok and lo[0] == ">" and hi[0] == "<" else "an interval, e.g. `in [0, 1)`")
+        return error("E0102", "a parameter takes one constraint", span, "a second comparison", extra=(other,),
+                     help=f"bound it on both sides with {fix}")
+    fix = f"`{a} {first} {b} and {b} {tok} {c}`" if parts_ok else "`a < b and b < c`"
+    return error("E0102", "comparisons do not chain", span, "a second comparison", extra=(other,),
+                 help=f"`a < b < c` is not a range test in ptdsl; write {fix}")
+
+
+def diagnose(exc: LarkError, text: str, path: str, lex=None) -> Diagnostic:
+    """The diagnostic for a lark error; `lex` (the parser's lexer) lets it look at the tokens
+    around the error."""
+    if lex is not None and isinstance(exc, UnexpectedToken) and exc.token.type == "COMPARE":
+        chained = _chained_comparison(exc, text, path, lex)
+        if chained is not None:
+            return chained
     mistake = _common_mistake(exc, text)
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
         body = text.rstrip()  # point just after the last character, not at an empty last line

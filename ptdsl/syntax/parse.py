@@ -39,7 +39,7 @@ def parse(text: str, path: str) -> ast.SpecFile:
     try:
         tree = _parser().parse(text)
     except LarkError as exc:  # every lark failure becomes a diagnostic
-        raise ParseFailed(diagnose(exc, text, path)) from None
+        raise ParseFailed(diagnose(exc, text, path, _parser().lex)) from None
     broken = check_limits(tree, path)  # before the (recursive) conversion below
     if broken:
         raise ParseFailed(broken)
