@@ -49,6 +49,7 @@ class Declarations:
     roles: dict[str, Role] = field(default_factory=dict)
     rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)  # names bound to something other than a role
 
 
 class _Declarer:
@@ -153,7 +154,7 @@ class _Declarer:
         role = self.roles.get(model)
         if role is None or role.kind == "value_head":
             lms = [r for r, info in self.roles.items() if info.kind != "value_head"]
-            help = (did_you_mean(model, lms) if role is None else None) or \
+            help = role_help(model, lms, self.taken()) if role is None else \
                 f"sample from a language model: {', '.join(f'`{r}`' for r in lms)}"
             self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span,
                                 "a value head" if role else "not a model role", help=help))
@@ -263,7 +264,24 @@ class _Declarer:
             return self.params[name]
         raise NotConstant(span, f"`{name}` is not a parameter")
 
+    def taken(self) -> set[str]:
+        """Names bound to something other than a role."""
+        m = self.m
+        return set(m.lets) | set(m.params) | set(m.rewards) | set(m.rollouts) | set(self.sets) | set(self.fields)
+
     # ---- graph -------------------------------------------------------------------
+
+def role_help(name: str, roles, taken) -> str:
+    """Help for a name used as a model that is not a role: a close role name; else, if the
+    name is not `taken` by anything else, how to declare it (`reference = frozen(policy)`)."""
+    close = did_you_mean(name, roles)
+    if close:
+        return close
+    if name.isidentifier() and name not in taken:
+        return (f"declare it as a role first, e.g. `{name} = frozen(policy)` (a frozen copy of the "
+                f"policy) or `{name} = model(\"path or hub id\")`")
+    return f"model roles here: {', '.join(f'`{r}`' for r in roles)}"
+
 
 def option_message(name: str, exc: NotConstant) -> str:
     if exc.code == "E0403":
@@ -286,4 +304,5 @@ def _single_name(c: ast.Call) -> str | None:
 def declare(m: MethodDef, params: dict, sink: Sink) -> Declarations:
     dec = _Declarer(m, params, sink)
     dec.declare()
+    dec.d.taken = dec.taken()
     return dec.d

@@ -14,7 +14,7 @@ import networkx as nx
 from ptdsl.diagnostics import Sink, Span, did_you_mean, error
 from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import EXAMPLES
-from ptdsl.ir.declare import Role, declare, option_message
+from ptdsl.ir.declare import Role, declare, option_message, role_help
 from ptdsl.ir.graph import SetInfo, add, new_graph
 from ptdsl.ir.ops import OPS
 from ptdsl.ir.consteval import NotConstant, const_eval
@@ -37,6 +37,7 @@ class _Lowerer:
         self.sets, self.rows, self.fields = decl.sets, decl.rows, decl.fields
         self.field_rows, self.field_sets = decl.field_rows, decl.field_sets
         self.roles, self.rewards, self.rollouts = decl.roles, decl.rewards, decl.rollouts
+        self.taken = decl.taken
         self.g: nx.DiGraph | None = None
         self.let_nodes: dict[str, int] = {}
         self.let_failed: set[str] = set()  # reported once; later uses fail silently
@@ -284,7 +285,7 @@ class _Lowerer:
                       help="`old` snapshots a trainable model (the policy or a value head) at sampling time")
         name = e.id if isinstance(e, ast.Name) else getattr(e, "func", "?")
         self.fail("E0210", f"`{name}` is not a model role", e.span, "expected a model",
-                  help=did_you_mean(name, self.roles) or
+                  help=role_help(name, self.roles, self.taken) if isinstance(e, ast.Name) else
                   f"model roles here: {', '.join(f'`{r}`' for r in self.roles)}")
 
     def set_arg(self, e: ast.Expr) -> str:
