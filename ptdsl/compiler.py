@@ -21,6 +21,7 @@ from ptdsl.passes.dce import eliminate_dead
 from ptdsl.passes.fold import fold_constants
 from ptdsl.passes.gradflow import check_gradient
 from ptdsl.passes.levels import check_levels
+from ptdsl.passes.origins import point_at_overrides
 from ptdsl.passes.params import bind
 from ptdsl.passes.rewrite import rewrite
 from ptdsl.plan import Plan, make_plan
@@ -42,9 +43,12 @@ class Compiled:
     variables: dict      # generated variable name → IR node
 
 
-def _fail(sink: Sink, sources: dict) -> None:
+def _fail(sink: Sink, sources: dict, graph=None, m: MethodDef | None = None) -> None:
+    """Stop after a stage that found errors; with the graph it ran on, errors in inherited
+    lines also point at the child's definitions behind them (passes/origins.py)."""
     if sink.has_errors:
-        raise SpecError(sink.items, sources)
+        items = sink.items if graph is None else point_at_overrides(sink.items, graph, m)
+        raise SpecError(items, sources)
 
 
 def read_spec(path: Path, sources: dict):
@@ -131,9 +135,9 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
         g = passes.run("lower", lower, m, params, sink)          # names → IR
         _fail(sink, sources)
         typed = passes.run("levels", check_levels, g, sink)      # levels as types; explicit masks
-        _fail(sink, sources)
+        _fail(sink, sources, g, m)
         passes.run("gradient", check_gradient, typed, sink)      # the loss must train the policy
-        _fail(sink, sources)
+        _fail(sink, sources, typed, m)
         graph, rewrites = optimise(typed, sink)                 # fold · rewrite · cse · dce
         _fail(sink, sources)
         plan = passes.run("plan", make_plan, graph)

@@ -139,9 +139,12 @@ def _check_constraint(p: ast.ParamDecl, values, value_of, overridden: bool, sink
         ok, want = False, "a number"
     if not ok:
         where = "the value given" if overridden else "its default"
+        # a child overriding a parent's default: show the child's line too, not only the parent's
+        elsewhere = not overridden and p.default.span.file != c.span.file
         sink.add(error("E0401", f"parameter `{p.name}` = {_fmt(v)} violates its constraint `{want}`",
                        c.span, f"{p.name} must be {want}",
                        notes=(f"the value comes from {where}",),
+                       extra=(Label(p.default.span, "the default is set here", False),) if elsewhere else (),
                        help=f"choose a value of `{p.name}` {want}"))
 
 
