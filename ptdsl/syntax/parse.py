@@ -35,7 +35,11 @@ BOM = "\ufeff"
 def parse(text: str, path: str) -> ast.SpecFile:
     """Parse spec text; raise ParseFailed on a syntax error or a broken limit (syntax/limits.py).
     A leading UTF-8 byte-order mark is dropped (editors on Windows write one)."""
-    text = text.removeprefix(BOM)
+    return _parse(text.removeprefix(BOM), path)
+
+
+@lru_cache(maxsize=256)  # the AST is immutable; library parents are parsed again by every child
+def _parse(text: str, path: str) -> ast.SpecFile:
     try:
         tree = _parser().parse(text)
     except LarkError as exc:  # every lark failure becomes a diagnostic
