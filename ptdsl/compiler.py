@@ -19,7 +19,7 @@ from ptdsl.ir.lower import lower
 from ptdsl.passes.cse import eliminate_common
 from ptdsl.passes.dce import eliminate_dead
 from ptdsl.passes.fold import fold_constants
-from ptdsl.passes.gradflow import check_gradient
+from ptdsl.passes.gradflow import check_gradient, check_gradient_survives
 from ptdsl.passes.levels import check_levels
 from ptdsl.passes.origins import point_at_overrides
 from ptdsl.passes.params import bind
@@ -139,6 +139,8 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
         passes.run("gradient", check_gradient, typed, sink)      # the loss must train the policy
         _fail(sink, sources, typed, m)
         graph, rewrites = optimise(typed, sink)                 # fold · rewrite · cse · dce
+        _fail(sink, sources)
+        passes.run("gradient", check_gradient_survives, graph, typed, sink)  # still, after folding
         _fail(sink, sources)
         plan = passes.run("plan", make_plan, graph)
         source, variables = passes.run("codegen", emit_source, graph, sources)
