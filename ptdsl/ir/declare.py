@@ -9,7 +9,7 @@ from ptdsl.diagnostics import Sink, Span, did_you_mean, error
 from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
 from ptdsl.ir.graph import SetInfo
-from ptdsl.ir.consteval import ConstError, NotConstant, arith, const_eval
+from ptdsl.ir.consteval import MAX_EXACT_INT, ConstError, NotConstant, arith, const_eval
 from ptdsl.syntax import ast
 from ptdsl.syntax.resolve import MethodDef
 
@@ -205,8 +205,8 @@ class _Declarer:
                 self.sink.add(error(exc.code, option_message(kw.name, exc), exc.span, exc.what))
                 continue
             want = allowed[kw.name]
-            if want == "int" and isinstance(value, float) and value.is_integer():
-                value = int(value)  # e.g. `n = group / 2`
+            if want == "int" and isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_INT:
+                value = int(value)  # e.g. `n = group / 2`; beyond 2^53 a double names no exact int
             ok = (isinstance(value, bool) if want == "bool" else
                   not isinstance(value, bool) and isinstance(value, int if want == "int" else (int, float)))
             if not ok:

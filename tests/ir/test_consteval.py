@@ -137,3 +137,15 @@ def test_check_never_hangs_on_huge_powers(tmp_path, default):
     proc = subprocess.run([sys.executable, "-m", "ptdsl", "check", str(f)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 1 and "error[E0404]" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("line", ["data ranked(size = 1e300)", "data ranked(size = 1152921504606846976)"])
+def test_int_options_stay_exact(tmp_path, line):
+    """An int option beyond 2^53 (a double that names no exact int) is rejected, not converted
+    to a 300-digit group size."""
+    f = tmp_path / "c.ptdsl"
+    f.write_text(f'method c "o"\n{line}\npolicy\nloss -mean(logp(policy, responses))\n')
+    with pytest.raises(ptdsl.SpecError) as info:
+        ptdsl.compile(str(f))
+    d = info.value.diagnostics[0]
+    assert d.code == "E0403" and "takes an int" in d.message
