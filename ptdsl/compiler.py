@@ -1,11 +1,13 @@
 """The pipeline: the compiler's table of contents.
 
-    text ─parse─▶ AST ─resolve─▶ MethodDef (extends merged)
+    text ─parse─▶ AST (limits checked first) ─resolve─▶ MethodDef (extends merged)
          ─bind─▶ params ─lower─▶ IR ─levels─▶ typed IR ─gradient─▶ (checked)
-         ─optimise─▶ IR (fold · rewrite · cse · dce, to a fixpoint) ─plan─▶ Plan ─codegen─▶ source
+         ─optimise─▶ IR (fold · rewrite · cse · dce, to a fixpoint) ─gradient─▶ (still trains)
+         ─plan─▶ Plan ─codegen─▶ source
 Every stage is a pure function; each collects its diagnostics, and the pipeline
 stops after the first stage that found an error, so one mistake is not reported
-again as a cascade of others.
+again as a cascade of others. Every stage runs through passes.run, so a crash is an
+internal error (E0901): the compiler raises nothing but SpecError.
 """
 from __future__ import annotations
 
