@@ -37,10 +37,17 @@ def _color(stream) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def report(err: SpecError) -> None:
+def report(err: SpecError) -> int:
+    """Print the diagnostics; the exit status: 3 if one is an internal error (E09xx, a bug in
+    ptdsl), else 1 (the spec or input is wrong)."""
     print(render_all(err.diagnostics, err.sources, color=_color(sys.stderr)), file=sys.stderr)
     n = sum(d.severity == "error" for d in err.diagnostics)
     print(f"\n{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+    return exit_status(err)
+
+
+def exit_status(err: SpecError) -> int:
+    return 3 if any(d.code.startswith("E09") for d in err.diagnostics) else 1
 
 
 # ---- commands -------------------------------------------------------------------
@@ -220,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except SpecError as err:
-        report(err)
-        return 1
+        return report(err)
     except Usage as exc:
         parser.error(str(exc))
     except BrokenPipeError:

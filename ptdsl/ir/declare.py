@@ -9,7 +9,7 @@ from ptdsl.diagnostics import Sink, Span, did_you_mean, error
 from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
 from ptdsl.ir.graph import SetInfo
-from ptdsl.passes.params import NotConstant, const_eval
+from ptdsl.ir.consteval import MAX_EXACT_INT, ConstError, NotConstant, arith, const_eval
 from ptdsl.syntax import ast
 from ptdsl.syntax.resolve import MethodDef
 
@@ -49,6 +49,7 @@ class Declarations:
     roles: dict[str, Role] = field(default_factory=dict)
     rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)  # names bound to something other than a role
 
 
 class _Declarer:
@@ -153,7 +154,7 @@ class _Declarer:
         role = self.roles.get(model)
         if role is None or role.kind == "value_head":
             lms = [r for r, info in self.roles.items() if info.kind != "value_head"]
-            help = (did_you_mean(model, lms) if role is None else None) or \
+            help = role_help(model, lms, self.taken()) if role is None else \
                 f"sample from a language model: {', '.join(f'`{r}`' for r in lms)}"
             self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span,
                                 "a value head" if role else "not a model role", help=help))
@@ -201,11 +202,11 @@ class _Declarer:
             try:
                 value = const_eval(kw.value, self._param_lookup)
             except NotConstant as exc:
-                self.sink.add(error("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what))
+                self.sink.add(error(exc.code, option_message(kw.name, exc), exc.span, exc.what))
                 continue
             want = allowed[kw.name]
-            if want == "int" and isinstance(value, float) and value.is_integer():
-                value = int(value)  # e.g. `n = group / 2`
+            if want == "int" and isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_INT:
+                value = int(value)  # e.g. `n = group / 2`; beyond 2^53 a double names no exact int
             ok = (isinstance(value, bool) if want == "bool" else
                   not isinstance(value, bool) and isinstance(value, int if want == "int" else (int, float)))
             if not ok:
@@ -243,9 +244,16 @@ class _Declarer:
             for k, s in ((e.left, e.right), (e.right, e.left)):
                 try:
                     c = const_eval(k, self._param_lookup)
-                except NotConstant:
+                    weight = arith("*", w, c)
+                except NotConstant as exc:
+                    if exc.code != "E0403":  # a constant that overflows is wrong, not a non-constant
+                        self.sink.add(error(exc.code, "bad reward weight", exc.span, exc.what))
+                        return None
                     continue
-                return self._reward_terms(s, w * c)
+                except ConstError as exc:
+                    self.sink.add(error("E0404", "bad reward weight", e.span, exc.what))
+                    return None
+                return self._reward_terms(s, weight)
         self.sink.add(error("E0212", "a reward is a weighted sum of `verifier(\"name\")` and "
                                      "`reward_model(\"path\")` sources", e.span, "not a reward source",
                             help='e.g. `reward r = 0.8 * verifier("accuracy") + 0.2 * verifier("format")`'))
@@ -256,7 +264,30 @@ class _Declarer:
             return self.params[name]
         raise NotConstant(span, f"`{name}` is not a parameter")
 
+    def taken(self) -> set[str]:
+        """Names bound to something other than a role."""
+        m = self.m
+        return set(m.lets) | set(m.params) | set(m.rewards) | set(m.rollouts) | set(self.sets) | set(self.fields)
+
     # ---- graph -------------------------------------------------------------------
+
+def role_help(name: str, roles, taken) -> str:
+    """Help for a name used as a model that is not a role: a close role name; else, if the
+    name is not `taken` by anything else, how to declare it (`reference = frozen(policy)`)."""
+    close = did_you_mean(name, roles)
+    if close:
+        return close
+    if name.isidentifier() and name not in taken:
+        return (f"declare it as a role first, e.g. `{name} = frozen(policy)` (a frozen copy of the "
+                f"policy) or `{name} = model(\"path or hub id\")`")
+    return f"model roles here: {', '.join(f'`{r}`' for r in roles)}"
+
+
+def option_message(name: str, exc: NotConstant) -> str:
+    if exc.code == "E0403":
+        return f"option `{name}` must be a constant"
+    return f"option `{name}` has no finite value"
+
 
 def _as_call(d: ast.DataDecl) -> ast.Call:
     """A data line's options, as keyword arguments for option checking."""
@@ -273,4 +304,5 @@ def _single_name(c: ast.Call) -> str | None:
 def declare(m: MethodDef, params: dict, sink: Sink) -> Declarations:
     dec = _Declarer(m, params, sink)
     dec.declare()
+    dec.d.taken = dec.taken()
     return dec.d

@@ -14,11 +14,12 @@ import networkx as nx
 from ptdsl.diagnostics import Sink, Span, did_you_mean, error
 from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import EXAMPLES
-from ptdsl.ir.declare import Role, declare
+from ptdsl.ir.declare import Role, declare, option_message, role_help
 from ptdsl.ir.graph import SetInfo, add, new_graph
 from ptdsl.ir.ops import OPS
-from ptdsl.passes.params import NotConstant, const_eval
+from ptdsl.ir.consteval import NotConstant, const_eval
 from ptdsl.syntax import ast
+from ptdsl.syntax.deps import dependency_order, names_used
 from ptdsl.syntax.resolve import MethodDef
 
 
@@ -36,6 +37,7 @@ class _Lowerer:
         self.sets, self.rows, self.fields = decl.sets, decl.rows, decl.fields
         self.field_rows, self.field_sets = decl.field_rows, decl.field_sets
         self.roles, self.rewards, self.rollouts = decl.roles, decl.rewards, decl.rollouts
+        self.taken = decl.taken
         self.g: nx.DiGraph | None = None
         self.let_nodes: dict[str, int] = {}
         self.let_failed: set[str] = set()  # reported once; later uses fail silently
@@ -48,9 +50,9 @@ class _Lowerer:
 
     def build(self) -> nx.DiGraph:
         g = self.g = new_graph(self.m.name, self.m.path, self.sets, self.rows)
-        for name, decl in self.m.lets.items():  # every let is checked, used or not
+        for name in self._let_order():  # every let is checked, used or not
             try:
-                self.let(name, decl.span)
+                self.let(name, self.m.lets[name].span)
             except LoweringError:
                 pass
         if self.m.loss is not None:
@@ -62,6 +64,26 @@ class _Lowerer:
         g.graph.update(data=self.m.data.kind, sets=self.sets, rows=self.rows, roles=self.roles,
                        rewards=self.rewards, rollouts=self.rollouts, params=dict(self.params))
         return g
+
+    def _let_order(self) -> list[str]:
+        """The lets, each after the lets it uses, so that lowering one finds those done (no
+        recursion through a chain of lets). A cycle is reported as lowering would meet it."""
+        found = dependency_order(self.m.lets, lambda name: [
+            u for u in names_used(self.m.lets[name].expr, self._value_args) if u.id in self.m.lets])
+        for cycle, span in found.cycles:
+            self.sink.add(error("E0211", f"`{cycle[0]}` is defined in terms of itself ({' → '.join(cycle)})",
+                                span, "used here"))
+        self.let_failed |= found.failed
+        return found.done
+
+    def _value_args(self, c: ast.Call) -> tuple:
+        """The arguments of a call that `call` lowers as values (the others name models and sets)."""
+        f = c.func
+        if f in self.rewards or f in B.QUERIES or f in B.SUGAR or f in B.SET_FUNCS:
+            return ()
+        if f == B.AT_LAST:
+            return tuple(c.args[:1])
+        return tuple(c.args) if f in B.OPS or f in B.SCANS else ()
 
     def _lower_or_none(self, e: ast.Expr):
         try:
@@ -192,7 +214,7 @@ class _Lowerer:
             try:
                 attrs[kw.name] = float(const_eval(kw.value, self._param_lookup))
             except NotConstant as exc:
-                self.fail("E0403", f"option `{kw.name}` must be a constant", exc.span, exc.what)
+                self.fail(exc.code, option_message(kw.name, exc), exc.span, exc.what)
             bad = B.option_range_error(kw.name, attrs[kw.name])
             if bad:
                 self.fail("E0403", bad, kw.span)
@@ -263,7 +285,7 @@ class _Lowerer:
                       help="`old` snapshots a trainable model (the policy or a value head) at sampling time")
         name = e.id if isinstance(e, ast.Name) else getattr(e, "func", "?")
         self.fail("E0210", f"`{name}` is not a model role", e.span, "expected a model",
-                  help=did_you_mean(name, self.roles) or
+                  help=role_help(name, self.roles, self.taken) if isinstance(e, ast.Name) else
                   f"model roles here: {', '.join(f'`{r}`' for r in self.roles)}")
 
     def set_arg(self, e: ast.Expr) -> str:

@@ -1,14 +1,16 @@
 """Checks and optimisation passes over the IR graph.
 
 The pass contract: `pass(graph) -> (graph, diagnostics, changed)`; a pass never
-mutates its input. `run` wraps a pass so that a crash inside it becomes an
-internal-error diagnostic naming the pass and the method, not a traceback.
+mutates its input. `run` wraps a pass — and every other stage of the pipeline,
+parsing and `extends` included — so that a crash inside it becomes an
+internal-error diagnostic (E0901) naming the stage and the method, not a traceback:
+the compiler raises nothing but SpecError.
 """
 from __future__ import annotations
 
 import traceback
 
-from ptdsl.diagnostics import Diagnostic
+from ptdsl.diagnostics import Diagnostic, SpecError
 
 
 class InternalError(Exception):
@@ -19,13 +21,15 @@ class InternalError(Exception):
 
 def _method_of(x) -> str:
     graph = getattr(x, "graph", None)
-    return graph.get("method", "?") if isinstance(graph, dict) else getattr(x, "name", "?")
+    if isinstance(graph, dict):
+        return graph.get("method", "?")
+    return str(getattr(x, "name", None) or getattr(x, "path", "?"))  # a MethodDef, a Path, a SpecFile
 
 
 def run(name: str, fn, g, *args):
     try:
         return fn(g, *args)
-    except InternalError:
+    except (InternalError, SpecError):  # a SpecError is the user's: it passes through
         raise
     except Exception as exc:  # a bug in ptdsl, reported as such
         where = traceback.extract_tb(exc.__traceback__)[-1]

@@ -30,29 +30,31 @@ def split_analysis(g) -> tuple[set[int], dict[str, list[int]]]:
     cross = _cross_row(g)
     linear: set[int] = set()
 
-    def visit(n, bad):  # n is in linear position above the reductions
-        d = g.nodes[n]
-        op = d["op"]
-        if op in LINEAR_REDUCTIONS:
-            linear.add(n)
-            if d["args"][0] in cross:
-                bad.append(n)
-            return
-        if op in _LINEAR:
-            for a in d["args"]:
-                visit(a, bad)
-            return
-        if op in ("mul", "div"):
-            a, b = d["args"]
-            if op == "mul" and _constant(g, a):
-                return visit(b, bad)
-            if _constant(g, b):
-                return visit(a, bad)
-        if op in ("to_real", "stopgrad"):
-            return visit(d["args"][0], bad)
-        if op == "const" or n not in cross:
-            return  # constants and per-row values need no counts
-        bad.append(n)
+    def visit(root, bad):  # each node reached is in linear position above the reductions
+        # iterative, and each node once: lets make linear chains of any length, and a chain
+        # like `let b = a + a` would otherwise be walked once per path (2^length times)
+        stack, seen = [root], set()
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            d = g.nodes[n]
+            op = d["op"]
+            if op in LINEAR_REDUCTIONS:
+                linear.add(n)
+                if d["args"][0] in cross:
+                    bad.append(n)
+            elif op in _LINEAR:
+                stack += reversed(d["args"])
+            elif op == "mul" and _constant(g, d["args"][0]):
+                stack.append(d["args"][1])
+            elif op in ("mul", "div") and _constant(g, d["args"][1]):
+                stack.append(d["args"][0])
+            elif op in ("to_real", "stopgrad"):
+                stack.append(d["args"][0])
+            elif op != "const" and n in cross:
+                bad.append(n)  # constants and per-row values need no counts
 
     outputs = {"loss": g.graph.get("loss"), **g.graph["metrics"]}
     report = {}

@@ -13,9 +13,9 @@ def _key(d):
     op, attrs = d["op"], d["attrs"]
     if op == "leaf":
         return ("leaf", attrs["name"])
-    if op == "const":
+    if op == "const":  # by repr: 0.0 and -0.0 are equal but differ as divisors; every nan is one
         v = attrs["value"]
-        return ("const", type(v).__name__, v)
+        return ("const", type(v).__name__, repr(v))
     args = tuple(sorted(d["args"])) if op in COMMUTATIVE else d["args"]
     return (op, args, tuple(sorted((k, repr(v)) for k, v in attrs.items())))
 

@@ -77,3 +77,35 @@ def check_gradient(g: nx.DiGraph, sink: Sink) -> None:
                    "no gradient reaches this", extra=extra,
                    help="`stopgrad`, comparisons and `sign` have no gradient; keep one differentiable "
                         "path from a policy query to the loss"))
+
+
+def check_gradient_survives(optimised: nx.DiGraph, typed: nx.DiGraph, sink: Sink) -> None:
+    """The optimised loss must still train the policy. A term weighted by a constant 0 (a
+    parameter set to 0) folds away with its gradient; if it was the only trainable term, the
+    loss that runs has no gradient at all, and backward() would fail at the first step."""
+    loss = optimised.graph.get("loss")
+    if loss is None or loss in differentiable(optimised):
+        return
+    live = differentiable(typed)
+    zeros = [n for n in order(typed) if _is_zero(typed, n)
+             and any(typed.nodes[u]["op"] == "mul" and any(a in live for a in typed.nodes[u]["args"])
+                     for u in typed.successors(n))]
+    extra = tuple(Label(typed.nodes[z]["span"], _zero_text(typed.nodes[z]), primary=False)
+                  for z in zeros[:3] if typed.nodes[z]["span"] is not None)
+    sink.add(error("E0501", "the loss cannot train the policy with these parameter values",
+                   typed.nodes[typed.graph["loss"]]["span"], "no gradient reaches this once constants are folded",
+                   extra=extra,
+                   notes=("every term that reaches the policy differentiably is multiplied by 0, so it "
+                          "drops out of the loss, and the policy's gradient with it",),
+                   help="give such a weight a non-zero value, or train through another term"))
+
+
+def _is_zero(g, n) -> bool:
+    d = g.nodes[n]
+    v = d["attrs"].get("value") if d["op"] == "const" else None
+    return v is not None and not isinstance(v, bool) and v == 0
+
+
+def _zero_text(d) -> str:
+    param = d["attrs"].get("param")
+    return f"`{param}` is 0" if param else "this is 0"

@@ -1,56 +1,21 @@
 """Parameter binding: defaults, overrides, types and constraints.
 
 Defaults and bounds are constant expressions over numbers, booleans and other
-params, evaluated here by a small evaluator over the AST (spec text is never
-executed). Every problem is collected, then reported together.
+params, evaluated by the constant evaluator (ir/consteval.py: float semantics,
+bounded magnitudes; spec text is never executed). A parameter's value is a
+finite number or a boolean. Every problem is collected, then reported together.
 """
 from __future__ import annotations
 
 import math
-import operator
 
 from ptdsl.diagnostics import Label, Sink, did_you_mean, error
+from ptdsl.ir.consteval import _CMP, MAX_EXACT_INT, NotConstant, const_eval
 from ptdsl.syntax import ast
+from ptdsl.syntax.deps import dependency_order, names_used
 from ptdsl.syntax.resolve import MethodDef
 
-_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "^": operator.pow}
-_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-        "==": operator.eq, "!=": operator.ne}
-_FUNCS = {"min": min, "max": max, "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs}
-
-
-class NotConstant(Exception):
-    def __init__(self, span, what):
-        self.span, self.what = span, what
-
-
-def const_eval(e: ast.Expr, lookup):
-    """Evaluate a constant expression; `lookup(name, span)` resolves names."""
-    if isinstance(e, (ast.Number, ast.Bool)):
-        return e.value
-    if isinstance(e, ast.Name):
-        return lookup(e.id, e.span)
-    if isinstance(e, ast.Unary):
-        v = const_eval(e.operand, lookup)
-        return (not v) if e.op == "not" else -v
-    if isinstance(e, ast.Binary):
-        a, b = const_eval(e.left, lookup), const_eval(e.right, lookup)
-        if e.op in _ARITH:
-            try:
-                return _ARITH[e.op](a, b)
-            except (ZeroDivisionError, OverflowError, ValueError) as exc:
-                raise NotConstant(e.span, f"this constant expression fails: {exc}") from None
-        if e.op in _CMP:
-            return _CMP[e.op](a, b)
-        return (a and b) if e.op == "and" else (a or b)
-    if isinstance(e, ast.Call) and e.func in _FUNCS and not e.kwargs:
-        args = [const_eval(a, lookup) for a in e.args]
-        try:
-            return _FUNCS[e.func](*args)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise NotConstant(e.span, f"this constant expression fails: {exc}") from None
-    raise NotConstant(e.span, "not a constant: parameters and rollout options take numbers, "
-                              "booleans and other parameters")
+__all__ = ["bind", "coerce", "parse_cli_value", "NotConstant", "const_eval"]
 
 
 def _type_of(v) -> str:
@@ -61,6 +26,10 @@ def _type_of(v) -> str:
     return "float"
 
 
+_WANT = {"bool": "a bool value", "float": "a finite float value",
+         "int": "an int value (at most 2^53 in magnitude)"}
+
+
 def coerce(value, want: str):
     """An override converted to the param's type, or None if it cannot be."""
     if isinstance(value, str):
@@ -69,8 +38,13 @@ def coerce(value, want: str):
         return value if isinstance(value, bool) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    # magnitudes stay bounded (a finite double; an int exact as a double), so nothing
+    # computed from a parameter later can hang on a huge int or overflow unnoticed
+    if abs(value) > MAX_EXACT_INT if isinstance(value, int) else not math.isfinite(value):
+        return None
     if want == "int":
-        return int(value) if float(value).is_integer() else None
+        ok = float(value).is_integer() and abs(value) <= MAX_EXACT_INT
+        return int(value) if ok else None
     return float(value)
 
 
@@ -96,30 +70,36 @@ def bind(m: MethodDef, overrides: dict, sink: Sink) -> dict:
             sink.add(error("E0402", f"`{m.name}` has no parameter `{name}`",
                            help=did_you_mean(name, m.params) or _known(m),
                            notes=(_known(m),) if did_you_mean(name, m.params) else ()))
-    values: dict = {}
-    busy: set[str] = set()
+    values = _bind_defaults(m, overrides, sink)
+    if not sink.has_errors:
+        for name, p in m.params.items():
+            _check_constraint(p, values, _lookup(values), name in overrides, sink)
+    return values
 
+
+def _bind_defaults(m: MethodDef, overrides: dict, sink: Sink) -> dict:
+    """Each param after the params its default uses (no recursion through a chain of them)."""
+    found = dependency_order(m.params, lambda name: [
+        u for u in names_used(m.params[name].default) if u.id in m.params])
+    for cycle, span in found.cycles:
+        sink.add(error("E0403", f"bad default for parameter `{cycle[0]}`", span,
+                       f"parameter `{cycle[0]}` is defined in terms of itself ({' → '.join(cycle)})"))
+    values: dict = dict.fromkeys(found.failed, 0.0)
+    for name in found.done:
+        try:
+            values[name] = _bind_one(m.params[name], overrides, _lookup(values), sink)
+        except NotConstant as exc:
+            sink.add(error(exc.code, f"bad default for parameter `{name}`", exc.span, exc.what))
+            values[name] = 0.0
+    return {name: values[name] for name in m.params}
+
+
+def _lookup(values: dict):
     def value_of(name, span):
         if name in values:
             return values[name]
-        if name not in m.params:
-            raise NotConstant(span, f"unknown parameter `{name}`")
-        if name in busy:
-            raise NotConstant(span, f"parameter `{name}` is defined in terms of itself")
-        busy.add(name)
-        values[name] = _bind_one(m.params[name], overrides, value_of, sink)
-        return values[name]
-
-    for name, p in m.params.items():
-        try:
-            value_of(name, p.span)
-        except NotConstant as exc:
-            sink.add(error("E0403", f"bad default for parameter `{name}`", exc.span, exc.what))
-            values[name] = 0.0
-    if not sink.has_errors:
-        for name, p in m.params.items():
-            _check_constraint(p, values, value_of, name in overrides, sink)
-    return values
+        raise NotConstant(span, f"unknown parameter `{name}`")
+    return value_of
 
 
 def _known(m: MethodDef) -> str:
@@ -133,7 +113,7 @@ def _bind_one(p: ast.ParamDecl, overrides, value_of, sink):
     want = _type_of(default)
     got = coerce(overrides[p.name], want)
     if got is None:
-        sink.add(error("E0403", f"parameter `{p.name}` takes a {want} value, got `{overrides[p.name]!r}`",
+        sink.add(error("E0403", f"parameter `{p.name}` takes {_WANT[want]}, got `{overrides[p.name]!r}`",
                        help=f"its default is `{default}`", extra=(Label(p.span, "declared here", False),)))
         return default
     return got
@@ -153,15 +133,18 @@ def _check_constraint(p: ast.ParamDecl, values, value_of, overridden: bool, sink
             ok = (lo <= v if c.low_closed else lo < v) and (v <= hi if c.high_closed else v < hi)
             want = f"in {'[' if c.low_closed else '('}{_fmt(lo)}, {_fmt(hi)}{']' if c.high_closed else ')'}"
     except NotConstant as exc:
-        sink.add(error("E0403", f"bad constraint for parameter `{p.name}`", exc.span, exc.what))
+        sink.add(error(exc.code, f"bad constraint for parameter `{p.name}`", exc.span, exc.what))
         return
     except TypeError:
         ok, want = False, "a number"
     if not ok:
         where = "the value given" if overridden else "its default"
+        # a child overriding a parent's default: show the child's line too, not only the parent's
+        elsewhere = not overridden and p.default.span.file != c.span.file
         sink.add(error("E0401", f"parameter `{p.name}` = {_fmt(v)} violates its constraint `{want}`",
                        c.span, f"{p.name} must be {want}",
                        notes=(f"the value comes from {where}",),
+                       extra=(Label(p.default.span, "the default is set here", False),) if elsewhere else (),
                        help=f"choose a value of `{p.name}` {want}"))
 
 

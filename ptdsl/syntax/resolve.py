@@ -8,6 +8,7 @@ through spans, which keep pointing into the file each line came from.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -88,28 +89,61 @@ def collect(spec: ast.SpecFile, sink: Sink) -> dict:
 
 Loader = Callable[[str, str], ast.SpecFile]  # (name, requesting file) → parsed parent
 
+MAX_EXTENDS = 32  # ancestors a method may have; the library's longest chain has 2
 
-def resolve(spec: ast.SpecFile, load_parent: Loader, sink: Sink, _chain: tuple[str, ...] = ()) -> MethodDef | None:
-    parts = collect(spec, sink)
-    header: ast.MethodDecl | None = parts["header"]
-    if header is None:
-        return None
-    parent: MethodDef | None = None
-    if header.extends:
-        if header.extends in _chain + (header.name,):
-            sink.add(error("E0204", f"`extends` cycle: {' → '.join(_chain + (header.name, header.extends))}",
-                           header.extends_span, "extends a method that extends this one",
-                           help="a method cannot extend itself, directly or through others"))
+
+def resolve(spec: ast.SpecFile, load_parent: Loader, sink: Sink) -> MethodDef | None:
+    """Follow `extends` up to the root (iteratively: a chain of any length is checked without
+    recursion), then merge from the root down. A cycle is found by method name and by file:
+    parents are loaded by file, and a file may name its method differently."""
+    chain = [(spec, collect(spec, sink))]
+    files = {_identity(spec.path)}
+    while True:
+        spec, parts = chain[-1]
+        header: ast.MethodDecl | None = parts["header"]
+        if header is None:
+            return None
+        if not header.extends:
+            break
+        names = tuple(below["header"].name for _, below in chain[:-1])  # the descendants
+        if header.extends in names + (header.name,):
+            sink.add(_cycle(names + (header.name, header.extends), header, "extends a method that extends this one"))
+            return None
+        if len(chain) > MAX_EXTENDS:
+            sink.add(error("E0213", f"`extends` chain too long: more than {MAX_EXTENDS} ancestors",
+                           header.extends_span, f"this would be ancestor {MAX_EXTENDS + 1}",
+                           notes=(" → ".join(names[:3] + ("…",) + names[-2:] + (header.name,)),),
+                           help="extend a method closer to the root"))
             return None
         try:
             parent_spec = load_parent(header.extends, spec.path)
         except _ParentError as exc:
             sink.add(replace(exc.diagnostic, labels=(Label(header.extends_span, exc.label),)))
             return None
-        parent = resolve(parent_spec, load_parent, sink, _chain + (header.name,))
-        if parent is None:
+        if _identity(parent_spec.path) in files:
+            sink.add(_cycle(names + (header.name, header.extends), header, "leads back to a file on the chain",
+                            f"`{header.extends}` is read from `{parent_spec.path}`, a file already on this chain"))
             return None
-    return _merge(parent, header, parts, spec)
+        files.add(_identity(parent_spec.path))
+        chain.append((parent_spec, collect(parent_spec, sink)))
+    parent: MethodDef | None = None
+    for spec, parts in reversed(chain):
+        parent = _merge(parent, parts["header"], parts, spec)
+    return parent
+
+
+def _cycle(names: tuple[str, ...], header: ast.MethodDecl, label: str, note: str | None = None) -> Diagnostic:
+    return error("E0204", f"`extends` cycle: {' → '.join(names)}", header.extends_span, label,
+                 notes=(note,) if note else (),
+                 help="a method cannot extend itself, directly or through others")
+
+
+def _identity(path: str) -> str:
+    """One name per file, however it was reached (relative, through links)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
 
 
 class _ParentError(Exception):
@@ -171,10 +205,17 @@ def library_loader(search_dirs: list[Path], parse_file) -> Loader:
         dirs = [Path(requester).parent] + list(search_dirs)
         for d in dirs:
             for cand in (d / f"{name}.ptdsl", d / "experimental" / f"{name}.ptdsl"):
-                if cand.is_file():
+                if _is_file(cand):
                     return parse_file(cand)
         from ptdsl.library import all_names
         from ptdsl.diagnostics import did_you_mean
         raise parent_error("E0203", f"cannot find method `{name}` to extend", "not found",
                            help=did_you_mean(name, all_names()) or "`ptdsl list` shows the methods available")
     return load
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # e.g. a name too long for the file system: no such file
+        return False

@@ -37,3 +37,30 @@ def test_every_golden_names_a_code_with_a_page():
     for txt in (ROOT / "tests" / "golden").glob("*.txt"):
         for code in re.findall(r"error\[(E\d{4})\]", txt.read_text()):
             assert (ROOT / "docs" / "errors" / f"{code}.md").is_file(), f"{code} has no docs/errors page"
+
+
+# ---- internal errors: every stage is guarded, and the CLI exits 3 --------------------
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("injected fault")
+
+
+@pytest.mark.parametrize("stage", ["parse", "resolve", "bind", "fold_constants"])
+def test_a_crash_in_any_stage_is_e0901_never_a_bare_exception(monkeypatch, stage):
+    import ptdsl
+    import ptdsl.compiler
+    monkeypatch.setattr(ptdsl.compiler, stage, _boom)
+    with pytest.raises(ptdsl.SpecError) as info:
+        ptdsl.compile("dpo")
+    (d,) = info.value.diagnostics
+    assert d.code == "E0901" and "RuntimeError: injected fault" in d.notes[0]
+
+
+@pytest.mark.parametrize("command", [["compile", "dpo"], ["show", "dpo"]])
+def test_cli_exits_3_on_an_internal_error(monkeypatch, capsys, command):
+    import ptdsl.compiler
+    from ptdsl.cli.main import main
+    monkeypatch.setattr(ptdsl.compiler, "fold_constants", _boom)
+    assert main(command) == 3
+    err = capsys.readouterr().err
+    assert "error[E0901]" in err and "Traceback" not in err
