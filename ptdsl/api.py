@@ -110,9 +110,10 @@ class CompiledMethod:
         from ptdsl.codegen import kernels
         from ptdsl.codegen.safety import check_source, kernel_names
         # Generated from the validated IR only (codegen/python.py); still, nothing runs until the
-        # module is shown to have exactly the shapes codegen emits, and it runs without builtins.
+        # module is shown to have exactly the shapes codegen emits (which name no builtin). Builtins stay in
+        # its globals: torch's C code imports through them (an empty dict broke its first torch.tensor).
         check_source(self.source, kernel_names(kernels))
-        namespace = {"torch": torch, "F": F, "K": kernels, "__builtins__": {}}
+        namespace = {"torch": torch, "F": F, "K": kernels}
         code = builtins.compile(self.source, f"<ptdsl:{self.name}>", "exec")
         exec(code, namespace)  # noqa: S102
         return namespace["loss_fn"]

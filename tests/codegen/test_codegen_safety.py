@@ -1,6 +1,7 @@
 """Generated loss source is code: user-derived text (paths, spec comments) never becomes
 part of it, and nothing runs unless the module has exactly the shapes codegen emits."""
 import ast
+import math
 import dataclasses
 
 import pytest
@@ -168,3 +169,21 @@ def test_constants_are_python_literals_or_torch_names(value, expected):
     assert expected in _const(value)
     check_source(_HEADER + f"    a_1 = {_const(value)}\n    return a_1, {{}}\n", KERNELS)
 
+
+
+def test_generated_code_runs_first_thing_in_a_fresh_process(tmp_path):
+    """Generated code keeps Python's builtins in its globals: torch's C code imports through them,
+    and with an empty `__builtins__` the first torch.tensor of a fresh process failed inside torch."""
+    import subprocess
+    import sys
+    spec = tmp_path / "probe.ptdsl"
+    spec.write_text('method probe "p"\ndata sft\npolicy\nlet x = logp(policy, completion)\n'
+                    "loss -mean(x) + mean(x) * log(0)\n")
+    code = ("import sys, torch, ptdsl\n"
+            "c = ptdsl.compile(sys.argv[1])\n"
+            "x = {'logprobs(policy, completion)': torch.zeros(1, 1, dtype=torch.float64),\n"
+            "     'mask(completion)': torch.ones(1, 1, dtype=torch.bool)}\n"
+            "print(float(c.loss(x)[0]))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert math.isnan(float(out.stdout))  # 0 · (−∞): the IEEE answer, computed, not a crash
