@@ -65,7 +65,8 @@ def ppo_ref(x, kl_coef=0.05, clip=0.2, clip_v=0.2, vf_coef=0.1, gamma=1.0, lam=0
             adv[i, t] = running
     returns = adv + vold
     vals = adv[m]
-    white = (adv - vals.mean()) / torch.sqrt(vals.var() + 1e-8)
+    # one valid token: variance 0, so it whitens to 0 (the unbiased estimator would give 0/0)
+    white = adv - vals.mean() if len(vals) == 1 else (adv - vals.mean()) / torch.sqrt(vals.var() + 1e-8)
     ratio = torch.exp(pol - old)
     pg = torch.max(-white * ratio, -white * torch.clamp(ratio, 1 - clip, 1 + clip))[m].mean()
     vc = torch.max(torch.min(v, vold + clip_v), vold - clip_v)
