@@ -97,11 +97,12 @@ class Plan:
             flags = ["frozen" if q.frozen else "trainable"]
             if q.precomputable:
                 flags.append("precomputable")
+            reused = self.schedule.when_reused() is not None
             if q.role_kind == "sampler":
                 flags.append("recorded at sampling")
             elif q.role_kind == "old":
-                flags.append("recorded per experience")
-            elif q.per_experience and self.rollouts:
+                flags.append("recorded per experience" if reused else "= the current policy, detached")
+            elif q.per_experience and reused:
                 flags.append("once per experience")
             lines.append(f"  {q.leaf:<44} {' '.join(flags)}")
         for name, r in self.rollouts.items():

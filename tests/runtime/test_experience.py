@@ -106,3 +106,53 @@ def test_the_schedule_says_when_old_is_recorded():
     assert k.reuses(1) and k.reuses(2) and not k.reuses(4)
     assert k.when_reused() == "when --grad-accum < 4"
     assert not Schedule(1, None, 0, True).reuses(8) and Schedule(1, None, 0, True).when_reused() is None
+
+
+# ---- resume inside an experience ---------------------------------------------------------
+
+@pytest.mark.integration
+def test_a_run_resumed_inside_an_experience_trains_bit_for_bit_as_the_uninterrupted_run(tmp_path):
+    """grpo with two passes (and β > 0, so the reference's log-probs on the samples are recorded
+    per experience too): checkpoint-3 is taken after the first of experience 1's two steps. A run
+    resumed from it continues that experience from the saved file — the same samples, rewards
+    and recorded tensors, not new ones — and ends with the same weights, bit for bit."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from ptdsl.runtime import checkpoint
+    from ptdsl.runtime.loop import train
+    args = dict(steps=4, save_steps=1, batch_size=2, max_examples=16, quiet=True,
+                params={"num_iterations": 2, "beta": 0.04, "num_generations": 2})
+    full = tmp_path / "full"
+    train("grpo", output=str(full), **args)
+    saved = full / "checkpoint-3" / checkpoint.experience_file(0)
+    state = torch.load(saved, weights_only=True)
+    assert state["index"] == 1 and len(state["minibatches"]) == 1
+    (micro,) = state["minibatches"][0]
+    assert set(micro["recorded"]) == {"logprobs(old, y)", "logprobs(reference, y)"}
+    assert len(micro["sets"]["y"]["completion_ids"]) == 4 and len(micro["rewards"]["r(y)"]) == 4
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "final")
+    train("grpo", output=str(resumed), resume=True, **args)
+    a, b = load_file(str(full / "final" / "model.safetensors")), load_file(str(resumed / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["loss"] for r in rows] == [r["loss"] for r in want]
+
+
+@pytest.mark.integration
+def test_a_checkpoint_without_its_experience_file_is_not_resumed_from(tmp_path):
+    from ptdsl.runtime import checkpoint
+    from ptdsl.runtime.loop import train
+    out = tmp_path / "run"
+    train("grpo", output=str(out), steps=3, save_steps=1, batch_size=2, max_examples=8, quiet=True,
+          params={"num_iterations": 2, "num_generations": 2})
+    (out / "checkpoint-2" / checkpoint.experience_file(0)).unlink()
+    found, skipped = checkpoint.choose(out, 3, checkpoint.Layout(models=1, experience=True))
+    assert found.path.name == "checkpoint-1"
+    assert "`experience_0.pt` is missing" in dict((p.name, r) for p, r in skipped)["checkpoint-2"]
