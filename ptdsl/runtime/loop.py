@@ -101,6 +101,9 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     world = acc.num_processes
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     total = opts.steps or max(1, reuse.default_total())
+    if reuse.steps > 1:
+        log(f"note: each batch of experience ({reuse.size} examples) feeds {reuse.steps} optimizer steps "
+            f"({reuse.passes} passes × {reuse.minibatches} mini-batches); `old` outputs are recorded as it is made")
     if (opts.grad_accum > 1 or world > 1) and inexact_nodes(compiled.graph):
         spans = ", ".join(str(compiled.graph.nodes[n]["span"]) for n in inexact_nodes(compiled.graph))
         log(f"note: `{compiled.name}` uses a batch statistic non-linearly ({spans}); it is computed per "
