@@ -218,3 +218,26 @@ def test_clipping_acts_after_the_first_update_of_each_experience(tmp_path, args,
     assert [row["step"] for row in firsts] == [1, per_experience + 1]
     assert all(row["clip_ratio"] == 0 for row in firsts)
     assert rows[1]["clip_ratio"] > 0  # step 2: the second step on experience 0
+
+
+def test_trl_defaults_of_experience_reuse_match_the_specs():
+    """num_iterations = 1 in GRPOConfig and RLOOConfig; steps_per_generation unset becomes the
+    gradient accumulation steps, which the specs' 0 means."""
+    _trl()
+    import tempfile
+
+    from trl import GRPOConfig, RLOOConfig
+    for config, methods in ((GRPOConfig, ("grpo", "gdpo", "dapo", "minillm")), (RLOOConfig, ("rloo",))):
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = config(output_dir=tmp, use_cpu=True, bf16=False, report_to="none", gradient_accumulation_steps=3)
+        assert cfg.steps_per_generation == cfg.gradient_accumulation_steps == 3
+        for name in methods:
+            params = ptdsl.load(name).params
+            assert params["num_iterations"].default == cfg.num_iterations == 1
+            assert params["steps_per_generation"].default == 0
+            schedule = ptdsl.compile(name).plan.schedule
+            assert schedule.minibatches_for(3) == cfg.steps_per_generation // 3 == 1
+            assert ptdsl.compile(name, steps_per_generation=6).plan.schedule.minibatches_for(3) == 2
+    ppo = ptdsl.load("ppo").params
+    assert (ppo["num_ppo_epochs"].default, ppo["num_mini_batches"].default) == (4, 1)  # TRL 1.10 PPOConfig
