@@ -54,6 +54,11 @@ class Method:
     data = property(lambda self: self.definition.data.kind)
 
     @property
+    def warnings(self) -> list:
+        """Warnings (Diagnostics) of the method compiled with its defaults, e.g. W0202."""
+        return list(self._default.warnings)
+
+    @property
     def params(self) -> dict[str, Param]:
         from ptdsl.syntax.unparse import constraint_text
         return {n: Param(n, self._default.params[n], constraint_text(p.constraint), p.doc)
@@ -88,6 +93,7 @@ class CompiledMethod:
     params = property(lambda self: dict(self._c.params))
     plan = property(lambda self: self._c.plan)
     rewrites = property(lambda self: self._c.rewrites)
+    warnings = property(lambda self: list(self._c.warnings))  # Diagnostics: compiles, but see W0202 …
     name = property(lambda self: self.method.name)
 
     @cached_property

@@ -1,9 +1,12 @@
-"""The plan: which model runs on which sequence sets, producing which outputs.
+"""The plan: which model runs on which sequence sets, producing which outputs,
+and how each batch of experience is used (the training graph's schedule).
 
 Read off the leaves of the optimised graph, so a query that folding removed
 (e.g. the reference when `beta = 0`) costs nothing at train time. Each model
 runs one batched forward over every set it is asked about; a frozen model's
-query on dataset sets depends on data only and can be precomputed once.
+query on dataset sets depends on data only and can be precomputed once. When an
+experience feeds several optimizer steps (`update passes = 2, …`), `old` outputs
+and a fixed model's other queries are recorded once, when the experience is made.
 """
 from __future__ import annotations
 
@@ -24,6 +27,55 @@ class Query:
     output: str        # logprobs | entropy | logits | values | score | token_score
     frozen: bool       # no gradient of the loss flows into this query (frozen model, or detached)
     precomputable: bool  # frozen and on dataset sets only: compute once per dataset
+    per_experience: bool = False  # when an experience is reused: computed once, as it is made (`old`, and
+    #                               a model that does not move, on sets not precomputed)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How each batch of experience is used: `passes` over it, `minibatches` optimizer steps
+    per pass, each mini-batch one optimizer step with --grad-accum micro-batches inside it.
+    `micro_batches` is TRL's spelling (steps_per_generation): micro-batches per pass, divided
+    by --grad-accum at run time, 0 meaning --grad-accum; `minibatches` is then None.
+    `stated`: the spec has an `update` line (without one: one pass, one mini-batch)."""
+
+    passes: int = 1
+    minibatches: int | None = 1
+    micro_batches: int | None = None
+    stated: bool = False
+
+    def minibatches_for(self, grad_accum: int) -> int | None:
+        """Optimizer steps per pass with this --grad-accum; None when it does not divide
+        `micro_batches` (an error the runtime reports with the numbers)."""
+        if self.minibatches is not None:
+            return self.minibatches
+        k = self.micro_batches or grad_accum
+        return k // grad_accum if k % grad_accum == 0 else None
+
+    def reuses(self, grad_accum: int) -> bool:
+        """Whether an experience feeds more than one optimizer step: then `old` is recorded
+        when it is made; otherwise `old` is the current policy, detached, and costs nothing."""
+        return self.passes * (self.minibatches_for(grad_accum) or 1) > 1
+
+    def when_reused(self) -> str | None:
+        """"" when every experience feeds several optimizer steps, None when none does, else
+        the --grad-accum it takes."""
+        if self.passes > 1 or (self.minibatches or 1) > 1:
+            return ""
+        if self.minibatches is not None or not self.micro_batches or self.micro_batches == 1:
+            return None
+        return f"when --grad-accum < {self.micro_batches}"
+
+    def describe(self) -> str:
+        per_pass = (f"{self.minibatches} mini-batch{'es' if self.minibatches != 1 else ''}"
+                    if self.minibatches is not None else
+                    "1 mini-batch (micro_batches = --grad-accum)" if not self.micro_batches else
+                    f"{self.micro_batches} micro-batches ÷ --grad-accum mini-batches")
+        steps = (f"{self.passes * self.minibatches} optimizer step{'s' if self.passes * self.minibatches != 1 else ''}"
+                 if self.minibatches is not None else
+                 f"{self.passes} optimizer step{'s' if self.passes != 1 else ''}" if not self.micro_batches else
+                 f"{self.passes} × {self.micro_batches} ÷ --grad-accum optimizer steps")
+        return f"{self.passes} pass{'es' if self.passes != 1 else ''} × {per_pass} → {steps} per experience"
 
 
 @dataclass(frozen=True)
@@ -35,6 +87,7 @@ class Plan:
     rewards: dict             # name → reward terms, for the rewards the loss reads
     fields: tuple[str, ...]   # per-example data fields read
     sets: tuple[str, ...]     # sequence sets whose masks/tokens are needed
+    schedule: Schedule = Schedule()
 
     def describe(self) -> str:
         lines = [f"data {self.data}"]
@@ -44,8 +97,13 @@ class Plan:
             flags = ["frozen" if q.frozen else "trainable"]
             if q.precomputable:
                 flags.append("precomputable")
-            if q.role_kind == "old":
+            reused = self.schedule.when_reused() is not None
+            if q.role_kind == "sampler":
                 flags.append("recorded at sampling")
+            elif q.role_kind == "old":
+                flags.append("recorded per experience" if reused else "= the current policy, detached")
+            elif q.per_experience and reused:
+                flags.append("once per experience")
             lines.append(f"  {q.leaf:<44} {' '.join(flags)}")
         for name, r in self.rollouts.items():
             opts = ", ".join(f"{k} = {_spec_text(v)}" for k, v in r.options.items())
@@ -54,7 +112,27 @@ class Plan:
             lines.append(f"reward {name} = " + " + ".join(f"{t.weight:g} * {t.kind}(\"{t.name}\")" for t in terms))
         if self.fields:
             lines.append("fields " + ", ".join(self.fields))
-        return "\n".join(lines)
+        return "\n".join(lines + self._training_graph())
+
+    def _training_graph(self) -> list[str]:
+        """How experience is made and used, as a schedule (DESIGN.md, "The training graph")."""
+        made = [f"sample {name} ({r.model})" for name, r in self.rollouts.items()]
+        made += [f"score {name}" for name in self.rewards if self.rollouts]
+        made += [f"the sampler's {q.leaf}" for q in self.queries if q.role_kind == "sampler"]
+        lines = ["schedule", f"  experience  {' · '.join(made) or 'dataset rows'}"]
+        once = [q.leaf for q in self.queries if q.per_experience]
+        when = self.schedule.when_reused()
+        if once and when is None:
+            if any(q.role_kind == "old" for q in self.queries):
+                lines.append("  record      nothing: one optimizer step per experience, so `old` is the current "
+                             "policy, detached")
+        elif once:
+            lines.append(f"  record      {', '.join(once)}  [no-grad forwards as the experience is made"
+                         + (f", {when}]" if when else "]"))
+        lines.append(f"  reuse       {self.schedule.describe()}"
+                     + ("" if self.schedule.stated else " (no `update` line)"))
+        lines.append("  step        each mini-batch: --grad-accum micro-batches · loss · backward · clip · AdamW")
+        return lines
 
 
 def make_plan(g) -> Plan:
@@ -67,7 +145,7 @@ def make_plan(g) -> Plan:
             used_sets.append(a["set"])
         if a["kind"] in _MODEL_KINDS:
             model = a["model"]
-            kind = "old" if model.startswith("old") else roles[model].kind
+            kind = "old" if model.startswith("old") else roles[model].kind  # or "sampler", "policy", …
             frozen = not (a["trainable"] and n in grad)
             # per example only: a list's rows are not what the precompute cache is keyed by
             data_only = _from_data(sets, a["set"]) and sets[a["set"]].rows == "examples"
@@ -75,9 +153,13 @@ def make_plan(g) -> Plan:
             # per-token outputs only: a vocabulary-level leaf would cache [tokens × vocab] per example
             per_token = a["kind"] in ("logprobs", "entropy")
             precompute = not a["trainable"] and kind != "old" and data_only and not moving and per_token
-            q = Query(a["name"], model, kind, a["set"], a["kind"], frozen, precompute)
+            # a model that does not move gives the same outputs all through an experience (not `logits`:
+            # [tokens × vocab] per row is too much to keep)
+            fixed = kind in ("frozen_copy", "model") and not moving and a["kind"] != "logits"
+            once = kind == "old" or (fixed and not precompute)
+            q = Query(a["name"], model, kind, a["set"], a["kind"], frozen, precompute, once)
             queries.append(q)
-            if kind != "old":
+            if kind not in ("old", "sampler"):
                 forwards.setdefault(model, [])
                 if a["set"] not in forwards[model]:
                     forwards[model].append(a["set"])
@@ -94,7 +176,14 @@ def make_plan(g) -> Plan:
             rewards.setdefault(info.by, g.graph["rewards"][info.by])
     used_rollouts = {k: v for k, v in g.graph["rollouts"].items() if k in used_sets}
     return Plan(g.graph.get("data", ""), tuple(queries), {k: tuple(v) for k, v in forwards.items()},
-                used_rollouts, rewards, tuple(fields), tuple(used_sets))
+                used_rollouts, rewards, tuple(fields), tuple(used_sets), schedule(g.graph.get("update")))
+
+
+def schedule(update) -> Schedule:
+    """The plan's schedule from the declared `update` line (ir/declare.Update, or None)."""
+    if update is None:
+        return Schedule()
+    return Schedule(update.passes, update.minibatches, update.micro_batches, update.span is not None)
 
 
 def _from_data(sets, s: str) -> bool:

@@ -60,9 +60,8 @@ def cmd_check(args) -> int:
     for target in args.targets:
         try:
             m = load(target)
-            if overrides:
-                compile_method(m, **overrides)
-            warnings = unknown_verifiers(m.definition)
+            compiled = compile_method(m, **overrides) if overrides else None
+            warnings = unknown_verifiers(m.definition) + (compiled.warnings if compiled else m.warnings)
             results.append({"target": target, "method": m.name, "file": m.path, "ok": True,
                             "diagnostics": [d.to_json() for d in warnings]})
             if args.format == "text":

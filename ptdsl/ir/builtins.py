@@ -48,11 +48,14 @@ SAMPLE_OPTIONS = {"n": "int", "temperature": "float", "top_p": "float", "top_k":
                   "on_policy": "float",  # probability that a batch samples; else the dataset's completions (GKD λ)
                   "once": "bool"}  # a frozen model's samples, drawn once per prompt and reused (A*-PO's V*)
 FROZEN_OPTIONS = {"sync_steps": "int", "mixup": "float"}  # TR-DPO: θ_ref ← mixup·θ + (1 − mixup)·θ_ref
+# `update passes = P, minibatches = M` (or `micro_batches = K`, TRL's steps_per_generation; 0: --grad-accum)
+UPDATE_OPTIONS = {"passes": "int", "minibatches": "int", "micro_batches": "int"}
 MIXTURE_OPTIONS = {"coef": "float"}  # geometric_mixture(A, B, coef = μ): sample ∝ exp((1 − μ)·z_A + μ·z_B)
 # Valid ranges of constant options (low, high, low excluded); n is checked where it is declared.
 OPTION_RANGES = {"temperature": (0, None, True), "score_temperature": (0, None, True), "top_p": (0, 1, True), "top_k": (0, None, False),
                  "max_tokens": (1, None, False), "sync_steps": (0, None, False), "mixup": (0, 1, False), "coef": (0, 1, False), "on_policy": (0, 1, False),
-                 "gamma": (0, 1, False), "lam": (0, 1, False), "q": (0, 1, False)}
+                 "gamma": (0, 1, False), "lam": (0, 1, False), "q": (0, 1, False),
+                 "passes": (1, None, False), "minibatches": (1, None, False), "micro_batches": (0, None, False)}
 
 
 def option_range_error(name: str, value) -> str | None:

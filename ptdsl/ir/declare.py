@@ -39,6 +39,18 @@ class Rollout:
     options: dict
 
 
+@dataclass(frozen=True)
+class Update:
+    """How each batch of experience is used: `passes` over it, each pass `minibatches`
+    optimizer steps (or `micro_batches` micro-batches, TRL's steps_per_generation, divided
+    by --grad-accum at run time; 0 means --grad-accum). `span` is None when the spec has
+    no `update` line (one pass, one mini-batch)."""
+    passes: int = 1
+    minibatches: int | None = 1
+    micro_batches: int | None = None
+    span: Span | None = None
+
+
 @dataclass
 class Declarations:
     sets: dict[str, SetInfo] = field(default_factory=dict)
@@ -49,6 +61,7 @@ class Declarations:
     roles: dict[str, Role] = field(default_factory=dict)
     rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
+    update: Update = field(default_factory=Update)
     taken: set[str] = field(default_factory=set)  # names bound to something other than a role
 
 
@@ -97,17 +110,41 @@ class _Declarer:
         for name, decl in m.roles.items():
             self._declare_role(name, decl)
         self.roles["old"] = Role("old", "old", False, "old", "policy")
+        # the distribution a rollout's generator drew each token from: `logprobs(sampler, y)`
+        self.roles["sampler"] = Role("sampler", "sampler", False, "sampler")
         for name, decl in m.rollouts.items():
             self._declare_rollout(name, decl)
         for name, decl in m.rewards.items():
             self._declare_reward(name, decl)
+        if m.update is not None:
+            self._declare_update(m.update)
         if m.loss is None:
             self.sink.add(error("E0206", f"method `{m.name}` has no `loss`", m.span, "in this method",
                                 help="add a line `loss EXPR`, a scalar expression"))
 
+    def _declare_update(self, decl: ast.UpdateDecl) -> None:
+        """`update passes = P, minibatches = M` or `update passes = P, micro_batches = K`."""
+        seen: dict[str, ast.KwArg] = {}
+        for kw in decl.options:
+            if kw.name in seen:
+                self.sink.add(error("E0209", f"`update` sets `{kw.name}` twice", kw.name_span, "again here",
+                                    help="give each option once"))
+            seen[kw.name] = kw
+        call = ast.Call("update", decl.span, (), tuple(seen.values()), decl.span)
+        options = self._options(call, B.UPDATE_OPTIONS, "update")
+        if "minibatches" in seen and "micro_batches" in seen:
+            self.sink.add(error("E0209", "`minibatches` and `micro_batches` are two spellings of one count",
+                                seen["micro_batches"].name_span, "give one of them",
+                                help="`minibatches` counts optimizer steps per pass; `micro_batches` counts "
+                                     "micro-batches, as TRL's steps_per_generation does"))
+        if "micro_batches" in seen:
+            self.d.update = Update(options.get("passes", 1), None, options.get("micro_batches", 0), decl.span)
+        else:
+            self.d.update = Update(options.get("passes", 1), options.get("minibatches", 1), None, decl.span)
+
     def _declare_role(self, name: str, decl: ast.RoleDecl) -> None:
         src = decl.source
-        if name in ("policy", "old"):
+        if name in ("policy", "old", "sampler"):
             self.sink.add(error("E0202", f"`{name}` is a built-in role and cannot be rebound", decl.span))
             return
         if src.func == "frozen" and len(src.args) == 1 and isinstance(src.args[0], ast.Name) \
@@ -152,12 +189,13 @@ class _Declarer:
             return
         model = c.args[0].id
         role = self.roles.get(model)
-        if role is None or role.kind == "value_head":
-            lms = [r for r, info in self.roles.items() if info.kind != "value_head"]
+        if role is None or role.kind in ("value_head", "old", "sampler"):
+            lms = [r for r, info in self.roles.items() if info.kind not in ("value_head", "old", "sampler")]
             help = role_help(model, lms, self.taken()) if role is None else \
                 f"sample from a language model: {', '.join(f'`{r}`' for r in lms)}"
-            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span,
-                                "a value head" if role else "not a model role", help=help))
+            what = "not a model role" if role is None else ("a value head" if role.kind == "value_head" else
+                                                             "a record of sampling, not a model")
+            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span, what, help=help))
             return
         options = {"n": 1, **self._options(c, B.SAMPLE_OPTIONS, "sample")}
         n = options["n"]

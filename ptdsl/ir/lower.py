@@ -268,11 +268,28 @@ class _Lowerer:
         if kind != "values" and base_kind == "value_head":
             self.fail("E0210", f"`{model}` is a value head; it has values, not {kind}", c.args[0].span,
                       help=f"use `values({model}, {s})`")
+        if role.kind == "sampler":
+            self._check_sampler(c, kind, s)
         if role.kind == "old" and self.sets[s].source != "rollout":
             self.fail("E0210", f"`{model}` exists only for rollout sets, and `{s}` comes from the dataset",
                       c.args[1].span, "not a rollout",
                       help="behaviour log-probs are recorded when a `rollout` samples; use `reference` "
                            "for a frozen model's log-probs on data")
+
+    def _check_sampler(self, c, kind, s):
+        """`logprobs(sampler, y)`: the log-probs a rollout's generator drew y's tokens with, recorded
+        as it sampled; nothing else about the generator is kept, and a batch must have sampled."""
+        if kind != "logprobs":
+            self.fail("E0210", f"the sampler records only the log-probs of the tokens it drew, not {kind}",
+                      c.span, help=f"`logprobs(sampler, {s})`")
+        rollout = self.rollouts.get(s)
+        if self.sets[s].source != "rollout" or rollout is None:
+            self.fail("E0210", f"`sampler` exists only for rollout sets, and `{s}` is not one", c.args[1].span,
+                      "not a rollout", help="the sampler's log-probs are recorded when a `rollout` samples")
+        if "on_policy" in rollout.options:
+            self.fail("E0210", f"`{s}` holds the dataset's completions in batches that do not sample "
+                               "(`on_policy`), which no sampler drew", c.args[1].span,
+                      help="drop `on_policy`, or use `logprobs(old, …)`")
 
     def model_arg(self, e: ast.Expr) -> str:
         if isinstance(e, ast.Name) and e.id in self.roles:
@@ -339,4 +356,6 @@ def lower(m: MethodDef, params: dict, sink: Sink) -> nx.DiGraph | None:
     if sink.has_errors:
         return None
     g = _Lowerer(m, params, decl, sink).build()
+    if g is not None:
+        g.graph["update"] = decl.update  # the training graph's schedule, read by plan.py
     return None if sink.has_errors else g

@@ -19,6 +19,15 @@ class SetRows:
     truncated: list[bool] | None = None   # rollouts: no EOS within max_tokens
     texts: list[str] | None = None        # rollouts: decoded completions
     token_mask: list[list[bool]] | None = None  # which completion tokens the set holds, when not all
+    sampler_logprobs: list[list[float]] | None = None  # rollouts: each token's log-prob under the distribution
+    #                                                    the generator drew it from (`logprobs(sampler, y)`)
+
+    def select(self, rows: list[int]) -> "SetRows":
+        """These rows, in this order."""
+        def pick(values):
+            return [values[i] for i in rows] if values is not None else None
+        return SetRows(pick(self.prompt_ids), pick(self.completion_ids), pick(self.truncated), pick(self.texts),
+                       pick(self.token_mask), pick(self.sampler_logprobs))
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -28,6 +37,8 @@ class SetRows:
 class Batch:
     examples: list
     sets: dict[str, SetRows] = field(default_factory=dict)
+    rewards: dict[str, list[float]] = field(default_factory=dict)  # "r(y)" → one score per row of y
+    recorded: dict = field(default_factory=dict)  # leaf → tensor computed when the experience was made
 
     @property
     def prompts(self) -> list[str]:

@@ -1,13 +1,15 @@
 """The training loop: one readable file, the compiled method its only
 method-specific input.
 
-Each optimizer step takes one global batch (the same on every process, from a
-seeded permutation, so a step's data depends only on the seed and the step),
-keeps this process's slice, splits it into micro-batches, samples rollouts and
-scores rewards where the plan has them, counts rows and tokens over the whole
-global batch (all processes) BEFORE any backward, and gives those counts to the
-compiled loss as its normalisers: the micro-batch losses then sum to the
-full-batch loss, whatever the accumulation steps or the number of processes.
+Each optimizer step takes one mini-batch of the current experience
+(runtime/experience.py: a batch of examples made once — rollouts sampled, rewards
+scored, `old` recorded — and used for the passes × mini-batches the spec's `update`
+line asks; by default one step per experience). A mini-batch is one global batch,
+the same on every process; this process's slice of it is split into micro-batches.
+Rows and tokens are counted over the whole mini-batch (all processes) BEFORE any
+backward, and given to the compiled loss as its normalisers: the micro-batch losses
+then sum to the full mini-batch loss, whatever the accumulation steps or the number
+of processes.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from pathlib import Path
 import torch
 
 import ptdsl
+from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, metrics_log, rollout
+from ptdsl.runtime import checkpoint, embedded, experience, metrics_log
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.guard import Guard, check_options
@@ -30,13 +33,13 @@ from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources, verifier_uses
 from ptdsl.runtime.setup import load_examples, load_models
-from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks, pick_sets, scoring_temperatures
+from ptdsl.runtime.step import Clock, StepContext, loss_inputs, masks, scoring_temperatures
 
 
 @dataclass
 class TrainOptions:
     output: str = "out"
-    steps: int | None = None             # optimizer steps (default: one epoch)
+    steps: int | None = None             # optimizer steps (default: one epoch × the spec's passes × mini-batches)
     batch_size: int = 8                  # examples (prompts, for rollouts) per process per micro-step
     grad_accum: int = 1
     learning_rate: float | None = None   # default: 1e-5, or 3e-3 for the embedded tiny model
@@ -80,6 +83,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                       project_dir=opts.output, cpu=not torch.cuda.is_available())
     set_seed(opts.seed)
     log = _logger(acc, opts)
+    for w in compiled.warnings:  # e.g. W0202: `old` with one optimizer step per batch
+        log(render(w, compiled.method.definition.sources))
     out = Path(opts.output)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -94,11 +99,11 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                              require_columns=rewards.columns if rewards else ())  # what the verifiers read
     examples = examples[: opts.max_examples] if opts.max_examples else examples
     world = acc.num_processes
-    per_step = opts.batch_size * opts.grad_accum * world
-    if len(examples) < per_step:
-        raise RuntimeSetupError(f"the dataset has {len(examples)} usable rows, fewer than one global batch "
-                                f"({opts.batch_size} × {opts.grad_accum} accumulation × {world} processes)")
-    total = opts.steps or max(1, len(examples) // per_step)
+    reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
+    total = opts.steps or max(1, reuse.default_total())
+    if reuse.steps > 1:
+        log(f"note: each batch of experience ({reuse.size} examples) feeds {reuse.steps} optimizer steps "
+            f"({reuse.passes} passes × {reuse.minibatches} mini-batches); `old` outputs are recorded as it is made")
     if (opts.grad_accum > 1 or world > 1) and inexact_nodes(compiled.graph):
         spans = ", ".join(str(compiled.graph.nodes[n]["span"]) for n in inexact_nodes(compiled.graph))
         log(f"note: `{compiled.name}` uses a batch statistic non-linearly ({spans}); it is computed per "
@@ -126,28 +131,30 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     models.heads = dict(zip(models.heads, heads))
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
+    ctx = StepContext(compiled, models, acc.device, cache, positions,
+                      temperatures=scoring_temperatures(compiled.plan, opts.rollout))
+    experiences = experience.Experiences(compiled, examples, reuse, opts, acc, models, rewards, ctx)
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
-        layout = checkpoint.Layout(models=1 + len(heads), process=acc.process_index, scaler=acc.scaler is not None)
-        start, saved = _resume(acc, out, total, layout, log)
+        layout = checkpoint.Layout(models=1 + len(heads), process=acc.process_index, scaler=acc.scaler is not None,
+                                   experience=reuse.steps > 1)
+        start, saved = _resume(acc, out, total, layout, log, experiences)
         state = {k: tuple(v) for k, v in saved.get("state", {}).items()}
     guard = Guard(compiled, acc, params_, opts.nonfinite_grads, opts.max_skipped_steps, lr,
                   saved.get("skipped", 0), log)
     if opts.report_to:
         acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
-    ctx = StepContext(compiled, models, acc.device, cache, positions,
-                      temperatures=scoring_temperatures(compiled.plan, opts.rollout))
     # a metric whose batch means take global counts sums over micro-batches; others average
     summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
     trainable = [models.trunk, *heads]
     bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
     last: dict = {}
-    once_cache: dict = {}  # (rollout, example) → samples of a `once` rollout
     for step in bar:
         t0 = time.time()
-        micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache)
+        ctx.clock = Clock(step, total, reuse.epoch(step))
+        micro = experiences.minibatch(step)  # makes the next experience when this step starts one
         norm = _global_counts(compiled, micro, acc)
         state_before = dict(state)
         sums: dict[str, float] = {}
@@ -185,7 +192,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
-            checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped})
+            checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
+                            experience=experiences.state() if reuse.steps > 1 else None)
     _save_final(acc, models, out)
     if rewards is not None:
         rewards.report()
@@ -204,65 +212,7 @@ def _adamw(params, lr: float, weight_decay: float):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-# ---- batches ------------------------------------------------------------------------
-
-def _indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
-    """The global batch of `step`: a slice of a seeded permutation of the dataset, one per epoch
-    (the last incomplete batch of an epoch is dropped), so resuming needs only the step."""
-    per_epoch = n // per_step
-    epoch, k = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    return perm[k * per_step:(k + 1) * per_step]
-
-
-def _sampler(compiled, models, name):
-    """What a rollout samples from: a language model, or a geometric mixture of two."""
-    role = compiled.graph.graph["roles"].get(name)
-    if role is not None and role.kind == "mixture":
-        opts = dict(role.options)
-        return rollout.GeometricMixture(_sampler(compiled, models, role.of), _sampler(compiled, models, opts["with"]),
-                                        opts["coef"])
-    return models.policy if name == "policy" else models.frozen[name]
-
-
-def _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache):
-    per_step = opts.batch_size * opts.grad_accum * acc.num_processes
-    ids = _indices(len(examples), step, per_step, opts.seed)
-    mine = ids[acc.process_index::acc.num_processes]
-    micro = []
-    for i in range(opts.grad_accum):
-        batch = build_batch(compiled, [examples[j] for j in mine[i::opts.grad_accum]])
-        for name, spec in compiled.plan.rollouts.items():
-            if not rollout.samples_now(spec, opts.seed, step, i):  # `on_policy = λ`: the dataset's turn
-                batch.sets[name] = rollout.from_dataset(batch.examples, compiled.plan.data, models.tokenizer)
-                continue
-            sampler = _sampler(compiled, models, spec.model)
-            if spec.options.get("once"):  # a frozen model's samples: drawn once per prompt, then reused
-                batch.sets[name] = rollout.sample_once(once_cache, sampler, models.tokenizer, batch.examples, spec,
-                                                       acc.device, opts.rollout, opts.seed)
-                continue
-            batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
-                                              opts.rollout)
-        _score(compiled, batch, rewards)
-        pick_sets(compiled, batch)
-        micro.append(batch)
-    return micro
-
-
-def _score(compiled, batch, rewards):
-    """Every reward the step reads, on rollout sets (those of picked sets are selected later)."""
-    sets = compiled.graph.graph["sets"]
-    needed = {(i.name.split("(", 1)[0], i.set) for i in compiled.inputs if i.kind == "reward"}
-    needed |= {(sets[s].by, sets[s].base) for s in compiled.plan.sets if sets[s].source == "picked"}
-    for reward, s in sorted(needed):
-        if sets[s].source != "rollout":
-            continue
-        n = int(compiled.plan.rollouts[s].options.get("n", 1))
-        prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
-        keys = dict.fromkeys(k for e in batch.examples for k in e.columns)  # rows may differ in their columns
-        columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in keys}
-        batch.rewards[f"{reward}({s})"] = rewards.evaluate(reward, prompts, batch.sets[s].texts, columns)
-
+# ---- counts -------------------------------------------------------------------------
 
 def _global_counts(compiled, micro, acc) -> dict:
     """Rows and completion tokens of the whole global batch, over every process (and, with
@@ -287,9 +237,9 @@ def _global_counts(compiled, micro, acc) -> dict:
 
 # ---- checks, logging, saving -------------------------------------------------------
 
-def _resume(acc, out: Path, total: int, layout, log) -> tuple[int, dict]:
-    """Load the newest valid checkpoint (saying which newer ones were skipped and why) and cut
-    metrics.jsonl back to its step."""
+def _resume(acc, out: Path, total: int, layout, log, experiences) -> tuple[int, dict]:
+    """Load the newest valid checkpoint (saying which newer ones were skipped and why), the
+    experience in progress when it was taken inside one, and cut metrics.jsonl back to its step."""
     found, skipped = checkpoint.choose(out, total, layout)
     for path, reason in skipped:
         log(f"--resume: skipping {path}: {reason}")
@@ -298,6 +248,8 @@ def _resume(acc, out: Path, total: int, layout, log) -> tuple[int, dict]:
         raise RuntimeSetupError(f"--resume: no usable checkpoint in `{out}`" + (f" ({why})" if why else ""),
                                 help="start without --resume (or with another --output)")
     start, saved = checkpoint.load(acc, found)
+    if start % experiences.reuse.steps:  # taken inside an experience: continue that one
+        experiences.restore(checkpoint.load_experience(found, acc.process_index), start)
     if acc.is_main_process:
         metrics_log.truncate(out, start)
     log(f"resumed from {found.path} at step {start}")

@@ -2,9 +2,11 @@
 
 Each model runs one forward over all the sets it is asked about (split in two
 only when some of its outputs need no gradient, e.g. KTO's detached KL
-estimate). `old` outputs are the detached current ones: every batch feeds
-exactly one optimizer step, so the behaviour policy is the current policy and
-costs no extra forward. Precomputed frozen queries are read from the cache.
+estimate). Outputs recorded when the experience was made (`old`, when an
+experience feeds several optimizer steps; runtime/experience.py) are read from
+the batch; otherwise `old` outputs are the detached current ones: the behaviour
+policy is the current policy and costs no extra forward. Precomputed frozen
+queries are read from the cache; `logprobs(sampler, y)` from the rollout's rows.
 """
 from __future__ import annotations
 
@@ -17,6 +19,15 @@ from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_model
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Where training is: `step` optimizer steps done, of `total`; `epoch` the pass over the
+    dataset the current experience belongs to (for leaves that read time)."""
+    step: int = 0
+    total: int = 1
+    epoch: int = 0
+
+
 @dataclass
 class StepContext:
     compiled: object
@@ -26,6 +37,7 @@ class StepContext:
     positions: dict         # example index → position in the precomputed lists
     dtype: torch.dtype = torch.float32
     temperatures: dict = field(default_factory=dict)  # set → scoring temperature (see scoring_temperatures)
+    clock: Clock = Clock()  # the loop sets it before each optimizer step
 
 
 def _policy(ctx):
@@ -57,31 +69,70 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
     plan = ctx.compiled.plan
     m = masks(ctx.compiled, batch, ctx.device)
     inputs = {f"mask({s})": v for s, v in m.items()}
-    live = [q for q in plan.queries if q.leaf not in ctx.precomputed and q.role_kind != "old"]
-    groups: dict[tuple, list] = {}
-    for q in live:
-        body, head = _body(ctx, q.model)
-        groups.setdefault((body, q.frozen), []).append((q, head))
-    for (body, frozen), items in groups.items():
-        model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
-        sets = sorted({q.set for q, _ in items})
-        wanted = {s: [] for s in sets}
-        head = next((h for _, h in items if h is not None), None)
-        for q, _ in items:
-            wanted[q.set].append(q.output)
-        res = run_model(model, batch.sets, sets, wanted, ctx.models.tokenizer.pad_token_id, ctx.device,
-                        frozen=frozen or body != "policy", temperatures=ctx.temperatures,
-                        value_head=head)
-        for q, _ in items:
-            inputs[q.leaf] = _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
+    live = [q for q in plan.queries if q.leaf not in ctx.precomputed and q.leaf not in batch.recorded
+            and q.role_kind not in ("old", "sampler")]
+    inputs.update(_forwards(ctx, batch, [(q, q.model, q.frozen) for q in live], m))
     for q in plan.queries:
-        if q.leaf in ctx.precomputed:
+        if q.leaf in batch.recorded:
+            inputs[q.leaf] = batch.recorded[q.leaf].to(ctx.dtype)
+        elif q.leaf in ctx.precomputed:
             inputs[q.leaf] = lookup(ctx.precomputed, q.leaf, batch.examples, ctx.positions, m[q.set], ctx.dtype)
         elif q.role_kind == "old":
-            inputs[q.leaf] = _recorded(ctx, q, inputs, batch, m)
+            inputs[q.leaf] = _current(ctx, q, inputs, batch, m)
+        elif q.role_kind == "sampler":
+            inputs[q.leaf] = _sampled(batch.sets[q.set], m[q.set], ctx.device).to(ctx.dtype)
     for name, value in batch_fields(ctx.compiled, batch, ctx.device).items():
         inputs[name] = value
     return inputs
+
+
+def record(ctx: StepContext, batch: Batch) -> dict:
+    """The plan's per-experience outputs for this micro-batch, by no-grad forwards now: `old`
+    outputs from the policy (and its value heads) as it is, a fixed model's from it."""
+    m = masks(ctx.compiled, batch, ctx.device)
+    wanted = [(q, _snapshot_of(q), True) for q in ctx.compiled.plan.queries
+              if q.per_experience and q.leaf not in ctx.precomputed]
+    return {leaf: t.detach() for leaf, t in _forwards(ctx, batch, wanted, m).items()}
+
+
+def _forwards(ctx, batch, wanted, m) -> dict:
+    """leaf → tensor for `wanted` (query, the role whose outputs it reads, frozen): one forward
+    per network and gradient setting, over every set asked of it."""
+    groups: dict[tuple, list] = {}
+    for q, model_name, frozen in wanted:
+        body, head = _body(ctx, model_name)
+        groups.setdefault((body, frozen), []).append((q, head))
+    out = {}
+    for (body, frozen), items in groups.items():
+        model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
+        sets = sorted({q.set for q, _ in items})
+        outputs = {s: [] for s in sets}
+        head = next((h for _, h in items if h is not None), None)
+        for q, _ in items:
+            outputs[q.set].append(q.output)
+        res = run_model(model, batch.sets, sets, outputs, ctx.models.tokenizer.pad_token_id, ctx.device,
+                        frozen=frozen or body != "policy", temperatures=ctx.temperatures,
+                        value_head=head)
+        for q, _ in items:
+            out[q.leaf] = _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
+    return out
+
+
+def _snapshot_of(q) -> str:
+    """The role whose outputs a query reads: `old` → policy, `old(value)` → value, else its own."""
+    if q.role_kind != "old":
+        return q.model
+    return "policy" if q.model == "old" else q.model[4:-1]
+
+
+def _sampled(rows: SetRows, mask, device):
+    """`logprobs(sampler, S)`: what the rollout recorded as it sampled, [rows, width], 0 outside."""
+    if rows.sampler_logprobs is None:  # the plan asked the rollout to keep them (experience.py)
+        raise RuntimeError("the rollout kept no sampler log-probs")
+    out = torch.zeros(mask.shape, dtype=torch.float32)
+    for i, lp in enumerate(rows.sampler_logprobs):
+        out[i, :min(len(lp), mask.shape[1])] = torch.tensor(lp[:mask.shape[1]], dtype=torch.float32)
+    return out.to(device)
 
 
 def _fit(t, mask):
@@ -107,9 +158,9 @@ def scoring_temperatures(plan, overrides: dict | None = None) -> dict:
     return out
 
 
-def _recorded(ctx, q, inputs, batch, m):
-    """`old` outputs: the current model's, detached (one optimizer step per batch)."""
-    base = "policy" if q.model == "old" else q.model[4:-1]
+def _current(ctx, q, inputs, batch, m):
+    """`old` outputs when each experience feeds one optimizer step: the current model's, detached."""
+    base = _snapshot_of(q)
     current = f"{q.output}({base}, {q.set})"
     if current in inputs:
         return inputs[current].detach()
@@ -153,7 +204,6 @@ def build_batch(compiled, examples) -> Batch:
     batch = Batch(list(examples))
     data_sets = [s for s in compiled.plan.sets if s not in compiled.plan.rollouts]
     batch.sets.update(dataset_sets(batch.examples, data_sets, compiled.graph.graph["sets"]))
-    batch.rewards = {}
     return batch
 
 
@@ -174,9 +224,7 @@ def pick_sets(compiled, batch: Batch) -> None:
                 chosen.append(max(group, key=lambda i: (scores[i], -i)))
             else:
                 chosen.append(min(group, key=lambda i: (scores[i], -i)))
-        batch.sets[s] = SetRows([rows.prompt_ids[i] for i in chosen], [rows.completion_ids[i] for i in chosen],
-                                [rows.truncated[i] for i in chosen] if rows.truncated else None,
-                                [rows.texts[i] for i in chosen] if rows.texts else None)
+        batch.sets[s] = rows.select(chosen)
         for key, values in list(batch.rewards.items()):
             if key.endswith(f"({info.base})"):
                 batch.rewards[f"{key.split('(', 1)[0]}({s})"] = [values[i] for i in chosen]

@@ -136,6 +136,13 @@ class RolloutDecl:
 
 
 @dataclass(frozen=True)
+class UpdateDecl:
+    """`update passes = P, minibatches = M`: how each batch of experience is used."""
+    options: tuple[KwArg, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class Bound:
     op: str  # < <= > >= == !=
     value: Expr
@@ -181,7 +188,7 @@ class MetricDecl:
 
 
 Statement = Union[MethodDecl, PaperDecl, FamilyDecl, StabilityDecl, DataDecl, PolicyDecl,
-                  RoleDecl, RewardDecl, RolloutDecl, ParamDecl, LetDecl, LossDecl, MetricDecl]
+                  RoleDecl, RewardDecl, RolloutDecl, UpdateDecl, ParamDecl, LetDecl, LossDecl, MetricDecl]
 
 
 @dataclass(frozen=True)

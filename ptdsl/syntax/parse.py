@@ -118,6 +118,14 @@ class _ToAst(Transformer):
     def rollout_decl(self, meta, ch):
         return ast.RolloutDecl(str(ch[0]), ch[1], self._s(meta))
 
+    def update_decl(self, meta, ch):
+        options = []
+        for name, value in zip(ch[::2], ch[1::2]):  # NAME "=" expr, repeated
+            start = _span(self.path, name)
+            span = Span(self.path, start.line, start.col, value.span.end_line, value.span.end_col)
+            options.append(ast.KwArg(str(name), start, value, span))
+        return ast.UpdateDecl(tuple(options), self._s(meta))
+
     def param_decl(self, meta, ch):
         name, default, rest = str(ch[0]), ch[1], ch[2:]
         constraint = next((c for c in rest if isinstance(c, (ast.Bound, ast.Interval))), None)

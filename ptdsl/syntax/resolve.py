@@ -36,18 +36,20 @@ class MethodDef:
     lets: dict[str, ast.LetDecl] = field(default_factory=dict)
     loss: ast.LossDecl | None = None
     metrics: dict[str, ast.MetricDecl] = field(default_factory=dict)
+    update: ast.UpdateDecl | None = None  # how experience is used; None: one pass, one mini-batch
     sources: dict[str, str] = field(default_factory=dict)  # file → text, parents included
 
 
 _NAMED = {ast.RoleDecl: "roles", ast.RewardDecl: "rewards", ast.RolloutDecl: "rollouts",
           ast.ParamDecl: "params", ast.LetDecl: "lets", ast.MetricDecl: "metrics"}
 _SINGLE = {ast.PaperDecl: "paper", ast.FamilyDecl: "family", ast.StabilityDecl: "stability",
-           ast.DataDecl: "data", ast.PolicyDecl: "policy", ast.LossDecl: "loss"}
+           ast.DataDecl: "data", ast.PolicyDecl: "policy", ast.LossDecl: "loss", ast.UpdateDecl: "update"}
 
 
 def _what(stmt) -> str:
     return {ast.PaperDecl: "`paper`", ast.FamilyDecl: "`family`", ast.StabilityDecl: "stability",
-            ast.DataDecl: "`data`", ast.PolicyDecl: "`policy`", ast.LossDecl: "`loss`"}[type(stmt)]
+            ast.DataDecl: "`data`", ast.PolicyDecl: "`policy`", ast.LossDecl: "`loss`",
+            ast.UpdateDecl: "`update`"}[type(stmt)]
 
 
 def collect(spec: ast.SpecFile, sink: Sink) -> dict:
@@ -195,6 +197,7 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         lets=merged("lets"),
         loss=pick("loss"),
         metrics=merged("metrics"),
+        update=pick("update"),
         sources={**(parent.sources if parent else {}), spec.path: spec.text},
     )
 

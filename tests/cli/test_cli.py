@@ -52,7 +52,7 @@ def test_show_lists_params_inputs_plan_ir(capsys):
     assert main(["show", "grpo", "--set", "beta=0.04"]) == 0
     out = capsys.readouterr().out
     for text in ("params", "beta = 0.04", "inputs", "logprobs(reference, y)", "f32[token y]", "plan",
-                 "forward reference on y", "recorded at sampling", "ir", "group_std", "grpo.ptdsl:"):
+                 "forward reference on y", "= the current policy, detached", "schedule", "ir", "group_std", "grpo.ptdsl:"):
         assert text in out, text
 
 
