@@ -6,6 +6,7 @@ Categories:
   set      set → value (`mask`, `length`)
   op       n value operands → one IR op of the same arity (elementwise, reductions)
   scan     an op with constant keyword options (`gae(r, v, gamma = 1, lam = 0.95)`)
+  time     the built-in scalar values `step`, `progress`, `epoch` (names, not calls)
 Role sources (`frozen`, `model`, `value_head`, `geometric_mixture`), reward sources (`verifier`,
 `reward_model`), rollouts (`sample`) and set builders (`mismatched`) are only
 valid in their own statements and are listed here so that errors can say so.
@@ -22,6 +23,10 @@ QUERIES = {  # name → (level kind, leaf kind)
 }
 SUGAR = {"logp": "sum_tokens", "mean_logp": "mean_tokens"}  # reductions of logprobs(M, S)
 SET_FUNCS = ("mask", "length", "position")
+# Training time, supplied by the runtime at every optimizer step: optimizer steps done (0 at the
+# first), progress from 0 at the first step to 1 at the last, and complete passes over the data.
+# They are names, not calls, and nothing may rebind them.
+TIME = ("step", "progress", "epoch")
 
 OPS = {  # builtin name → IR op (arity from the op table)
     **{n: n for n in ("exp", "log", "log1p", "expm1", "sigmoid", "logsigmoid", "softplus", "relu",
