@@ -16,7 +16,7 @@ from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import EXAMPLES
 from ptdsl.ir.declare import Role, declare, option_message, role_help
 from ptdsl.ir.graph import SetInfo, add, new_graph
-from ptdsl.ir.ops import OPS
+from ptdsl.ir.ops import OPS, STATEFUL
 from ptdsl.ir.consteval import NotConstant, Schedule, const_eval
 from ptdsl.syntax import ast
 from ptdsl.syntax.deps import dependency_order, names_used
@@ -101,7 +101,7 @@ class _Lowerer:
             return ()
         if f == B.AT_LAST:
             return tuple(c.args[:1])
-        return tuple(c.args) if f in B.OPS or f in B.SCANS else ()
+        return tuple(c.args) if f in B.OPS or f in B.SCANS or f in B.RANDOM else ()
 
     def _lower_or_none(self, e: ast.Expr):
         try:
@@ -207,13 +207,15 @@ class _Lowerer:
         if f in B.OPS:
             op = B.OPS[f]
             want = OPS[op].arity - (1 if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum",
-                                                 "whiten") else 0)
+                                                 "whiten", "token_rank") else 0)
             self._arity(c, want)
             # a running statistic keeps state across steps, keyed by where it is written
-            attrs = {"key": f"{Path(c.span.file).stem}:{c.span.line}:{c.span.col}"} if op == "running_mean" else None
+            attrs = {"key": _site(c.span)} if op in STATEFUL else None
             return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
         if f in B.SCANS:
             return self.scan(c)
+        if f in B.RANDOM:
+            return self.draw(c)
         if f == B.AT_LAST:
             self._arity(c, 2)
             x = self.expr(c.args[0])
@@ -250,11 +252,24 @@ class _Lowerer:
             bad = B.option_range_error(kw.name, attrs[kw.name])
             if bad:
                 self.fail("E0403", bad, kw.span)
-        missing = [o for o in opts if o not in attrs]
+        missing = [o for o in opts if o not in attrs and o not in B.OPTIONAL]
         if missing:
             self.fail("E0209", f"`{c.func}` needs option{'s' if len(missing) > 1 else ''} "
                                f"{', '.join(f'`{o} = …`' for o in missing)}", c.span)
+        if op in STATEFUL:
+            attrs = {"key": _site(c.span), **{o: attrs.get(o) for o in opts}}
         return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
+
+    def draw(self, c: ast.Call) -> int:
+        """`uniform(x)`: U[0, 1) draws at x's level, one per element (x gives only the shape);
+        `bernoulli(p, x)` = `uniform(x) < p`. Each call site is its own draw, named by where it is
+        written (`uniform@sampo:14:30`), which keys its seed at run time."""
+        self._arity(c, B.RANDOM[c.func])
+        shape = self.expr(c.args[-1])
+        u = add(self.g, "uniform", (shape,), {"name": f"uniform@{_site(c.span)}"}, c.span)
+        if c.func == "uniform":
+            return u
+        return add(self.g, "lt", (u, self.expr(c.args[0])), None, c.span)
 
     def reward(self, c: ast.Call) -> int:
         self._arity(c, 1)
@@ -365,6 +380,12 @@ class _Lowerer:
         attrs = dict(name=name, kind=kind, level=level, model=model, set=s, rows=rows, dtype=dtype,
                      trainable=trainable, **extra)
         return add(self.g, "leaf", (), attrs, span)
+
+def _site(span: Span) -> str:
+    """Where a call is written, `FILE-STEM:LINE:COL`: the key of a running statistic's state and
+    of a random draw's seed (an inherited let keeps its parent's file)."""
+    return f"{Path(span.file).stem}:{span.line}:{span.col}"
+
 
 def _rename_help(name: str) -> str:
     return f"choose another name, e.g. `{name}_`; `{name}` itself reads the training time in any expression"
