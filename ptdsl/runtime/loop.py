@@ -24,6 +24,7 @@ import ptdsl
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, metrics_log, rollout
 from ptdsl.runtime.alloc import tune_malloc
+from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.guard import Guard, check_options
 from ptdsl.runtime.precompute import precompute
@@ -99,6 +100,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         raise RuntimeSetupError(f"the dataset has {len(examples)} usable rows, fewer than one global batch "
                                 f"({opts.batch_size} × {opts.grad_accum} accumulation × {world} processes)")
     total = opts.steps or max(1, len(examples) // per_step)
+    per_epoch = max(1, len(examples) // per_step)  # i10-time: `epoch` counts passes (see _indices)
+    check_schedules(compiled, total, per_epoch)    # i10-time: scheduled params' constraints, every step
     if (opts.grad_accum > 1 or world > 1) and inexact_nodes(compiled.graph):
         spans = ", ".join(str(compiled.graph.nodes[n]["span"]) for n in inexact_nodes(compiled.graph))
         log(f"note: `{compiled.name}` uses a batch statistic non-linearly ({spans}); it is computed per "
@@ -138,7 +141,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
     ctx = StepContext(compiled, models, acc.device, cache, positions,
-                      temperatures=scoring_temperatures(compiled.plan, opts.rollout))
+                      temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed)
     # a metric whose batch means take global counts sums over micro-batches; others average
     summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
     trainable = [models.trunk, *heads]
@@ -147,6 +150,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     once_cache: dict = {}  # (rollout, example) → samples of a `once` rollout
     for step in bar:
         t0 = time.time()
+        ctx.clock = Clock(step, total, per_epoch)  # i10-time: time leaves and random draws read it
         micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache)
         norm = _global_counts(compiled, micro, acc)
         state_before = dict(state)

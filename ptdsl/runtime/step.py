@@ -4,7 +4,8 @@ Each model runs one forward over all the sets it is asked about (split in two
 only when some of its outputs need no gradient, e.g. KTO's detached KL
 estimate). `old` outputs are the detached current ones: every batch feeds
 exactly one optimizer step, so the behaviour policy is the current policy and
-costs no extra forward. Precomputed frozen queries are read from the cache.
+costs no extra forward. Precomputed frozen queries are read from the cache. The
+training time and random draws come from runtime/draws.py.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, set_mask
+from ptdsl.runtime.draws import Clock, random_inputs, time_inputs
 from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_model
 
@@ -26,6 +28,8 @@ class StepContext:
     positions: dict         # example index → position in the precomputed lists
     dtype: torch.dtype = torch.float32
     temperatures: dict = field(default_factory=dict)  # set → scoring temperature (see scoring_temperatures)
+    seed: int = 0           # the run's seed: random draws are keyed by it (runtime/draws.py)
+    clock: Clock = field(default_factory=Clock)  # the optimizer step being made (the loop sets it)
 
 
 def _policy(ctx):
@@ -81,6 +85,8 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
             inputs[q.leaf] = _recorded(ctx, q, inputs, batch, m)
     for name, value in batch_fields(ctx.compiled, batch, ctx.device).items():
         inputs[name] = value
+    inputs.update(time_inputs(ctx.compiled, ctx.clock, ctx.device, ctx.dtype))
+    inputs.update(random_inputs(ctx.compiled, batch.examples, m, ctx.seed, ctx.clock.step, ctx.device, ctx.dtype))
     return inputs
 
 
