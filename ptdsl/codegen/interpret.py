@@ -228,8 +228,9 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
 
 def _before(x, i, among) -> int:
     """How many of the positions `among` rank before position i: a larger value, or an equal one
-    earlier (largest first, ties in order)."""
-    return sum(1 for j in among if x[j] > x[i] or (x[j] == x[i] and j < i))
+    earlier (largest first, ties in order; a NaN counts as -inf)."""
+    v = [-float("inf") if x[j] != x[j] else float(x[j]) for j in range(len(x))]
+    return sum(1 for j in among if v[j] > v[i] or (v[j] == v[i] and j < i))
 
 
 def _ema(x, state, a):

@@ -250,10 +250,16 @@ def running_var(x, state, key, sum_over_processes=None):
     return torch.tensor(m2 / (n - 1) if n > 1 else 0.0, dtype=dtype, device=x.device)
 
 
+def _nan_last(x):
+    """Ranks put a NaN last, with -inf (torch's sort would put it first)."""
+    x = x.detach()
+    return torch.where(torch.isnan(x), torch.full((), -torch.inf, dtype=x.dtype, device=x.device), x)
+
+
 def row_rank(x, dtype):
     """0-based rank of each row's value among the batch's rows, largest first; ties: the earlier
-    row first (a stable sort). A count: at least float32; no gradient."""
-    order = torch.sort(x.detach(), descending=True, stable=True).indices
+    row first (a stable sort); NaN ranks as -inf. A count: at least float32; no gradient."""
+    order = torch.sort(_nan_last(x), descending=True, stable=True).indices
     ranks = torch.empty_like(order)
     ranks[order] = torch.arange(order.shape[0], device=x.device)
     return ranks.to(_count_dtype(dtype))
@@ -265,9 +271,10 @@ def num_rows(x, dtype):
 
 def token_rank(x, mask, dtype):
     """Each valid token's 0-based rank among its row's valid tokens, largest value first; ties: the
-    earlier token first. Masked-out positions are 0. Two stable sorts: by value, then valid tokens
-    before masked ones, so a masked position never counts (whatever it holds). No gradient."""
-    by_value = torch.sort(x.detach(), dim=-1, descending=True, stable=True).indices
+    earlier token first; NaN ranks as -inf. Masked-out positions are 0. Two stable sorts: by value,
+    then valid tokens before masked ones, so a masked position never counts (whatever it holds).
+    No gradient."""
+    by_value = torch.sort(_nan_last(x), dim=-1, descending=True, stable=True).indices
     valid_first = torch.sort((~mask).gather(-1, by_value).to(torch.uint8), dim=-1, stable=True).indices
     order = by_value.gather(-1, valid_first)
     ranks = torch.empty_like(order)
