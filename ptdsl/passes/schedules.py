@@ -73,7 +73,8 @@ def violations(m, values: dict, total: int, per_epoch: int, holds) -> list[str]:
             now = ev.at(time)
             ok, want = holds(p, now[p.name], lookup_at(now, {}))
             if not ok:
-                out.append(f"parameter `{p.name}` = {now[p.name]!r} at step {step} (progress "
-                           f"{time['progress']:.4g}, epoch {time['epoch']}) violates its constraint `{want}`")
+                out.append(f"parameter `{p.name}` = {now[p.name]!r} at optimizer step {step + 1} of {total} "
+                           f"(step = {step}, progress = {time['progress']:.4g}, epoch = {time['epoch']}) "
+                           f"violates its constraint `{want}`")
                 break
     return out
