@@ -15,6 +15,7 @@ device sees the same bits.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -87,15 +88,20 @@ def draw(a: dict, rows: int | None, examples, masks: dict, seed: int, step: int)
     return out if a["level"] == "token" else out[:, 0]
 
 
+@functools.lru_cache(maxsize=16)
+def _draw_leaves(compiled) -> tuple[tuple[dict, int], ...]:
+    """(attrs, group size) of each random leaf of a compiled method: read once, not per micro-batch."""
+    from ptdsl.ir.graph import leaves
+    g = compiled.graph
+    return tuple((g.nodes[n]["attrs"], compiled.group_size(g.nodes[n]["attrs"]["rows"]) or 1)
+                 for n in leaves(g) if g.nodes[n]["attrs"]["kind"] == "uniform")
+
+
 def random_inputs(compiled, examples, masks: dict, seed: int, step: int, device, dtype) -> dict:
     """Every random draw the loss reads, for one micro-batch of `examples`."""
-    from ptdsl.ir.graph import leaves
-    g, out = compiled.graph, {}
-    for n in leaves(g):
-        a = g.nodes[n]["attrs"]
-        if a["kind"] == "uniform":
-            rows = len(examples) * (compiled.group_size(a["rows"]) or 1) if a["rows"] else None
-            # at least float32: a bfloat16 draw just below 1 would round to 1, outside U[0, 1)
-            out[a["name"]] = draw(a, rows, examples, masks, seed, step).to(
-                device, torch.promote_types(dtype, torch.float32))
+    out = {}
+    for a, group in _draw_leaves(compiled):
+        rows = len(examples) * group if a["rows"] else None
+        # at least float32: a bfloat16 draw just below 1 would round to 1, outside U[0, 1)
+        out[a["name"]] = draw(a, rows, examples, masks, seed, step).to(device, torch.promote_types(dtype, torch.float32))
     return out
