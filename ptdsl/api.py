@@ -29,7 +29,7 @@ class Input:
     """One leaf tensor the loss reads."""
 
     name: str        # canonical query text, e.g. "logprobs(policy, chosen)"
-    kind: str        # logprobs | entropy | logits | values | score | mask | reward | field
+    kind: str        # logprobs | entropy | logits | values | score | mask | reward | field | time | uniform
     level: str       # e.g. "f32[token chosen]"
     set: str | None
     model: str | None
@@ -130,8 +130,9 @@ class CompiledMethod:
         `normalizers` (optional) gives the global counts batch means divide by when
         one batch is split into micro-batches or processes: `{"rows:examples": 64,
         "tokens:y": 5120}`; the per-micro-batch losses then sum to the full-batch loss.
-        `state` (optional) carries running statistics across calls (`running_mean`); it is
-        updated in place. Without it, each call starts afresh."""
+        `state` (optional) carries running statistics across calls (`running_mean`, `running_var`,
+        `ema`); it is updated in place. Without it, each call starts afresh. The training time
+        (`step`, `progress`, `epoch`) and random draws (`uniform@…`) are inputs like any other."""
         from ptdsl.inputs import check_inputs, float_dtype
         check_inputs(self.graph, inputs)
         return self._fn(inputs, float_dtype(self.graph, inputs), normalizers or {}, {} if state is None else state)

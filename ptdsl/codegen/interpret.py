@@ -161,6 +161,21 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
         total, seen = state.get(a["key"], (0.0, 0))
         state[a["key"]] = (total + float(x.sum()), seen + x.numel())
         return torch.tensor(state[a["key"]][0] / state[a["key"]][1], dtype=x.dtype)
+    if op in ("ema", "running_var"):
+        return _STATEFUL[op](args[0].detach(), state, a)
+    if op == "row_rank":  # rank = how many rows come before it: a larger value, or an equal one earlier
+        x = args[0]
+        return torch.tensor([_before(x, i, range(len(x))) for i in range(len(x))], dtype=_counts(dtype))
+    if op == "num_rows":
+        return torch.tensor(float(args[0].shape[0]), dtype=_counts(dtype))
+    if op == "token_rank":
+        x, m = args
+        out = torch.zeros(m.shape, dtype=_counts(dtype))
+        for r in range(m.shape[0]):
+            valid = torch.nonzero(m[r]).flatten().tolist()
+            for t in valid:
+                out[r, t] = _before(x[r], t, valid)
+        return out
     if op == "mean":
         return args[0].sum() / (args[0].shape[0] if count is None else count)
     if op == "token_mean":
@@ -211,7 +226,39 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     return _BINARY[op](*args)
 
 
-OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"pair_other", "sum_pairs", "group_rank", "group_max", "group_min", "group_logsumexp",
+def _before(x, i, among) -> int:
+    """How many of the positions `among` rank before position i: a larger value, or an equal one
+    earlier (largest first, ties in order; a NaN counts as -inf)."""
+    v = [-float("inf") if x[j] != x[j] else float(x[j]) for j in range(len(x))]
+    return sum(1 for j in among if v[j] > v[i] or (v[j] == v[i] and j < i))
+
+
+def _ema(x, state, a):
+    # m ← decay·m + (1 − decay)·(this batch's mean), starting from the first mean or from `init`
+    batch_mean = float(x.to(torch.float64).mean())
+    m, seen = state.get(a["key"], (a.get("init"), 0))
+    m = batch_mean if m is None else a["decay"] * m + (1 - a["decay"]) * batch_mean
+    state[a["key"]] = (m, seen + 1)
+    return torch.tensor(m, dtype=x.dtype)
+
+
+def _running_var(x, state, a):
+    # Welford's update, one value at a time: (count, mean, sum of squared deviations)
+    n, mean, m2 = state.get(a["key"], (0, 0.0, 0.0))
+    for v in x.to(torch.float64).reshape(-1).tolist():
+        n += 1
+        d = v - mean
+        mean += d / n
+        m2 += d * (v - mean)
+    state[a["key"]] = (n, mean, m2)
+    return torch.tensor(m2 / (n - 1) if n > 1 else 0.0, dtype=x.dtype)
+
+
+_STATEFUL = {"ema": _ema, "running_var": _running_var}
+
+# `uniform` is listed for the per-op table test: the level checker replaces it by a leaf before
+# any graph is interpreted.
+OPS_INTERPRETED = {"uniform", "ema", "running_var", "row_rank", "num_rows", "token_rank"} | set(_UNARY) | set(_BINARY) | {"pair_other", "sum_pairs", "group_rank", "group_max", "group_min", "group_logsumexp",
                                                  "group_suffix_logsumexp", "positions", "token_quantile", "sort_rows", "expand_rows",
                                                  "running_mean", "mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
                                                  "group_std", "group_sum", "clip", "where", "gae",

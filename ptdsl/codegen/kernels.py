@@ -211,6 +211,77 @@ def running_mean(x, state, key, sum_over_processes=None):
     return torch.tensor(total / count, dtype=x.dtype, device=x.device)
 
 
+def _batch_sum_count(x, sum_over_processes):
+    """(Σx, number of values) of this batch in float64, over every process when there are several."""
+    batch = torch.stack([x.sum().to(torch.float64), torch.tensor(float(x.numel()), dtype=torch.float64,
+                                                                 device=x.device)])
+    if sum_over_processes is not None:
+        batch = sum_over_processes(batch)
+    return float(batch[0]), int(batch[1])
+
+
+def ema(x, state, key, decay, init=None, sum_over_processes=None):
+    """Exponential moving average of the batch means: m ← decay·m + (1 − decay)·x̄, this batch
+    included. It starts at the first batch's mean, or from `init` when given (β-DPO's code starts
+    its margin baseline at 0). `state[key]` holds (m, batches seen); no gradient."""
+    total, count = _batch_sum_count(x.detach(), sum_over_processes)
+    mean = total / count if count else float("nan")
+    before, seen = state.get(key, (init, 0))
+    value = mean if before is None else decay * before + (1 - decay) * mean
+    state[key] = (value, seen + 1)
+    return torch.tensor(value, dtype=x.dtype, device=x.device)
+
+
+def running_var(x, state, key, sum_over_processes=None):
+    """The Bessel-corrected variance of every value seen so far, this batch included (0 while at
+    most one value has been seen). `state[key]` holds (count, mean, M2): each batch's own mean and
+    squared deviations are computed first (over all processes), then merged with Chan et al.'s
+    pairwise update, so no large sum of squares loses precision; no gradient."""
+    dtype, x = x.dtype, x.detach().to(torch.float64)
+    total, n_b = _batch_sum_count(x, sum_over_processes)
+    mean_b = total / n_b if n_b else 0.0
+    m2_b, _ = _batch_sum_count((x - mean_b) ** 2, sum_over_processes)
+    n_a, mean_a, m2_a = state.get(key, (0, 0.0, 0.0))
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * n_b / n if n else 0.0
+    m2 = m2_a + m2_b + delta * delta * n_a * n_b / n if n else 0.0
+    state[key] = (n, mean, m2)
+    return torch.tensor(m2 / (n - 1) if n > 1 else 0.0, dtype=dtype, device=x.device)
+
+
+def _nan_last(x):
+    """Ranks put a NaN last, with -inf (torch's sort would put it first)."""
+    x = x.detach()
+    return torch.where(torch.isnan(x), torch.full((), -torch.inf, dtype=x.dtype, device=x.device), x)
+
+
+def row_rank(x, dtype):
+    """0-based rank of each row's value among the batch's rows, largest first; ties: the earlier
+    row first (a stable sort); NaN ranks as -inf. A count: at least float32; no gradient."""
+    order = torch.sort(_nan_last(x), descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(order.shape[0], device=x.device)
+    return ranks.to(_count_dtype(dtype))
+
+
+def num_rows(x, dtype):
+    return torch.tensor(float(x.shape[0]), dtype=_count_dtype(dtype), device=x.device)
+
+
+def token_rank(x, mask, dtype):
+    """Each valid token's 0-based rank among its row's valid tokens, largest value first; ties: the
+    earlier token first; NaN ranks as -inf. Masked-out positions are 0. Two stable sorts: by value,
+    then valid tokens before masked ones, so a masked position never counts (whatever it holds).
+    No gradient."""
+    by_value = torch.sort(_nan_last(x), dim=-1, descending=True, stable=True).indices
+    valid_first = torch.sort((~mask).gather(-1, by_value).to(torch.uint8), dim=-1, stable=True).indices
+    order = by_value.gather(-1, valid_first)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=x.device).expand_as(order))
+    return torch.where(mask, ranks, 0).to(_count_dtype(dtype))
+
+
 def pair_other(x, n):
     """[rows, n]: for row i, the values of the n rows of its group (x_j)."""
     g = _groups(x, n)                                   # [groups, n]

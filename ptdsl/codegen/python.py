@@ -47,9 +47,13 @@ EMIT = {
     "positions": "K.positions({0}, dt)", "token_quantile": "K.token_quantile({0}, {1}, {a[q]!r})",
     "sort_rows": "torch.sort({0}).values", "expand_rows": "torch.repeat_interleave({0}, {a[n]!r})",
     "running_mean": "K.running_mean({0}, state, {a[key]!r}, norm.get('sum_over_processes'))",
+    "running_var": "K.running_var({0}, state, {a[key]!r}, norm.get('sum_over_processes'))",
+    "ema": "K.ema({0}, state, {a[key]!r}, {a[decay]!r}, {a[init]!r}, norm.get('sum_over_processes'))",
+    "row_rank": "K.row_rank({0}, dt)", "num_rows": "K.num_rows({0}, dt)", "token_rank": "K.token_rank({0}, {1}, dt)",
     "pair_other": "K.pair_other({0}, {n})", "sum_pairs": "{0}.sum(-1)", "group_rank": "K.group_rank({0}, {n})",
-    # leaf, const and expand are emitted by their own functions below
-    "leaf": None, "const": None, "expand": None,
+    # leaf, const and expand are emitted by their own functions below; `uniform` never reaches
+    # codegen: the level checker turns it into a leaf (a draw the runtime supplies)
+    "leaf": None, "const": None, "expand": None, "uniform": None,
 }
 
 _EXPAND = {("seq", "pair"): "{0}[:, None]", ("seq", "token"): "{0}[:, None]", ("seq", "vocab"): "{0}[:, None, None]",

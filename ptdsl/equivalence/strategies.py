@@ -5,8 +5,9 @@ n, contiguous groups), every sequence set a token count and a ragged mask
 (each row has between 1 and T completion tokens, left-aligned), vocabulary-level
 leaves a small vocabulary. Values follow the leaf kind: log-probs < 0, `old`
 log-probs close to the policy's (sometimes equal: on-policy), rewards with ties,
-boolean labels. Masked-out positions hold garbage (huge numbers, NaN), which a
-correct loss never reads. Conditions (conditions.py) tweak the draw so that an
+boolean labels; training time as the runtime gives it (`step` and `epoch` whole numbers
+≥ 0, `progress` in [0, 1]) and random draws in [0, 1). Masked-out positions hold
+garbage (huge numbers, NaN), which a correct loss never reads. Conditions (conditions.py) tweak the draw so that an
 identity's assumptions hold by construction.
 """
 from __future__ import annotations
@@ -130,20 +131,26 @@ def _value(draw, a, shape, policy_of, c: Conditions, dtype):
         return torch.zeros(shape, dtype=dtype)
     if kind == "reward":
         return _rewards(draw, shape[0], a["group"], dtype)
+    if kind == "time":  # step and epoch count (whole numbers), progress runs from 0 to 1
+        whole = a["name"] != "progress"
+        value = draw(st.integers(0, 1000 if a["name"] == "step" else 10)) if whole else draw(_floats(0, 1))
+        return torch.tensor(float(value), dtype=dtype)
+    if kind == "uniform":  # a random draw: U[0, 1), so 1 itself never
+        return _tensor(draw, shape, 0.0, 1.0, dtype, exclude_max=True)
     lo, hi = _RANGES.get(kind, (-2.0, 2.0))
     return _tensor(draw, shape, lo, hi, dtype)
 
 
-def _floats(lo, hi):
-    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64)
+def _floats(lo, hi, exclude_max=False):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64, exclude_max=exclude_max)
 
 
-def _tensor(draw, shape, lo, hi, dtype):
+def _tensor(draw, shape, lo, hi, dtype, exclude_max=False):
     import torch
     n = 1
     for d in shape:
         n *= d
-    vals = draw(st.lists(_floats(lo, hi), min_size=n, max_size=n))
+    vals = draw(st.lists(_floats(lo, hi, exclude_max), min_size=n, max_size=n))
     return torch.tensor(vals, dtype=dtype).reshape(shape)
 
 

@@ -322,9 +322,9 @@ def role_help(name: str, roles, taken) -> str:
 
 
 def option_message(name: str, exc: NotConstant) -> str:
-    if exc.code == "E0403":
-        return f"option `{name}` must be a constant"
-    return f"option `{name}` has no finite value"
+    if exc.code == "E0404":
+        return f"option `{name}` has no finite value"
+    return f"option `{name}` must be a constant"  # E0403; E0405 (i10-time): a value that changes in training
 
 
 def _as_call(d: ast.DataDecl) -> ast.Call:

@@ -16,8 +16,8 @@ from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import EXAMPLES
 from ptdsl.ir.declare import Role, declare, option_message, role_help
 from ptdsl.ir.graph import SetInfo, add, new_graph
-from ptdsl.ir.ops import OPS
-from ptdsl.ir.consteval import NotConstant, const_eval
+from ptdsl.ir.ops import OPS, STATEFUL
+from ptdsl.ir.consteval import NotConstant, Schedule, const_eval
 from ptdsl.syntax import ast
 from ptdsl.syntax.deps import dependency_order, names_used
 from ptdsl.syntax.resolve import MethodDef
@@ -40,6 +40,7 @@ class _Lowerer:
         self.taken = decl.taken
         self.g: nx.DiGraph | None = None
         self.let_nodes: dict[str, int] = {}
+        self.schedule_nodes: dict[str, int] = {}
         self.let_failed: set[str] = set()  # reported once; later uses fail silently
         self.lowering: list[str] = []
 
@@ -50,6 +51,7 @@ class _Lowerer:
 
     def build(self) -> nx.DiGraph:
         g = self.g = new_graph(self.m.name, self.m.path, self.sets, self.rows)
+        self._check_time_names()
         for name in self._let_order():  # every let is checked, used or not
             try:
                 self.let(name, self.m.lets[name].span)
@@ -64,6 +66,22 @@ class _Lowerer:
         g.graph.update(data=self.m.data.kind, sets=self.sets, rows=self.rows, roles=self.roles,
                        rewards=self.rewards, rollouts=self.rollouts, params=dict(self.params))
         return g
+
+    def _check_time_names(self) -> None:
+        """`step`, `progress` and `epoch` are the training time (B.TIME): a definition may not
+        take their names (params are checked where they are bound, passes/params.py)."""
+        m = self.m
+        named = [(d.span, "let") for d in m.lets.values()] + [(d.span, "role") for d in m.roles.values()] \
+            + [(d.span, "reward") for d in m.rewards.values()] + [(d.span, "rollout") for d in m.rollouts.values()]
+        names = list(m.lets) + list(m.roles) + list(m.rewards) + list(m.rollouts)
+        for name, (span, what) in zip(names, named):
+            if name in B.TIME:
+                self.sink.add(error("E0202", f"`{name}` is a built-in value (the training time) and cannot be "
+                                             f"rebound", span, f"a {what} named `{name}`", help=_rename_help(name)))
+        for f in (m.data.fields if m.data else ()):
+            if f.id in B.TIME:
+                self.sink.add(error("E0202", f"`{f.id}` is a built-in value (the training time) and cannot name "
+                                             "a data field", f.span, "a data field", help=_rename_help(f.id)))
 
     def _let_order(self) -> list[str]:
         """The lets, each after the lets it uses, so that lowering one finds those done (no
@@ -83,7 +101,7 @@ class _Lowerer:
             return ()
         if f == B.AT_LAST:
             return tuple(c.args[:1])
-        return tuple(c.args) if f in B.OPS or f in B.SCANS else ()
+        return tuple(c.args) if f in B.OPS or f in B.SCANS or f in B.RANDOM else ()
 
     def _lower_or_none(self, e: ast.Expr):
         try:
@@ -119,7 +137,11 @@ class _Lowerer:
         if n in self.m.lets:
             return self.let(n, e.span)
         if n in self.params:
+            if isinstance(self.params[n], Schedule):
+                return self.scheduled(n)
             return add(self.g, "const", (), {"value": self.params[n], "param": n}, e.span)
+        if n in B.TIME:  # training time: a scalar the runtime supplies at every optimizer step
+            return self.leaf(e.span, n, "time", "scalar", None, None, None)
         if n in self.fields:
             s = self.field_sets.get(n)  # a per-token field, aligned with its set's mask
             return self.leaf(e.span, n, "field", "token" if s else "seq", None, s, self.field_rows[n],
@@ -131,10 +153,20 @@ class _Lowerer:
                     "a model role": f"query it, e.g. `logp({n}, chosen)`",
                     "a reward": f"apply it to a rollout set, e.g. `{n}(y)`"}[what]
             self.fail("E0210", f"`{n}` is {what}, not a value", e.span, what, help=help)
-        known = list(self.m.lets) + list(self.params) + list(self.fields)
+        known = list(self.m.lets) + list(self.params) + list(self.fields) + list(B.TIME)
         self.fail("E0201", f"unknown name `{n}`", e.span, "not defined",
                   help=did_you_mean(n, known + list(self.sets) + list(self.roles)) or
                   "define it with `let` or `param`")
+
+    def scheduled(self, name: str) -> int:
+        """A scheduled param (`param beta = 0.1 * (1 - progress)`) is its expression, lowered
+        once where it is first used; bind checked that it reads only params and time."""
+        if name not in self.schedule_nodes:
+            nid = self.expr(self.params[name].expr)
+            if self.g.nodes[nid]["name"] is None:
+                self.g.nodes[nid]["name"] = name
+            self.schedule_nodes[name] = nid
+        return self.schedule_nodes[name]
 
     def let(self, name: str, span: Span) -> int:
         if name in self.let_nodes:
@@ -175,13 +207,15 @@ class _Lowerer:
         if f in B.OPS:
             op = B.OPS[f]
             want = OPS[op].arity - (1 if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum",
-                                                 "whiten") else 0)
+                                                 "whiten", "token_rank") else 0)
             self._arity(c, want)
             # a running statistic keeps state across steps, keyed by where it is written
-            attrs = {"key": f"{Path(c.span.file).stem}:{c.span.line}:{c.span.col}"} if op == "running_mean" else None
+            attrs = {"key": _site(c.span)} if op in STATEFUL else None
             return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
         if f in B.SCANS:
             return self.scan(c)
+        if f in B.RANDOM:
+            return self.draw(c)
         if f == B.AT_LAST:
             self._arity(c, 2)
             x = self.expr(c.args[0])
@@ -218,11 +252,24 @@ class _Lowerer:
             bad = B.option_range_error(kw.name, attrs[kw.name])
             if bad:
                 self.fail("E0403", bad, kw.span)
-        missing = [o for o in opts if o not in attrs]
+        missing = [o for o in opts if o not in attrs and o not in B.OPTIONAL]
         if missing:
             self.fail("E0209", f"`{c.func}` needs option{'s' if len(missing) > 1 else ''} "
                                f"{', '.join(f'`{o} = …`' for o in missing)}", c.span)
+        if op in STATEFUL:
+            attrs = {"key": _site(c.span), **{o: attrs.get(o) for o in opts}}
         return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
+
+    def draw(self, c: ast.Call) -> int:
+        """`uniform(x)`: U[0, 1) draws at x's level, one per element (x gives only the shape);
+        `bernoulli(p, x)` = `uniform(x) < p`. Each call site is its own draw, named by where it is
+        written (`uniform@sampo:14:30`), which keys its seed at run time."""
+        self._arity(c, B.RANDOM[c.func])
+        shape = self.expr(c.args[-1])
+        u = add(self.g, "uniform", (shape,), {"name": f"uniform@{_site(c.span)}"}, c.span)
+        if c.func == "uniform":
+            return u
+        return add(self.g, "lt", (u, self.expr(c.args[0])), None, c.span)
 
     def reward(self, c: ast.Call) -> int:
         self._arity(c, 1)
@@ -350,6 +397,16 @@ class _Lowerer:
         attrs = dict(name=name, kind=kind, level=level, model=model, set=s, rows=rows, dtype=dtype,
                      trainable=trainable, **extra)
         return add(self.g, "leaf", (), attrs, span)
+
+def _site(span: Span) -> str:
+    """Where a call is written, `FILE-STEM:LINE:COL`: the key of a running statistic's state and
+    of a random draw's seed (an inherited let keeps its parent's file)."""
+    return f"{Path(span.file).stem}:{span.line}:{span.col}"
+
+
+def _rename_help(name: str) -> str:
+    return f"choose another name, e.g. `{name}_`; `{name}` itself reads the training time in any expression"
+
 
 def lower(m: MethodDef, params: dict, sink: Sink) -> nx.DiGraph | None:
     decl = declare(m, params, sink)

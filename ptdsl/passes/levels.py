@@ -304,6 +304,14 @@ class _Checker:
         self.need(args[0], ("seq", "scalar"), d, "a per-sequence value or a scalar")
         return [self.real(args[0], d["span"])], SCALAR
 
+    def rule_random(self, op, args, d):
+        """`uniform(x)` becomes a leaf at x's level (x only gives the shape): the runtime draws it."""
+        lvl = self.need(args[0], ("scalar", "seq", "token"), d, "a scalar, per-sequence or per-token value "
+                        "(the draws take its level)", help="e.g. `uniform(mask(y))` for one draw per token of `y`")
+        a = dict(name=d["attrs"]["name"], kind="uniform", level=lvl.kind, model=None, set=lvl.set,
+                 rows=lvl.rows, dtype="real", trainable=False)
+        return self.emit("leaf", (), a, d["span"], Level(lvl.kind, lvl.rows, lvl.set), d["name"])
+
 
 def _per(lvl: Level) -> str:
     return {"scalar": "one number", "seq": "one number per sequence", "token": "one number per token",

@@ -27,13 +27,14 @@ from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, experience, metrics_log
 from ptdsl.runtime.alloc import tune_malloc
+from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.guard import Guard, check_options
 from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources, verifier_uses
 from ptdsl.runtime.setup import load_examples, load_models
-from ptdsl.runtime.step import Clock, StepContext, loss_inputs, masks, scoring_temperatures
+from ptdsl.runtime.step import StepContext, loss_inputs, masks, scoring_temperatures
 
 
 @dataclass
@@ -101,6 +102,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     world = acc.num_processes
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     total = opts.steps or max(1, reuse.default_total())
+    check_schedules(compiled, total, reuse.default_total())  # scheduled params' constraints, every step
     if reuse.steps > 1:
         log(f"note: each batch of experience ({reuse.size} examples) feeds {reuse.steps} optimizer steps "
             f"({reuse.passes} passes × {reuse.minibatches} mini-batches); `old` outputs are recorded as it is made")
@@ -132,7 +134,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
     ctx = StepContext(compiled, models, acc.device, cache, positions,
-                      temperatures=scoring_temperatures(compiled.plan, opts.rollout))
+                      temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed)
     experiences = experience.Experiences(compiled, examples, reuse, opts, acc, models, rewards, ctx)
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
@@ -153,7 +155,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     last: dict = {}
     for step in bar:
         t0 = time.time()
-        ctx.clock = Clock(step, total, reuse.epoch(step))
+        ctx.clock = Clock(step, total, reuse.default_total())  # time leaves and random draws read it
         micro = experiences.minibatch(step)  # makes the next experience when this step starts one
         norm = _global_counts(compiled, micro, acc)
         state_before = dict(state)

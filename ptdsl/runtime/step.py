@@ -7,6 +7,7 @@ experience feeds several optimizer steps; runtime/experience.py) are read from
 the batch; otherwise `old` outputs are the detached current ones: the behaviour
 policy is the current policy and costs no extra forward. Precomputed frozen
 queries are read from the cache; `logprobs(sampler, y)` from the rollout's rows.
+The training time and random draws come from runtime/draws.py.
 """
 from __future__ import annotations
 
@@ -15,17 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, set_mask
+from ptdsl.runtime.draws import Clock, random_inputs, time_inputs
 from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_model
-
-
-@dataclass(frozen=True)
-class Clock:
-    """Where training is: `step` optimizer steps done, of `total`; `epoch` the pass over the
-    dataset the current experience belongs to (for leaves that read time)."""
-    step: int = 0
-    total: int = 1
-    epoch: int = 0
 
 
 @dataclass
@@ -37,7 +30,8 @@ class StepContext:
     positions: dict         # example index → position in the precomputed lists
     dtype: torch.dtype = torch.float32
     temperatures: dict = field(default_factory=dict)  # set → scoring temperature (see scoring_temperatures)
-    clock: Clock = Clock()  # the loop sets it before each optimizer step
+    seed: int = 0           # the run's seed: random draws are keyed by it (runtime/draws.py)
+    clock: Clock = field(default_factory=Clock)  # the optimizer step being made (the loop sets it)
 
 
 def _policy(ctx):
@@ -83,6 +77,8 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
             inputs[q.leaf] = _sampled(batch.sets[q.set], m[q.set], ctx.device).to(ctx.dtype)
     for name, value in batch_fields(ctx.compiled, batch, ctx.device).items():
         inputs[name] = value
+    inputs.update(time_inputs(ctx.compiled, ctx.clock, ctx.device, ctx.dtype))
+    inputs.update(random_inputs(ctx.compiled, batch.examples, m, ctx.seed, ctx.clock.step, ctx.device, ctx.dtype))
     return inputs
 
 

@@ -74,7 +74,7 @@ IDENTITIES = [
              note="AOT(ε) on a batch of one ≡ cDPO(ε)"),
     Identity("I6", "tdpo2", "dpo", {"alpha": 0}, note="TDPO2(α = 0) ≡ DPO"),
     Identity("I7", "odpo", "dpo", {"alpha": 0}, note="ODPO with offset 0 ≡ DPO"),
-    Identity("I7", "beta_dpo", "dpo", {"alpha": 0}, note="β-DPO(α = 0) ≡ DPO"),
+    Identity("I7", "beta_dpo", "dpo", {"alpha": 0, "rho": 0}, note="β-DPO(α = 0, no filtering) ≡ DPO"),
     Identity("I7", "tr_dpo", "dpo", {"ref_model_mixup_alpha": 0}, note="TR-DPO's loss is DPO's (only the reference moves)"),
     Identity("I9", "hinge", Term("slic", {"delta": 10.0, "regularization_weight": 0}, 0.1), condition=("reference_zero",),
              note="hinge(β) = β·SLiC(δ = 1/β, λ = 0) on the margin"),

@@ -2,7 +2,10 @@
 token counts given to the compiled loss, the gradients of the micro-batch losses
 sum to the full-batch gradient — for a per-sequence mean (DPO, GRPO), a token
 mean over the batch (SFT, DAPO) and a constant denominator (Dr. GRPO) — for
-accumulation 1, 2 and 4. (2 processes: test_multiprocess.py.)"""
+accumulation 1, 2 and 4. Random draws are per row (runtime/draws.py), so methods that
+draw (SamPO's token subsets; random tokens of a grouped rollout) split exactly too.
+(2 processes: test_multiprocess.py.)"""
+from pathlib import Path
 import copy
 
 import pytest
@@ -75,6 +78,7 @@ def _grads(compiled, models, batches):
 @pytest.mark.parametrize("method,params", [
     ("dpo", {}), ("sft", {}), ("grpo", {"num_generations": 4}), ("dapo", {"num_generations": 4}),
     ("dr_grpo", {"num_generations": 4, "max_completion_length": 5}),
+    ("sampo", {}), (str(Path(__file__).parent / "specs" / "grpo_token_dropout.ptdsl"), {}),
 ])
 def test_accumulation_gives_the_full_batch_gradient(method, params):
     compiled = ptdsl.compile(method, **params)
