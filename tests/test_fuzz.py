@@ -32,6 +32,7 @@ import ptdsl
 from ptdsl.equivalence.strategies import inputs as input_strategy, trainable_names
 from tests.fuzzing import ast_mutated, generated, mutated
 from tests.helpers import loss_and_grads
+from tests.near_ties import flipped_near_tie
 
 SPEC_SECONDS = 20           # one spec: compile, and run its loss
 HANG_LOG = Path(tempfile.gettempdir()) / "ptdsl-fuzz-hang.txt"
@@ -117,6 +118,8 @@ def _run_loss(c, data) -> str:
         + [(f"metric {k}", gen_m.get(k), ref_m[k]) for k in ref_m]
     for what, a, b in pairs:
         if not _close(a, b):
+            if flipped_near_tie(c, x):  # rounding decided a comparison (tests/near_ties.py)
+                return "compiled and ran (a comparison within rounding went either way)"
             raise FuzzFailure("generated code differs from the interpreter", f"{what}: {a} vs {b}\n{c.source}")
     return "compiled and ran"
 
