@@ -390,8 +390,6 @@ IDENTITIES = [
     ("tdpo2", {"alpha": 0.0}, "dpo", {}, ()),                                     # P32: α = 0 ⇒ DPO
     ("beta_dpo", {"alpha": 0.0}, "dpo", {}, ()),                                  # P30: a = 0 ⇒ DPO
     ("odpo", {"alpha": 0.0}, "dpo", {}, ()),                                      # P27: α = 0 ⇒ DPO
-    ("step_dpo", {}, "dpo", {}, ()),                                              # P33: the DPO loss
-    ("tr_dpo", {}, "dpo", {}, ()),                                                # P22: the DPO loss
     ("cpo_hinge", {"cpo_alpha": 0.0}, "hinge", {}, ("reference_zero",)),          # P6 / R1: hinge without ℓ_ref
     ("tpo", {"tpo_alpha": 0.0, "beta": 0.3}, "cpo", {"cpo_alpha": 0.0, "beta": 0.3}, ()),   # I20
     ("tpo_l", {"tpo_alpha": 0.0}, "simpo", {"beta": 0.01, "gamma": 0.5}, ()),     # I20

@@ -442,8 +442,6 @@ def _loss_and_policy_grad(method, params, x):
 
 
 IDENTITIES = [
-    # G14: 2-GRPO is GRPO with two samples
-    ("two_grpo", {"beta": 0.04}, "grpo", {"num_generations": 2, "beta": 0.04}, 2, ()),
     # G16: with sequence-level advantages GSPO-token equals GSPO in value and gradient (β = 0)
     ("gspo_token", {"num_generations": 3}, "gspo", {"num_generations": 3}, 3, ()),
     # G29: a cap above every ratio is no cap
