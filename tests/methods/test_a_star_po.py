@@ -25,6 +25,7 @@ from hypothesis import given, settings, strategies as st
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as leaf_inputs
 from tests.helpers import assert_close, loss_and_grads
+from tests.reference_cases import REFERENCE, TRL, checks
 from tests.trl_harness import needs_trl
 
 LP, REF, MASK = "logprobs(policy, y)", "logprobs(reference, y)", "mask(y)"
@@ -57,6 +58,7 @@ def _draw(data, c):
 CASES = [(8, {}), (3, {"beta1": 0.2, "beta2": 0.05}), (2, {"filter_all_incorrect": False})]
 
 
+@checks(REFERENCE, "a_star_po")
 @pytest.mark.parametrize("n,params", CASES)
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
@@ -104,6 +106,7 @@ def _trl_loss(x, keep, v_star, beta2):
 
 
 @needs_trl
+@checks(TRL, "a_star_po")
 @pytest.mark.parametrize("n,params", CASES[:2])
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())

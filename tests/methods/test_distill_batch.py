@@ -53,6 +53,7 @@ import ptdsl
 from ptdsl.equivalence.strategies import inputs as graph_inputs
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_distill_batch as R
+from tests.reference_cases import REFERENCE, TRL, checks
 from tests.trl_drivers import sft_loss
 from tests.trl_harness import TRL_VERSION, Accelerator, metrics, needs_trl, stub
 
@@ -91,6 +92,8 @@ CASES = [
     ("gkd", {"beta": 1.0}, {}),
     ("gkd_on_policy", {}, {}),
     ("gkd_on_policy", {"beta": 0.9}, {}),
+    ("gkd_lambda", {}, {}),
+    ("gkd_lambda", {"lmbda": 0.3, "beta": 0.0}, {}),
     ("opd", {}, {}),
     ("opd", {"beta": 0.5}, {}),
     ("opd", {"beta": 0.0}, {}),
@@ -113,7 +116,7 @@ CASES = [
 ]
 # rollout options only: the inputs carry their effect (the runtime takes a rollout's
 # logits and log-probs at its sampling temperature)
-NOT_REFERENCE_PARAMS = {"num_generations", "temperature"}
+NOT_REFERENCE_PARAMS = {"num_generations", "temperature", "lmbda"}
 
 
 def _check_reference(method, params, extra, data):
@@ -131,6 +134,7 @@ def _check_reference(method, params, extra, data):
 CASE_IDS = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,extra", CASES, ids=CASE_IDS)
 @SETTINGS
 @given(data=st.data())
@@ -144,10 +148,6 @@ def test_matches_reference(method, params, extra, data):
 @given(data=st.data())
 def test_matches_reference_long(method, params, extra, data):
     _check_reference(method, params, extra, data)
-
-
-def test_every_spec_of_the_batch_has_a_case():
-    assert {c[0] for c in CASES} == set(R.METHODS)
 
 
 # ======================================================================================
@@ -249,6 +249,7 @@ def _trl_online_dpo(policy_trl, reference_trl, mask_trl, rewards_trl, loss_type,
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,loss_type", [("online_dpo", "sigmoid"), ("online_ipo", "ipo")])
 @FEW
 @given(data=_online_pairs(), beta=st.sampled_from([0.1, 0.5, 2.0]))
@@ -298,6 +299,7 @@ GKD_CASES = [("kd", None), ("gkd", None), ("gkd", 0.0), ("gkd", 1.0), ("gkd", 0.
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,beta", GKD_CASES, ids=[f"{m}-{b}" for m, b in GKD_CASES])
 @FEW
 @given(batch=_logit_batch())
@@ -317,6 +319,7 @@ def test_trl_gkd(method, beta, batch):
 
 
 @needs_trl
+@checks(TRL, "opd")
 @FEW
 @given(batch=_logit_batch(), beta=st.sampled_from([1.0, 0.0, 0.5]), temperature=st.sampled_from([1.0, 0.7, 2.0]))
 def test_trl_opd(batch, beta, temperature):
@@ -345,6 +348,7 @@ def _sampled_tokens(draw):
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,gamma", [("iw_opd", 0.5), ("iw_opd", 2.0), ("iw_opd", 0.0), ("opd_sampled", 0.0)])
 @FEW
 @given(batch=_sampled_tokens())
@@ -366,6 +370,7 @@ def test_trl_iw_opd(method, gamma, batch):
 
 
 @needs_trl
+@checks(TRL, "seqkd")
 @FEW
 @given(data=st.data())
 def test_trl_seqkd(data):
@@ -382,6 +387,7 @@ def test_trl_seqkd(data):
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,eta", [("reward_model", None), ("reward_model", 0.2),
                                         ("reward_model_margin", None), ("reward_model_margin", 0.05),
                                         ("reward_model_centered", 0.01), ("reward_model_centered", 0.5)])

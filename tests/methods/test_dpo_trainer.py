@@ -29,6 +29,7 @@ from tests.methods import references as FIRST
 from tests.methods import references_offline as OFF
 from tests.methods import references_offline_batch as BATCH
 from tests.methods.strategies import thinned
+from tests.reference_cases import TRL, checks
 from tests.trl_harness import needs_trl
 
 FEW = settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -104,6 +105,7 @@ def trl_settings(c) -> dict:
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,params", CASES, ids=CASE_IDS)
 @FEW
 @given(data=st.data())
@@ -129,6 +131,7 @@ def _thinned_inputs(draw, c):
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,params", CASES, ids=CASE_IDS)
 @FEW
 @given(data=st.data())

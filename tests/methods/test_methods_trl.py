@@ -25,6 +25,7 @@ from tests.helpers import assert_close, assert_same, loss_and_grads, trainable
 from tests.methods import references as ref
 from tests.methods import references_offline as OFF
 from tests.methods import strategies as strat
+from tests.reference_cases import TRL, checks
 from tests.trl_harness import TRL_VERSION, needs_trl, stub
 
 if TRL_VERSION is not None:
@@ -57,6 +58,7 @@ def _three_way(method, spec_params, ref_kw, x, trl_fn, rtol=1e-9, atol=1e-11):
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,loss_type", [("dpo", "sigmoid"), ("ipo", "ipo")])
 @FEW
 @given(x=strat.preference_inputs(), beta=st.sampled_from([0.1, 0.5, 2.0]))
@@ -81,6 +83,7 @@ def test_trl_dpo_sigmoid_ignores_label_smoothing():
 
 
 @needs_trl
+@checks(TRL, "cdpo")
 @FEW
 @given(x=strat.preference_inputs(), label_smoothing=st.sampled_from([0.0, 0.1, 0.3]), beta=st.sampled_from([0.1, 1.0]))
 def test_trl_cdpo_via_cpo_sigmoid_loss(x, label_smoothing, beta):
@@ -151,6 +154,7 @@ def _three_way_on_logits(method, params, data, trl_loss, rtol=1e-9, atol=1e-11):
 
 
 @needs_trl
+@checks(TRL, "simpo")
 @FEW
 @given(_logit_batches(), st.sampled_from([0.1, 2.5]), st.sampled_from([0.5, 1.375]), st.sampled_from([0.0, 0.2]))
 def test_trl_simpo_via_cpo(data, beta, gamma, label_smoothing):
@@ -161,6 +165,7 @@ def test_trl_simpo_via_cpo(data, beta, gamma, label_smoothing):
 
 
 @needs_trl
+@checks(TRL, "orpo")
 @FEW
 @given(_logit_batches(), st.sampled_from([0.1, 1.0]))
 def test_trl_orpo(data, beta):
@@ -194,6 +199,7 @@ def test_trl_orpo_nll_also_scores_prompt_tokens(data):
 
 
 @needs_trl
+@checks(TRL, "sft")
 @FEW
 @given(strat.sft_inputs())
 def test_trl_sft(x):
@@ -201,6 +207,7 @@ def test_trl_sft(x):
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,reference", [("kto", ref.kto), ("apo_zero_unpaired", OFF.apo_zero_unpaired)])
 @FEW
 @given(x=strat.unpaired_inputs(), beta=st.sampled_from([0.1, 1.0]), weights=st.sampled_from([(1.0, 1.0), (1.33, 0.8)]))
@@ -237,6 +244,7 @@ RL_CASES = st.tuples(
 
 
 @needs_trl
+@checks(TRL, arg="loss_type")
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
 @FEW
 @given(data=st.data(), case=RL_CASES)

@@ -39,6 +39,7 @@ from tests import trl_drivers as D
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_offline as OFF
 from tests.methods import references_offline_batch as R
+from tests.reference_cases import REFERENCE, TRL, checks
 from tests.trl_harness import TRL_VERSION, LogitsLM, needs_trl, pad_tokens, stub
 
 F64 = torch.float64
@@ -121,6 +122,7 @@ def _check_reference(method, params, ref, data):
 CASE_IDS = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref", CASES, ids=CASE_IDS)
 @FEW
 @given(data=st.data())
@@ -143,6 +145,7 @@ def _history_item(method, x, ref):
     return ref.get("beta", 0.1) * R._h(x, "completion")
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref", [
     ("beta_dpo", {}, {}), ("beta_dpo", {"alpha": 3.0, "beta": 0.5}, {"alpha": 3.0, "beta": 0.5}),
     ("bco", {}, {}), ("bco", {"beta": 0.5}, {"beta": 0.5}),
@@ -276,6 +279,7 @@ CPO_CASES = [
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,params", CPO_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CPO_CASES)])
 @FEW
 @given(data=_token_batch(("chosen", "rejected")))
@@ -305,6 +309,7 @@ def test_trl_cpo_trainer(method, params, data):
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,loss_type", [("tpo", "sigmoid"), ("tpo_l", "tpo-l")])
 @FEW
 @given(data=_token_batch(("chosen", "rejected", "gold")), beta=st.sampled_from([0.01, 0.5]),

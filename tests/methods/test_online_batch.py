@@ -40,6 +40,7 @@ from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_online as ON
 from tests.methods import references_online_batch as REF
 from tests.methods import strategies as S
+from tests.reference_cases import REFERENCE, TRL, checks
 from tests.trl_harness import TRL_VERSION, needs_trl, stub
 
 F64 = torch.float64
@@ -158,6 +159,7 @@ def _check(c, reference, x, what, rtol=1e-6):
         assert_close(got_g[n], want_g[n], rtol=rtol, what=f"{what} grad {n}")
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref,n,extra", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 @given(data=st.data())
 def test_matches_reference(method, params, ref, n, extra, data):
@@ -166,14 +168,9 @@ def test_matches_reference(method, params, ref, n, extra, data):
     _check(c, lambda i: getattr(REF, method)(i, **ref), x, method)
 
 
-def test_every_method_of_the_batch_is_covered():
-    from ptdsl import library
+def test_headers():
     from ptdsl.compiler import define
-    batch = {c[0] for c in CASES}
-    assert batch <= set(library.all_names())
-    for name in batch:
-        assert define(name).name == name and define(name).family in ("online RL", "online preference")
-    experimental = {name for name in batch if define(name).stability == "experimental"}
+    experimental = {name for name in {c[0] for c in CASES} if define(name).stability == "experimental"}
     assert experimental == {"reinforce_pp_baseline", "gpg", "grpo_k1", "kimi_k15"}
 
 
@@ -214,6 +211,7 @@ def _rewards(x, key="r(y)"):
 
 
 @needs_trl
+@checks(TRL, "lite_ppo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, clips=_CLIPS)
 def test_trl_lite_ppo(data, n, beta, clips):
@@ -227,6 +225,7 @@ def test_trl_lite_ppo(data, n, beta, clips):
 
 
 @needs_trl
+@checks(TRL, "two_grpo")
 @FEW
 @given(data=st.data(), beta=_BETAS, clips=_CLIPS)
 def test_trl_two_grpo(data, beta, clips):
@@ -240,6 +239,7 @@ def test_trl_two_grpo(data, beta, clips):
 
 
 @needs_trl
+@checks(TRL, "grpo_delta")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, delta=st.sampled_from([1.05, 1.3, 4.0]))
 def test_trl_grpo_delta(data, n, beta, delta):
@@ -252,6 +252,7 @@ def test_trl_grpo_delta(data, n, beta, delta):
 
 
 @needs_trl
+@checks(TRL, "vespo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS,
        kernel=st.sampled_from([(2.0, 3.0, 3.0, 2.0), (1.0, 0.5, 0.0, 4.0)]),
@@ -272,6 +273,7 @@ def test_trl_vespo(data, n, beta, kernel, far):
 
 
 @needs_trl
+@checks(TRL, "gdpo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS,
        weights=st.sampled_from([(1.0, 1.0), (2.0, 0.5), (1.0, -0.3)]))
@@ -286,6 +288,7 @@ def test_trl_gdpo(data, n, beta, weights):
 
 
 @needs_trl
+@checks(TRL, "entropy_8020")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, rho=st.sampled_from([0.2, 0.5, 0.9, 1.0]))
 def test_trl_entropy_8020(data, n, beta, rho):
@@ -299,6 +302,7 @@ def test_trl_entropy_8020(data, n, beta, rho):
 
 
 @needs_trl
+@checks(TRL, "gspo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS)
 def test_trl_gspo_adds_nothing_for_a_fully_masked_completion(data, n, beta):
@@ -343,6 +347,7 @@ TRL_GRPO_FAMILY = [
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,params,trl_kw,scale", TRL_GRPO_FAMILY,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(TRL_GRPO_FAMILY)])
 @settings(max_examples=15)

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import ptdsl
 from tests.methods import references as ref
 from tests.methods import strategies as strat
+from tests.reference_cases import REFERENCE, checks
 
 NAN, INF = math.nan, math.inf
 F64 = torch.float64
@@ -204,6 +205,7 @@ def _compiled(method, params):
     return ptdsl.compile(method, **dict(params))
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,case", [(h.method, h) for h in HAND], ids=[f"{h.method}-{i}" for i, h in enumerate(HAND)])
 def test_hand_value(method, case):
     _close(ref.METHODS[method](case.inputs, **case.ref), case.expected)

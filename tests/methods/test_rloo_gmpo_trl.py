@@ -30,6 +30,7 @@ from tests import trl_drivers as D
 from tests.helpers import assert_same, loss_and_grads, trainable
 from tests.methods import references_online as ON
 from tests.methods import strategies as S
+from tests.reference_cases import TRL, checks
 from tests.trl_harness import TRL_VERSION, Accelerator, metrics, needs_trl, zero_outside
 
 if TRL_VERSION is not None:
@@ -99,6 +100,7 @@ def rloo_loss(x, *, n, beta, epsilon, epsilon_high, normalize_advantages):
 
 
 @needs_trl
+@checks(TRL, "rloo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=st.sampled_from([0.0, 0.05, 0.5]),
        clips=st.sampled_from([(0.2, 0.2), (0.2, 0.28), (0.05, 0.05)]), normalize=st.booleans())
@@ -114,6 +116,7 @@ def test_trl_rloo(data, n, beta, clips, normalize):
 
 
 @needs_trl
+@checks(TRL, "gmpo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=st.sampled_from([0.0, 0.04, 0.5]),
        clips=st.sampled_from([(0.4, 0.4), (0.2, 0.28), (0.05, 0.05)]), thin=st.booleans())

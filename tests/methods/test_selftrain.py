@@ -19,6 +19,7 @@ from tests import trl_drivers as D
 from tests.helpers import assert_close, assert_same, loss_and_grads, trainable
 from tests.methods import references_selftrain as R
 from tests.methods import strategies as strat
+from tests.reference_cases import REFERENCE, TRL, checks
 from tests.trl_harness import needs_trl
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -32,6 +33,7 @@ def _compiled(method: str, params: tuple = ()):
     return ptdsl.compile(method, **dict(params))
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params", CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CASES)])
 @SETTINGS
 @given(data=st.data())
@@ -49,10 +51,6 @@ def test_matches_reference(method, params, data):
     assert_close(got, want, rtol=1e-6, what=f"{method} loss")
     for n in names:
         assert_close(got_g[n], want_g[n], rtol=1e-6, what=f"{method} grad {n}")
-
-
-def test_every_spec_of_the_batch_has_a_case():
-    assert {m for m, _ in CASES} == set(R.METHODS)
 
 
 def test_rest_em_with_nothing_kept_is_zero_without_nan():
@@ -81,6 +79,7 @@ def test_raft_keeps_the_first_highest_scored_sample_of_each_group(k, prompts, da
 
 
 @needs_trl
+@checks(TRL, "dft")
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(strat.sft_inputs())
 def test_trl_dft(x):
