@@ -137,6 +137,7 @@ def test_trl_defaults_match_spec_params(tmp_path):
                                            p["temperature"], p["max_completion_length"])
 
 
+@pytest.mark.integration
 def test_reference_samples_are_drawn_once_per_prompt(tmp_path, monkeypatch):
     from ptdsl.runtime import rollout
     from ptdsl.runtime.loop import train

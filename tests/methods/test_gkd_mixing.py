@@ -30,6 +30,7 @@ def test_the_draw_is_lambda_and_reproducible():
     assert all(rollout.samples_now(always, 0, s, 0) for s in range(500))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("lmbda,forbidden", [(0.0, "sample"), (1.0, "from_dataset")])
 def test_training_uses_only_the_chosen_source(tmp_path, monkeypatch, lmbda, forbidden):
     def fail(*a, **k):
