@@ -293,8 +293,9 @@ def test_trl_cpo_trainer(method, params, data):
     rows, width = batch["chosen_input_ids"].shape[0], max(v[0].shape[1] for v in sets.values())
     logits = (scale * torch.randn(2 * rows, width, VOCAB, generator=gen, dtype=F64)).requires_grad_(True)
     p = _c(method, params).params
-    attrs = dict(alpha=0.0, cpo_alpha=0.0, simpo_gamma=0.5, beta=p["beta"], label_smoothing=p.get("label_smoothing", 0.0),
-                 **CPO_SETTINGS[method](p))
+    # what a spec has no param for is off (no NLL term, no AlphaPO reward shaping); then the spec's
+    attrs = {"alpha": 0.0, "cpo_alpha": 0.0, "simpo_gamma": 0.5, "beta": p["beta"],
+             "label_smoothing": p.get("label_smoothing", 0.0), **CPO_SETTINGS[method](p)}
     trl_loss = D.paired_from_logits(CPOTrainer, attrs, batch, logits)
 
     def leaves_of(lg):
