@@ -19,16 +19,31 @@ Not covered, and why:
            across inputs: at β = 1e-8 gradients differ by ~1e-5 relative.
   I7 (WPO with unit weights), I39 (SDPO, MiniLLM ≡ GRPO): no condition draws unit WPO
            weights; SDPO is not in the library and MiniLLM's reduction changes its data.
+
+Re-parameterisations are not identities. A method that `extends` another and writes no formula
+of its own (cdpo, step_dpo, tr_dpo, irpo, kd, two_grpo, reward_model_centered), or that extends
+the same parent as another and writes the same formulas word for word (bnpo and dapo, I25;
+gkd_lambda and gkd_on_policy), has the other's loss by construction: an equivalence test of the
+two could not fail. They are declared in
+REPARAMETERISATIONS, checked to be no more than that, and kept out of IDENTITIES (and of the
+identity tables in tests/methods) by a test.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 from hypothesis import settings
 
+import ptdsl
+from ptdsl import library
 from ptdsl.equivalence import Term, assert_equivalent, equivalent
+from ptdsl.inspect.canon import structural_hashes
+from ptdsl.syntax import ast
+from ptdsl.syntax.parse import parse
+from ptdsl.syntax.unparse import expr_text
 
 EXAMPLES = max(60, settings().max_examples)  # 400 under HYPOTHESIS_PROFILE=slow
 CHOSEN_NLL = Term("sft", sets={"completion": "chosen"})  # SFT on the chosen completions
@@ -55,7 +70,6 @@ G = {"num_generations": 4}  # group size for the RL identities (they hold for an
 
 IDENTITIES = [
     # ---- DPO family: reductions to DPO
-    Identity("I1", "cdpo", "dpo", {"label_smoothing": 0}, note="cDPO(ε = 0) ≡ DPO"),
     Identity("I1", "robust_dpo", "dpo", {"label_smoothing": 0}, note="robust DPO(ε = 0) ≡ DPO"),
     Identity("I2", "fdpo_alpha", "dpo", {"alpha": 1.0}, note="α-divergence at α = 1 falls back to DPO"),
     Identity("I2", "fdpo_alpha", "dpo", {"alpha": 1 + 5e-7}, note="TRL's fallback window |α − 1| < 1e-6"),
@@ -75,7 +89,6 @@ IDENTITIES = [
     Identity("I6", "tdpo2", "dpo", {"alpha": 0}, note="TDPO2(α = 0) ≡ DPO"),
     Identity("I7", "odpo", "dpo", {"alpha": 0}, note="ODPO with offset 0 ≡ DPO"),
     Identity("I7", "beta_dpo", "dpo", {"alpha": 0, "rho": 0}, note="β-DPO(α = 0, no filtering) ≡ DPO"),
-    Identity("I7", "tr_dpo", "dpo", {"ref_model_mixup_alpha": 0}, note="TR-DPO's loss is DPO's (only the reference moves)"),
     Identity("I9", "hinge", Term("slic", {"delta": 10.0, "regularization_weight": 0}, 0.1), condition=("reference_zero",),
              note="hinge(β) = β·SLiC(δ = 1/β, λ = 0) on the margin"),
     Identity("I10", "sigmoid_norm", "dpo", {}, {"beta": 0.1 / 3}, condition=("length=3",),
@@ -86,7 +99,6 @@ IDENTITIES = [
              note="KTO with its reference point z0 = 0 ≡ APO-zero-unpaired"),
     Identity("I15", "mpo", (Term("dpo", weight=0.8), Term("bco_pair", weight=0.2), CHOSEN_NLL),
              note="MPO ≡ 0.8·DPO + 0.2·BCO-pair + 1.0·SFT(chosen), each batch-averaged"),
-    Identity("I15", "irpo", "rpo", {}, {"alpha": 1.0}, note="IRPO's loss ≡ RPO with η = 1"),
     Identity("P23", "rpo", (Term("dpo"), Term("sft", weight=0.005, sets={"completion": "chosen"})),
              {"alpha": 0.005}, note="RPO ≡ DPO + η·SFT(chosen)"),
     # ---- reference-free family
@@ -107,7 +119,6 @@ IDENTITIES = [
              note="TPO-L(α = 0) ≡ SimPO with γ = tpo_l_gamma"),
     Identity("I21", "orpo", CHOSEN_NLL, {"beta": 0}, note="ORPO(λ = 0) ≡ SFT on the chosen completions"),
     # ---- group-relative RL (TRL GRPOTrainer semantics, one process, no accumulation)
-    Identity("I25", "bnpo", "dapo", G, {**G, "epsilon_high": 0.2}, note="bnpo ≡ dapo aggregation"),
     Identity("I25", "grpo", "bnpo", G, G, condition=("equal_lengths",), note="equal lengths: grpo ≡ bnpo"),
     Identity("I25", "grpo", "dapo", G, {**G, "epsilon_high": 0.2}, condition=("equal_lengths",),
              note="equal lengths: grpo ≡ dapo"),
@@ -199,3 +210,93 @@ def test_near_miss_has_a_counterexample(miss):
         gap = torch.where(m, x["logprobs(reference, chosen)"] - x["logprobs(policy, chosen)"], 0.0).sum(-1)
         assert (gap >= 0).any(), r.render()
     assert "counterexample (shrunk by hypothesis)" in r.render()
+
+
+# ---- re-parameterisations: declared, not counted as identities -------------------------
+
+
+@dataclass(frozen=True)
+class Reparameterisation:
+    child: str
+    parent: str
+    params_parent: dict   # the parent's params that make it the child (at the child's defaults)
+    what: str
+
+
+REPARAMETERISATIONS = [
+    Reparameterisation("cdpo", "dpo", {"label_smoothing": 0.1}, "DPO with label smoothing 0.1 (cDPO)"),
+    Reparameterisation("step_dpo", "dpo", {}, "DPO's loss on step-level pairs: the data differs, not the loss"),
+    Reparameterisation("tr_dpo", "dpo", {}, "DPO's loss; only the reference moves (a role option)"),
+    Reparameterisation("irpo", "rpo", {"alpha": 1.0}, "RPO with η = 1: one iteration's loss"),
+    Reparameterisation("kd", "gkd", {"beta": 0.0}, "GKD with β = 0, the forward KL (I37)"),
+    Reparameterisation("two_grpo", "grpo", {"num_generations": 2}, "GRPO with two samples per prompt (G14)"),
+    Reparameterisation("reward_model_centered", "reward_model", {"center_rewards_coefficient": 0.01},
+                       "the Bradley–Terry reward model with η = 0.01"),
+    Reparameterisation("gkd_lambda", "gkd_on_policy", {},
+                       "GKD on the batch's completions; only the rollout's on-policy mixing differs"),
+    Reparameterisation("bnpo", "dapo", {"epsilon_high": 0.2},
+                       "GRPO's surrogate with a batch token mean (I25); DAPO adds clip-higher and masks truncations"),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(name: str) -> ast.SpecFile:
+    path = library.find(name)
+    return parse(path.read_text(), str(path))
+
+
+def _own_formulas(name: str) -> dict[str, str]:
+    """The `let`s and the `loss` a spec file writes itself, as text."""
+    return {("loss" if isinstance(st, ast.LossDecl) else st.name): expr_text(st.expr)
+            for st in _spec(name).statements if isinstance(st, (ast.LetDecl, ast.LossDecl))}
+
+
+def _extends(name: str) -> str | None:
+    return _spec(name).statements[0].extends
+
+
+def _loss_hash(name: str, params: dict) -> str:
+    g = ptdsl.compile(name, **params).graph
+    return structural_hashes(g)[g.graph["loss"]]
+
+
+def _declares_nothing(a: str, b: str) -> bool:
+    """`a` has `b`'s loss by construction: it extends `b` writing no formula, or it extends
+    `b`'s parent and writes the formulas `b` writes, word for word."""
+    parent = _extends(a)
+    if parent == b:
+        return not _own_formulas(a)
+    return parent is not None and parent == _extends(b) and _own_formulas(a) == _own_formulas(b)
+
+
+@pytest.mark.parametrize("r", REPARAMETERISATIONS, ids=[r.child for r in REPARAMETERISATIONS])
+def test_reparameterisation_adds_no_formula(r):
+    """The declaration holds: no formula of its own, and the parent's optimised loss graph."""
+    assert _declares_nothing(r.child, r.parent), f"{r.child} writes a formula: test it as an identity"
+    assert _loss_hash(r.child, {}) == _loss_hash(r.parent, r.params_parent)
+
+
+def _identity_tables():
+    from tests.methods import test_offline_batch, test_online_batch
+    yield from ((i.a, i.b) for i in IDENTITIES)
+    yield from ((i[0], i[2]) for i in test_offline_batch.IDENTITIES)
+    yield from ((i[0], i[2]) for i in test_online_batch.IDENTITIES)
+
+
+def test_no_identity_is_a_reparameterisation():
+    pairs = [(a, b) for a, b in _identity_tables() if isinstance(a, str) and isinstance(b, str)]
+    assert len(pairs) > 30
+    trivial = [(a, b) for a, b in pairs if _declares_nothing(a, b) or _declares_nothing(b, a)]
+    assert trivial == [], "holds by construction: declare it in REPARAMETERISATIONS"
+
+
+def test_every_reparameterisation_in_the_library_is_declared():
+    """A new spec that extends another without a formula of its own, or repeats a sibling's
+    formulas, is declared above (siblings that both write nothing follow from their parent)."""
+    names = library.all_names()
+    found = {(a, _extends(a)) for a in names if _extends(a) and not _own_formulas(a)}
+    found |= {tuple(sorted((a, b))) for a in names for b in names
+              if a < b and _own_formulas(a) and _declares_nothing(a, b)}
+    declared = {(r.child, r.parent) if _extends(r.child) == r.parent else tuple(sorted((r.child, r.parent)))
+                for r in REPARAMETERISATIONS}
+    assert found == declared

@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as input_strategy, trainable_names
 from tests.helpers import assert_close, loss_and_grads
+from tests.reference_cases import REFERENCE, checks
 
 
 def _lists(x, name, k):
@@ -49,6 +50,7 @@ CASES = [("pro", {}, lambda x, k: pro_ref(x, k)), ("pro", {"beta": 0.3}, lambda 
          ("infonca", {"beta": 0.5, "alpha": 0.7}, lambda x, k: infonca_ref(x, k, 0.5, 0.7))]
 
 
+@checks(REFERENCE, arg="name")
 @pytest.mark.parametrize("name,params,ref", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 @given(data=st.data())
 def test_matches_reference(name, params, ref, data):
@@ -114,6 +116,7 @@ MORE = [("rrhf", {}, lambda x, k: rrhf_ref(x, k)), ("rrhf", {"ft_weight": 0.5}, 
         ("lipo", {}, lambda x, k: lipo_ref(x, k)), ("lipo", {"beta": 0.7}, lambda x, k: lipo_ref(x, k, 0.7))]
 
 
+@checks(REFERENCE, arg="name")
 @pytest.mark.parametrize("name,params,ref", MORE, ids=[f"{c[0]}-{i}" for i, c in enumerate(MORE)])
 @given(data=st.data())
 def test_pairwise_methods_match_reference(name, params, ref, data):

@@ -22,6 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 import ptdsl
 from tests.helpers import assert_close, loss_and_grads
+from tests.reference_cases import REFERENCE, checks
 
 SCORE, MASK, LABEL = "token_score(policy, steps)", "mask(steps)", "step_label"
 
@@ -53,6 +54,7 @@ def stepwise_inputs(draw, max_rows=4, max_len=7):
     return {SCORE: z, MASK: mask, LABEL: label}
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,last", [("prm", False), ("prm_last_step", True)])
 @settings(max_examples=60, deadline=None)
 @given(x=stepwise_inputs())
