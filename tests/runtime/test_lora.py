@@ -1,5 +1,6 @@
 """With LoRA (peft), a frozen(policy) reference is the base model with adapters
-disabled — no copy — and gives exactly the base model's log-probs."""
+disabled — no copy — and gives exactly the base model's log-probs; training moves the
+adapters and leaves every base weight bitwise as it was."""
 import pytest
 import torch
 
