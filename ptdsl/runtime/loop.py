@@ -91,8 +91,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log)
     examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
                              opts.seed, log, opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows,
-                             require_columns=rewards.columns if rewards else ())  # what the verifiers read
-    examples = examples[: opts.max_examples] if opts.max_examples else examples
+                             require_columns=rewards.columns if rewards else (),  # what the verifiers read
+                             limit=opts.max_examples or None)
     world = acc.num_processes
     per_step = opts.batch_size * opts.grad_accum * world
     if len(examples) < per_step:
