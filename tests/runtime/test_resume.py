@@ -22,7 +22,7 @@ from ptdsl.runtime import metrics_log
 from ptdsl.runtime.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
-KILLER = Path(__file__).with_name("kill_after_step.py")
+HOOKED = Path(__file__).with_name("hooked_cli.py")
 STEPS, SAVE, KILL = 12, 4, 10   # killed after step 10's row: checkpoints 4 and 8 on disk, step 9 resumes
 ARGS = dict(steps=STEPS, batch_size=8, save_steps=SAVE, max_examples=96, quiet=True)
 
@@ -37,8 +37,8 @@ def _rows(out: Path) -> list[dict]:
 
 
 def _kill_after(method: str, out: Path, step: int) -> None:
-    proc = subprocess.run([sys.executable, str(KILLER), str(step), *_cli_args(method, out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(HOOKED), "--kill-after", str(step), "--", *_cli_args(method, out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
 

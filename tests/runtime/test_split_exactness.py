@@ -2,7 +2,7 @@
 token counts given to the compiled loss, the gradients of the micro-batch losses
 sum to the full-batch gradient — for a per-sequence mean (DPO, GRPO), a token
 mean over the batch (SFT, DAPO) and a constant denominator (Dr. GRPO) — for
-accumulation 1, 2 and 4. (2 processes: test_multiprocess.py.)"""
+accumulation 1, 2 and 4. (2 processes: test_train.py::test_two_processes_match_one.)"""
 import copy
 
 import pytest
