@@ -225,13 +225,51 @@ def test_reward_fn_from_the_command_line(tmp_path):
     assert window_mean(rows, "mean_reward", last=True) > window_mean(rows, "mean_reward") + 0.2
 
 
-def test_precomputed_reference_gives_the_same_losses_as_a_live_one(tmp_path):
-    train("dpo", output=str(tmp_path / "pre"), steps=4, quiet=True)
-    train("dpo", output=str(tmp_path / "live"), steps=4, precompute=False, quiet=True)
-    assert list((tmp_path / "pre" / "cache").glob("reference-*.pt")), "the precompute cache was written"
-    pre, live = metrics(tmp_path / "pre"), metrics(tmp_path / "live")
-    for a, b in zip(pre, live):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+def _reference_rows_per_phase(monkeypatch) -> dict:
+    """Rows the reference model's decoder runs before step 1 (the precompute) and in the
+    steps (from the first micro-batch on)."""
+    from ptdsl.runtime import loop
+    rows = {"precompute": 0, "steps": 0}
+    phase = ["precompute"]
+    real_load, real_micro = loop.load_models, loop._micro_batches
+
+    def load(*a, **kw):
+        models = real_load(*a, **kw)
+        models.frozen["reference"].model.register_forward_hook(
+            lambda mod, args, kwargs, out: rows.__setitem__(phase[0], rows[phase[0]] + kwargs["input_ids"].shape[0]),
+            with_kwargs=True)
+        return models
+
+    def micro(*a, **kw):
+        phase[0] = "steps"
+        return real_micro(*a, **kw)
+    monkeypatch.setattr(loop, "load_models", load)
+    monkeypatch.setattr(loop, "_micro_batches", micro)
+    return rows
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["dpo", "kto", "tdpo1"])
+def test_precomputed_reference_gives_the_same_losses_as_a_live_one(tmp_path, method, monkeypatch):
+    """The reference's data-only log-probs are computed once before step 1, and the steps read
+    them instead of running the reference on those sets: kto still runs it on its mismatched
+    pairs (they depend on the micro-batch), tdpo1 on chosen and rejected for their logits."""
+    import ptdsl
+    steps, bs = 4, 8
+    queries = [q for q in ptdsl.compile(method).plan.queries if q.model == "reference"]
+    cached, per_step = {q.set for q in queries if q.precomputable}, {q.set for q in queries if not q.precomputable}
+    runs = {}
+    for precompute in (True, False):
+        rows = _reference_rows_per_phase(monkeypatch)
+        out = tmp_path / str(precompute)
+        train(method, output=str(out), steps=steps, batch_size=bs, max_examples=64, precompute=precompute, quiet=True)
+        runs[precompute] = metrics(out), dict(rows)
+    (pre, pre_rows), (live, live_rows) = runs[True], runs[False]
+    assert list((tmp_path / "True" / "cache").glob("reference-*.pt")), "the precompute cache was written"
+    assert cached and pre_rows == {"precompute": 64 * len(cached), "steps": steps * bs * len(per_step)}
+    assert live_rows == {"precompute": 0, "steps": steps * bs * len(cached | per_step)}
+    assert [r["step"] for r in pre] == [r["step"] for r in live] == [1, 2, 3, 4]
+    assert [r["loss"] for r in pre] == pytest.approx([r["loss"] for r in live], rel=1e-5, abs=1e-7)
 
 
 def test_metrics_reach_tensorboard(tmp_path):
