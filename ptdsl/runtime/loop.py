@@ -73,7 +73,12 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
+    # accelerate keeps one state per process and refuses a second Accelerator with another
+    # mixed precision (a second train() in a notebook or a test): the previous run's state is
+    # dropped first, the process group (PartialState) kept, as transformers' TrainingArguments does
+    AcceleratorState._reset_state()
     # cpu=True without CUDA: several processes then form a gloo group (MULTI_CPU), which
     # accelerate only does when told the run is on the CPU
     acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
