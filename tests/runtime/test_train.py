@@ -79,6 +79,7 @@ def test_kto_trains(tmp_path):
     assert window_mean(rows, "loss", last=True) < window_mean(rows, "loss")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["sft", "dpo"])
 def test_accumulation_does_not_change_the_trained_model(tmp_path, method):
     outs = []
@@ -171,6 +172,7 @@ def test_missing_field_names_field_method_and_columns(tmp_path):
     assert "`rejected`" in msg and "`dpo`" in msg and "`chosen`" in msg and "`prompt`" in msg
 
 
+@pytest.mark.integration
 def test_empty_completions_and_long_prompts_are_counted_skips(tmp_path, capsys):
     rows = [{"prompt": "1+1=", "completion": "2"}] * 8 + [{"prompt": "2+2=", "completion": ""}] * 3 \
         + [{"prompt": "9" * 100, "completion": "1"}] * 2
@@ -212,6 +214,7 @@ def test_unknown_verifier_is_named(tmp_path):
     assert "`unit_tests`" in str(info.value) and "--reward-fn unit_tests=module:function" in info.value.help
 
 
+@pytest.mark.integration
 def test_reward_fn_from_the_command_line(tmp_path):
     mod = tmp_path / "myrewards.py"
     mod.write_text("def starts_with_one(prompts, completions, **kw):\n"
@@ -272,6 +275,7 @@ def test_precomputed_reference_gives_the_same_losses_as_a_live_one(tmp_path, met
     assert [r["loss"] for r in pre] == pytest.approx([r["loss"] for r in live], rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.integration
 def test_metrics_reach_tensorboard(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
