@@ -4,6 +4,7 @@ The stable API (keep these names; code outside this repository calls them):
 `load`, `compile`, `equivalent`, `train`, `SpecError`, `Method`, `CompiledMethod`, `InputError`.
 Importing ptdsl does not import torch (nor hypothesis: `equivalent` loads it on use).
 """
+from ptdsl import rewards  # `@ptdsl.rewards.register("name")` after a plain `import ptdsl` (no torch)
 from ptdsl.api import CompiledMethod, Input, InputError, Method, Param, compile, load
 from ptdsl.diagnostics import Diagnostic, SpecError
 from ptdsl.equivalence import equivalent

@@ -112,13 +112,18 @@ def normalise(row: dict, kind: str, tok) -> list[dict]:
 
 def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_length: int,
              max_prompt_length: int | None, list_size: int | None = None,
-             step_separator: str = "\n") -> tuple[list[Example], Skipped]:
+             step_separator: str = "\n", limit: int | None = None) -> tuple[list[Example], Skipped]:
+    """Examples of the rows that fit, in order; with `limit`, the first `limit` of them, and
+    the rows after the one that completes them are not tokenised at all (--max-examples on a
+    large dataset costs what it keeps)."""
     kind_ = DATA_KINDS[kind]
     sets = kind_.sets
     skipped = Skipped()
     out: list[Example] = []
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     for i, row in enumerate(rows):
+        if limit is not None and len(out) >= limit:
+            break
         prompt = row.get("prompt", "")
         p_ids = bos + tok(prompt, add_special_tokens=False)["input_ids"]
         if max_prompt_length is not None:

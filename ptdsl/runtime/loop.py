@@ -77,7 +77,12 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
+    # accelerate keeps one state per process and refuses a second Accelerator with another
+    # mixed precision (a second train() in a notebook or a test): the previous run's state is
+    # dropped first, the process group (PartialState) kept, as transformers' TrainingArguments does
+    AcceleratorState._reset_state()
     # cpu=True without CUDA: several processes then form a gloo group (MULTI_CPU), which
     # accelerate only does when told the run is on the CPU
     acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
@@ -97,8 +102,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log)
     examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
                              opts.seed, log, opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows,
-                             require_columns=rewards.columns if rewards else ())  # what the verifiers read
-    examples = examples[: opts.max_examples] if opts.max_examples else examples
+                             require_columns=rewards.columns if rewards else (),  # what the verifiers read
+                             limit=opts.max_examples or None)
     world = acc.num_processes
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     total = opts.steps or max(1, reuse.default_total())

@@ -124,11 +124,12 @@ def _freeze(model):
 
 def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_length: int | None,
                   seed: int, log=print, step_separator: str | None = None, require_columns: tuple[str, ...] = (),
-                  skip_invalid_rows: bool = False):
-    """Tokenised examples of the method's data kind. Every row is validated first (validate.py):
-    the kind's columns, the numeric fields the spec names, and `require_columns` (the columns
-    verifiers read: present and not null in every row). A row that does not fit is an error
-    naming it, or with `skip_invalid_rows` a counted skip."""
+                  skip_invalid_rows: bool = False, limit: int | None = None):
+    """Tokenised examples of the method's data kind (the first `limit` usable ones, if given).
+    Every row is validated first (validate.py): the kind's columns, the numeric fields the
+    spec names, and `require_columns` (the columns verifiers read: present and not null in
+    every row). A row that does not fit is an error naming it, or with `skip_invalid_rows` a
+    counted skip."""
     kind = compiled.plan.data
     own = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(f for f, _, _ in DATA_KINDS[kind].token_fields)
     extra = tuple(f for f in compiled.plan.fields if f not in own)  # numeric columns the spec names
@@ -140,9 +141,11 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
     # the embedded character tokenizer has no newline: its steps are separated by a space
     separator = step_separator if step_separator is not None else (" " if data is None else "\n")
-    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length, size, separator)
+    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length, size, separator, limit)
     if str(skipped):
-        log(f"{skipped} (of {len(rows)})")
+        seen = examples[-1].index + 1 if limit is not None and len(examples) == limit else len(rows)
+        log(f"{skipped} (of {len(rows)})" if seen == len(rows) else f"{skipped} (of the first {seen} rows, "
+            f"which hold the {limit} usable rows asked for)")
     if not examples:
         raise RuntimeSetupError(f"no usable rows: {skipped}",
                                 help="raise --max-length, or check that completions are not empty")

@@ -54,3 +54,29 @@ def test_tokenize_masks_truncates_and_counts_skips():
     first = ex[0]
     assert first.prompt_ids[0] == TOK.bos_token_id and first.completions["completion"][-1] == TOK.eos_token_id
     assert len(ex[1].prompt_ids) + len(ex[1].completions["completion"]) == 16  # truncated to max_length
+
+
+class _Counting:
+    """The tokenizer, remembering every text it was called on."""
+
+    def __init__(self, tok):
+        self.tok, self.texts = tok, []
+
+    def __call__(self, text, **kw):
+        self.texts.append(text)
+        return self.tok(text, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def test_a_limit_keeps_the_first_usable_rows_and_tokenises_no_further():
+    """--max-examples N: the first N rows that fit (skipped rows do not count), and the rows
+    after them are never tokenised, so a small N on a large dataset is cheap."""
+    rows = [{"prompt": f"{i}+1=", "completion": "" if i % 3 == 0 else str(i + 1)} for i in range(1000)]
+    tok = _Counting(TOK)
+    ex, skipped = tokenize(rows, tok, "sft", (), max_length=16, max_prompt_length=None, limit=4)
+    assert [e.index for e in ex] == [1, 2, 4, 5] and skipped.empty_completion == 2
+    assert max(int(t.split("+")[0]) for t in tok.texts if "+" in t) == 5   # rows 6..999 untouched
+    everything, _ = tokenize(rows, TOK, "sft", (), max_length=16, max_prompt_length=None)
+    assert [e.completions for e in ex] == [e.completions for e in everything[:4]]

@@ -4,7 +4,7 @@ sum to the full-batch gradient — for a per-sequence mean (DPO, GRPO), a token
 mean over the batch (SFT, DAPO) and a constant denominator (Dr. GRPO) — for
 accumulation 1, 2 and 4. Random draws are per row (runtime/draws.py), so methods that
 draw (SamPO's token subsets; random tokens of a grouped rollout) split exactly too.
-(2 processes: test_multiprocess.py.)"""
+(2 processes: test_train.py::test_two_processes_match_one.)"""
 from pathlib import Path
 import copy
 
