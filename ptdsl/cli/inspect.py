@@ -5,7 +5,7 @@
     ptdsl diff A B [--set-a k=v]… [--set-b k=v]… [--format text|json]
 
 `graph` renders the loss graph, or with `--training` the training graph (how experience
-is made and used: inspect/training.py); SVG and PNG need Graphviz's `dot` on PATH (without
+is made and used: inspect/training_build.py); SVG and PNG need Graphviz's `dot` on PATH (without
 it the command says how to install it and exits 1). `diff` compares declarations by name
 (header, data, roles, rewards, rollouts, params, inputs, metrics), then the optimised
 loss graphs by structure, each change at its spec line; it exits 0 either way.
@@ -71,7 +71,7 @@ def _loss_graph(c, args):
 
 
 def _training(c):
-    from ptdsl.inspect.training import build_training
+    from ptdsl.inspect.training_build import build_training
     from ptdsl.inspect.training_render import FORMATS
     return FORMATS, build_training(c)
 

@@ -141,7 +141,7 @@ def _markdown(rows) -> str:
 
 def cmd_show(args) -> int:
     from ptdsl.api import compile as compile_method
-    from ptdsl.inspect.training import build_training
+    from ptdsl.inspect.training_build import build_training
     from ptdsl.inspect.training_render import schedule_lines
     from ptdsl.ir.printer import print_ir
     c = compile_method(args.method, **parse_overrides(args.set))

@@ -14,7 +14,8 @@ import pytest
 import ptdsl
 from ptdsl import library
 from ptdsl.cli.main import main
-from ptdsl.inspect.training import PHASES, build_training
+from ptdsl.inspect.training import PHASES
+from ptdsl.inspect.training_build import build_training
 from ptdsl.inspect.training_render import FORMATS, schedule_lines, to_dot, to_mermaid, to_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,3 +230,12 @@ def test_missing_graphviz_is_the_loss_graphs_clear_error():
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "Traceback" not in err
     assert "Graphviz's `dot`" in err and "apt-get install graphviz" in err and "--format dot" in err
+
+
+def test_training_graph_commands_do_not_import_torch():
+    code = ("import sys; from ptdsl.cli.main import main; "
+            "[main(a) for a in (['graph', 'ppo', '--training'], ['graph', 'grpo', '--training', '--format', 'dot'], "
+            "['graph', 'dpo', '--training', '--format', 'mermaid'], ['show', 'ppo'])]; "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -3,7 +3,7 @@ parse, inherit, bind params, fail, and what the plan makes of them."""
 import pytest
 
 import ptdsl
-from ptdsl.inspect.training import build_training
+from ptdsl.inspect.training_build import build_training
 from ptdsl.inspect.training_render import schedule_lines
 from ptdsl.syntax import ast
 from ptdsl.syntax.parse import ParseFailed, parse
