@@ -90,6 +90,8 @@ class Plan:
     schedule: Schedule = Schedule()
 
     def describe(self) -> str:
+        """Which model runs on which sets, and each query's flags (`ptdsl show`'s "plan"); when
+        and how often they run is the training graph's (ptdsl/inspect/training.py)."""
         lines = [f"data {self.data}"]
         for model, sets in self.forwards.items():
             lines.append(f"forward {model} on {', '.join(sets)}")
@@ -112,27 +114,7 @@ class Plan:
             lines.append(f"reward {name} = " + " + ".join(f"{t.weight:g} * {t.kind}(\"{t.name}\")" for t in terms))
         if self.fields:
             lines.append("fields " + ", ".join(self.fields))
-        return "\n".join(lines + self._training_graph())
-
-    def _training_graph(self) -> list[str]:
-        """How experience is made and used, as a schedule (DESIGN.md, "The training graph")."""
-        made = [f"sample {name} ({r.model})" for name, r in self.rollouts.items()]
-        made += [f"score {name}" for name in self.rewards if self.rollouts]
-        made += [f"the sampler's {q.leaf}" for q in self.queries if q.role_kind == "sampler"]
-        lines = ["schedule", f"  experience  {' · '.join(made) or 'dataset rows'}"]
-        once = [q.leaf for q in self.queries if q.per_experience]
-        when = self.schedule.when_reused()
-        if once and when is None:
-            if any(q.role_kind == "old" for q in self.queries):
-                lines.append("  record      nothing: one optimizer step per experience, so `old` is the current "
-                             "policy, detached")
-        elif once:
-            lines.append(f"  record      {', '.join(once)}  [no-grad forwards as the experience is made"
-                         + (f", {when}]" if when else "]"))
-        lines.append(f"  reuse       {self.schedule.describe()}"
-                     + ("" if self.schedule.stated else " (no `update` line)"))
-        lines.append("  step        each mini-batch: --grad-accum micro-batches · loss · backward · clip · AdamW")
-        return lines
+        return "\n".join(lines)
 
 
 def make_plan(g) -> Plan:

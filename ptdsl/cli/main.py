@@ -2,7 +2,7 @@
 
     ptdsl list [--family F] [--stability S] [--format text|markdown|json]
     ptdsl check FILE_OR_NAME... [--set k=v ...] [--format text|json]
-    ptdsl show METHOD [--set k=v ...] [--unoptimised]
+    ptdsl show METHOD [--set k=v ...] [--unoptimised]    (params, inputs, plan, training graph, IR)
     ptdsl compile METHOD --emit python|ir [--set k=v ...]
 
 Commands that do not run models never import torch. Exit status: 0 ok, 1 the
@@ -141,6 +141,8 @@ def _markdown(rows) -> str:
 
 def cmd_show(args) -> int:
     from ptdsl.api import compile as compile_method
+    from ptdsl.inspect.training_build import build_training
+    from ptdsl.inspect.training_render import schedule_lines
     from ptdsl.ir.printer import print_ir
     c = compile_method(args.method, **parse_overrides(args.set))
     m = c.method
@@ -155,6 +157,7 @@ def cmd_show(args) -> int:
     for i in c.inputs:
         out.append(f"  {i.name:<46} {i.level:<22} {'trainable' if i.trainable else ''}".rstrip())
     out += ["", "plan"] + ["  " + line for line in c.plan.describe().splitlines()]
+    out += ["", "training graph"] + ["  " + line for line in schedule_lines(build_training(c))]
     out += ["", "ir" + (" (checked, before optimisation)" if args.unoptimised else "")]
     out += ["  " + line for line in print_ir(c.unoptimised_graph if args.unoptimised else c.graph).splitlines()]
     if c.rewrites and not args.unoptimised:
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.set_defaults(fn=cmd_check)
 
-    s = sub.add_parser("show", help="a method's params, inputs, plan and IR")
+    s = sub.add_parser("show", help="a method's params, inputs, plan, training graph and IR")
     s.add_argument("method")
     s.add_argument("--set", action="append", metavar="NAME=VALUE")
     s.add_argument("--unoptimised", action="store_true", help="show the IR before optimisation")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-import ptdsl
+from ptdsl.api import compile as compile_method  # the API below the runtime, not the package above it
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, experience, metrics_log
@@ -73,7 +73,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = TrainOptions(**options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
-    compiled = ptdsl.compile(method, **(params or {}))
+    compiled = compile_method(method, **(params or {}))
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
     from accelerate import Accelerator

@@ -3,6 +3,8 @@ parse, inherit, bind params, fail, and what the plan makes of them."""
 import pytest
 
 import ptdsl
+from ptdsl.inspect.training_build import build_training
+from ptdsl.inspect.training_render import schedule_lines
 from ptdsl.syntax import ast
 from ptdsl.syntax.parse import ParseFailed, parse
 
@@ -162,16 +164,17 @@ def test_the_sampler_leaf_is_recorded_at_sampling_and_never_trainable(tmp_path):
 
 
 def test_describe_prints_the_schedule_and_what_is_recorded():
+    # the plan's per-query flags; the schedule itself is the training graph (tests/inspect/test_training.py)
     text = ptdsl.compile("ppo").plan.describe()
-    assert "reuse       4 passes × 1 mini-batch → 4 optimizer steps per experience" in text
-    assert "record      logprobs(reference, y), logprobs(old, y), values(old(value), y)  [no-grad forwards as the " \
-           "experience is made]" in text
     assert "logprobs(old, y)                             frozen recorded per experience" in text
     assert "logprobs(reference, y)                       frozen once per experience" in text
     grpo = ptdsl.compile("grpo", beta=0.04).plan.describe()
+    assert "logprobs(old, y)                             frozen = the current policy, detached" in grpo
+    schedule = "\n".join(schedule_lines(build_training(ptdsl.compile("ppo"))))
+    assert "reuse       4 passes × 1 mini-batch → 4 optimizer steps per experience" in schedule
+    assert "policy on y → logprobs(old, y), values(old(value), y)" in schedule
+    grpo = "\n".join(schedule_lines(build_training(ptdsl.compile("grpo", beta=0.04))))
     assert "1 pass × 1 mini-batch (micro_batches = --grad-accum) → 1 optimizer step per experience" in grpo
     assert "record      nothing: one optimizer step per experience" in grpo
-    assert "logprobs(old, y)                             frozen = the current policy, detached" in grpo
-    two = ptdsl.compile("grpo", beta=0.04, steps_per_generation=4).plan.describe()
-    assert "record      logprobs(old, y), logprobs(reference, y)  [no-grad forwards as the experience is made, " \
-           "when --grad-accum < 4]" in two
+    two = "\n".join(schedule_lines(build_training(ptdsl.compile("grpo", beta=0.04, steps_per_generation=4))))
+    assert "[per experience, before its first update, when --grad-accum < 4]" in two
