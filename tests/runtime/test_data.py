@@ -54,3 +54,17 @@ def test_tokenize_masks_truncates_and_counts_skips():
     first = ex[0]
     assert first.prompt_ids[0] == TOK.bos_token_id and first.completions["completion"][-1] == TOK.eos_token_id
     assert len(ex[1].prompt_ids) + len(ex[1].completions["completion"]) == 16  # truncated to max_length
+
+
+def test_ranked_lists_of_two_to_size_responses_are_kept_others_skipped_and_counted():
+    """A ranked list holds 2 to `size` (K_max) responses, each example its own K; a list of one
+    ranks nothing and a list longer than `size` would not fit the method's bound: both skipped,
+    each counted by its reason."""
+    lists = [["2"], ["2", "3"], ["2", "3", "4"], ["2", "3", "4", "5"], ["2", "3", "4", "5", "6"]]
+    rows = [r for resp in lists for r in normalise({"prompt": "1+1=", "responses": resp}, "ranked", TOK)]
+    examples, skipped = tokenize(rows, TOK, "ranked", ("rating",), 64, None, list_size=4)
+    assert [len(e.completions["responses"]) for e in examples] == [2, 3, 4]
+    assert [e.fields["rating"] for e in examples][1] == [2.0, 1.0, 0.0]  # default ratings: the ranks
+    assert (skipped.list_too_short, skipped.list_too_long) == (1, 1)
+    assert str(skipped) == ("skipped rows: 1 whose list has fewer than 2 responses, "
+                            "1 whose list has more responses than the method's `size`")
