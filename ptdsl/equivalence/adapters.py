@@ -135,9 +135,9 @@ def _recipe(adapter, name, attrs, sets, table):
     """How a target leaf is built: (how, source leaves), adding the source leaves it needs to the
     drawn table; None when it is drawn as it is. `how` names a function of `_BUILD`."""
     s, kind = attrs.get("set"), attrs["kind"]
-    if kind == "field" and name == _LAYOUT_FIELD.get(adapter.target):  # label / rating: the layout's own
-        _need(table, "mask(chosen)", attrs, "chosen")
-        return name, ("mask(chosen)",)
+    if (kind == "field" and name == _LAYOUT_FIELD.get(adapter.target)) or kind == "sizes":
+        _need(table, "mask(chosen)", attrs, "chosen")  # label / rating / list sizes: the layout's own
+        return name if kind == "field" else "sizes", ("mask(chosen)",)
     if kind == "field" and attrs.get("rows") == EXAMPLES:  # a per-example field (`margin`): each pair's
         table.setdefault(name, dict(attrs))
         return ("stack", (name, name)) if adapter.target == "unpaired" else ("rows", (name,))
@@ -211,5 +211,10 @@ def _rating(link, name, xs):
     return torch.tensor([1.0, 0.0], dtype=torch.float64).repeat(xs[0].shape[0])
 
 
+def _sizes(link, name, xs):
+    import torch
+    return torch.full((xs[0].shape[0],), 2, dtype=torch.long)
+
+
 _BUILD = {"rows": lambda link, name, xs: xs[0], "stack": _stack, "interleave": _interleave,
-          "label": _label, "rating": _rating}
+          "label": _label, "rating": _rating, "sizes": _sizes}
