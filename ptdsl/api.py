@@ -106,6 +106,8 @@ class CompiledMethod:
         return out
 
     def group_size(self, rows: str) -> int | None:
+        """Rows per group of a grouped row space: a rollout's n; for a ranked list, K = `size`, the
+        most responses a list holds (each list has its own length, the input `sizes(R)`)."""
         return self.graph.graph["rows"].get(rows)
 
     @cached_property

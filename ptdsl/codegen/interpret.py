@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ptdsl.ir.graph import order
+from ptdsl.ir.ops import OPS
 
 
 def _z(x):
@@ -21,11 +22,28 @@ def _masked(x, m):
     return torch.where(m if x.dim() == m.dim() else m[..., None], x, _z(x))
 
 
-def _group_apply(x, n, fn):
+def _spans(g, d, args, rows: int) -> list[tuple[int, int]]:
+    """(first row, end) of each group: the list sizes when the rows are ragged (the op's extra
+    last operand), else groups of the row space's n."""
+    if len(d["args"]) > OPS[d["op"]].arity:
+        ends = torch.cumsum(args[-1].to(torch.long), 0).tolist()
+        return list(zip([0] + ends[:-1], ends))
+    space = d["level"].rows if d["op"] == "expand_rows" else g.nodes[d["args"][0]]["level"].rows
+    n = g.graph["rows"][space]
+    return [(s, s + n) for s in range(0, rows, n)]
+
+
+def _group_apply(x, spans, fn):
     out = torch.empty_like(x)
-    for start in range(0, x.shape[0], n):
-        out[start:start + n] = fn(x[start:start + n])
+    for start, end in spans:
+        out[start:end] = fn(x[start:end])
     return out
+
+
+def _pairs(x, spans):
+    """Row i: x_j of each row j of its group, then x_i again up to the widest group."""
+    width = max(e - s for s, e in spans)
+    return torch.stack([torch.cat([x[s:e], x[r].expand(width - (e - s))]) for s, e in spans for r in range(s, e)])
 
 
 def _log1mexp(x):
@@ -155,7 +173,11 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     if op == "sort_rows":
         return torch.sort(args[0]).values
     if op == "expand_rows":
-        return torch.cat([x.reshape(1).expand(a["n"]) for x in args[0]])
+        sizes = args[1].to(torch.long).tolist() if len(args) > 1 else [a["n"]] * len(args[0])
+        return torch.cat([x.reshape(1).expand(k) for x, k in zip(args[0], sizes)])
+    if op in ("sum_group", "mean_group"):
+        reduce = torch.sum if op == "sum_group" else torch.mean
+        return torch.stack([reduce(args[0][s:e]) for s, e in _spans(g, d, args, len(args[0]))])
     if op == "running_mean":
         x = args[0].detach()
         total, seen = state.get(a["key"], (0.0, 0))
@@ -192,17 +214,16 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
         depth = {"pair": 1, "token": 1, "vocab": 2}[a["to"]] - {"seq": 0, "token": 1}[src]
         return x.reshape(x.shape + (1,) * depth)
     if op == "pair_other":
-        n_group = g.graph["rows"][d["level"].rows]
-        x = args[0]
-        return torch.stack([x[(r // n_group) * n_group:(r // n_group + 1) * n_group] for r in range(len(x))])
+        return _pairs(args[0], _spans(g, d, args, len(args[0])))
     if op == "sum_pairs":
-        return args[0].sum(-1)
+        spans = _spans(g, d, args, len(args[0]))
+        return torch.stack([args[0][r, :e - s].sum() for s, e in spans for r in range(s, e)])
     if op == "to_real":
         return args[0].to(dtype)
     if op == "length":
         return args[0].sum(-1).to(_counts(dtype))
     if op.startswith("group_"):
-        n_group = g.graph["rows"][d["level"].rows]
+        spans = _spans(g, d, args, len(args[0]))
         fn = {"group_mean": lambda x: x.mean().expand(x.shape), "group_sum": lambda x: x.sum().expand(x.shape),
               "group_std": lambda x: x.std(unbiased=True).expand(x.shape),
               "group_max": lambda x: x.max().expand(x.shape), "group_min": lambda x: x.min().expand(x.shape),
@@ -212,7 +233,7 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
               "group_rank": lambda x: torch.tensor(
                   [sum(1 for j in range(len(x)) if x[j] > x[i] or (x[j] == x[i] and j < i)) for i in range(len(x))],
                   dtype=x.dtype)}[op]
-        return _group_apply(args[0], n_group, fn)
+        return _group_apply(args[0], spans, fn)
     if op == "clip":
         return torch.clamp(args[0], args[1], args[2])
     if op == "where":
@@ -261,5 +282,5 @@ _STATEFUL = {"ema": _ema, "running_var": _running_var}
 OPS_INTERPRETED = {"uniform", "ema", "running_var", "row_rank", "num_rows", "token_rank"} | set(_UNARY) | set(_BINARY) | {"pair_other", "sum_pairs", "group_rank", "group_max", "group_min", "group_logsumexp",
                                                  "group_suffix_logsumexp", "positions", "token_quantile", "sort_rows", "expand_rows",
                                                  "running_mean", "mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
-                                                 "group_std", "group_sum", "clip", "where", "gae",
+                                                 "group_std", "group_sum", "clip", "where", "gae", "sum_group", "mean_group",
                                                  "discounted_sum"}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ptdsl.codegen import ragged
+
 
 def as_mask(m: torch.Tensor) -> torch.Tensor:
     return m if m.dtype == torch.bool else m != 0
@@ -43,39 +45,74 @@ def mean_rows(x, count=None):
     return x.sum() / (x.shape[0] if count is None else count)
 
 
+def _ragged_too(fixed):
+    """Group kernels take `n`, the rows of every group (an int: a rollout's samples), or a tensor
+    of each group's size (ranked lists of varying length): that goes to ragged.py's kernel."""
+    other = getattr(ragged, fixed.__name__)
+
+    def kernel(x, n):
+        return fixed(x, n) if isinstance(n, int) else other(x, n)
+    kernel.__name__, kernel.__doc__ = fixed.__name__, fixed.__doc__
+    return kernel
+
+
 def _groups(x, n):
     return x.reshape(-1, n)
 
 
+@_ragged_too
 def group_mean(x, n):
     return _groups(x, n).mean(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
+@_ragged_too
 def group_sum(x, n):
     return _groups(x, n).sum(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
+@_ragged_too
 def group_std(x, n):
     return _groups(x, n).std(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
+@_ragged_too
 def group_max(x, n):
     # amax: at ties the gradient is shared evenly by the tied rows, as the interpreter's full max
     # does (`.max(dim)` would give it all to one index)
     return _groups(x, n).amax(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
+@_ragged_too
 def group_min(x, n):
     return _groups(x, n).amin(1, keepdim=True).expand(-1, n).reshape(-1)
 
 
+@_ragged_too
 def group_logsumexp(x, n):
     return torch.logsumexp(_groups(x, n), 1, keepdim=True).expand(-1, n).reshape(-1)
 
 
+@_ragged_too
 def group_suffix_logsumexp(x, n):
     """Row k of a group: log Σ_{i ≥ k} exp x_i (the group's rows in order)."""
     return torch.logcumsumexp(_groups(x, n).flip(1), 1).flip(1).reshape(-1)
+
+
+@_ragged_too
+def sum_group(x, n):
+    """A group's rows → one value per group (its example): their sum."""
+    return _groups(x, n).sum(1)
+
+
+@_ragged_too
+def mean_group(x, n):
+    return _groups(x, n).mean(1)
+
+
+@_ragged_too
+def expand_rows(x, n):
+    """A per-example value on each row of its group."""
+    return torch.repeat_interleave(x, n, dim=0)
 
 
 def log1mexp(x):
@@ -282,12 +319,20 @@ def token_rank(x, mask, dtype):
     return torch.where(mask, ranks, 0).to(_count_dtype(dtype))
 
 
+@_ragged_too
 def pair_other(x, n):
     """[rows, n]: for row i, the values of the n rows of its group (x_j)."""
     g = _groups(x, n)                                   # [groups, n]
     return g[:, None, :].expand(-1, n, -1).reshape(-1, n)
 
 
+@_ragged_too
+def sum_pairs(x, n):
+    """Σ_j over row i's pairs (ragged groups: the pairs within the group only)."""
+    return x.sum(-1)
+
+
+@_ragged_too
 def group_rank(x, n):
     """0-based rank within the group, largest first (ties: the earlier row first)."""
     g = _groups(x, n).detach()

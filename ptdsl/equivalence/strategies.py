@@ -62,7 +62,7 @@ def table_inputs(table: dict, dtype=None, max_rows: int = 4, max_tokens: int = 6
 def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_vocab, c: Conditions):
     import torch
     dtype = dtype or torch.float64
-    rows = _row_counts(draw, table, max_rows, max_prompts, c)
+    rows, lists = _row_counts(draw, table, max_rows, max_prompts, c)
     masks = _masks(draw, table, rows, max_tokens, c)
     vocab = draw(st.integers(2, max_vocab))
     out: dict = {}
@@ -72,6 +72,9 @@ def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_voca
         kind, s = a["kind"], a.get("set")
         if kind == "mask":
             out[name] = masks[s]
+            continue
+        if kind == "sizes":  # a ranked list's length, one per example
+            out[name] = lists[name[len("sizes("):-1]]
             continue
         n_rows = rows[a["rows"]] if a.get("rows") else None
         if a["dtype"] == "bool":  # labels: one per row, or one per token of a set (step labels)
@@ -88,18 +91,27 @@ def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_voca
     return out
 
 
-def _row_counts(draw, table, max_rows, max_prompts, c: Conditions) -> dict[str, int]:
-    """Rows per row space. Grouped spaces (rollout samples, ranked lists) hold `group` rows
-    per dataset row, so when a method has any, every space shares one prompt count:
-    per-example values then align with the groups (`r(y)` beside `r(y_ref)` of n samples)."""
+def _row_counts(draw, table, max_rows, max_prompts, c: Conditions):
+    """Rows per row space, and the list sizes of ragged ones. Grouped spaces (rollout samples,
+    ranked lists) hold `group` rows per dataset row — a ranked list between 2 and `group`
+    (K_max) rows, drawn per example, when the method reads its sizes — so when a method has
+    any, every space shares one prompt count: per-example values then align with the groups
+    (`r(y)` beside `r(y_ref)` of n samples)."""
+    import torch
     spaces = {a["rows"]: a["group"] for a in table.values() if a.get("rows")}
     rows: dict[str, int] = {}
+    lists: dict = {}
     if any(spaces.values()):
         prompts = c.rows or draw(st.integers(1, max_prompts))
-        return {space: prompts * (group or 1) for space, group in spaces.items()}
+        for space, group in spaces.items():
+            rows[space] = prompts * (group or 1)
+            if f"sizes({space})" in table:
+                k = draw(st.lists(st.integers(min(2, group), group), min_size=prompts, max_size=prompts))
+                lists[space], rows[space] = torch.tensor(k, dtype=torch.long), sum(k)
+        return rows, lists
     for space in spaces:
         rows[space] = c.rows or draw(st.integers(1, max_rows))
-    return rows
+    return rows, lists
 
 
 def _masks(draw, table, rows, max_tokens, c: Conditions) -> dict:

@@ -168,9 +168,9 @@ def _pair(ga, gb, ha, hb, only_a, only_b) -> dict[int, int]:
 
 
 def _weak(g, n) -> bool:
-    """Operands too common to tie two nodes together: constants and masks."""
+    """Operands too common to tie two nodes together: constants, masks and list sizes."""
     d = g.nodes[n]
-    return d["op"] == "const" or (d["op"] == "leaf" and d["attrs"]["kind"] == "mask")
+    return d["op"] == "const" or (d["op"] == "leaf" and d["attrs"]["kind"] in ("mask", "sizes"))
 
 
 def _same_operand(ha, hb, pairs, p, q) -> bool:

@@ -36,7 +36,8 @@ OPS = {  # builtin name → IR op (arity from the op table)
                       "mean", "sum", "std", "group_mean", "group_std", "group_sum", "softmax",
                       "log_softmax", "sum_vocab", "whiten", "sort_rows", "running_mean",
                       "group_max", "group_min", "group_logsumexp", "group_suffix_logsumexp",
-                      "sum_pairs", "group_rank", "running_var", "row_rank", "num_rows", "token_rank")},
+                      "sum_pairs", "group_rank", "running_var", "row_rank", "num_rows", "token_rank",
+                      "sum_group", "mean_group")},
     "other": "pair_other",
     "min": "minimum", "max": "maximum", "max_rows": "max_rows", "min_rows": "min_rows",
 }

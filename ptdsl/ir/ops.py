@@ -76,6 +76,9 @@ OPS: dict[str, Op] = {op.name: op for op in [
                              ("group_logsumexp", "log Σ exp over the row's group (softmax normaliser)"),
                              ("group_suffix_logsumexp",
                               "log Σ exp over this row and the rows after it in its group (Plackett–Luce)")]),
+    # -- a group's rows → one value per example (a list's loss is the sum over its responses)
+    *_ops("group_reduce", 1, (0,), [("sum_group", "Σ over the rows of each example's group: seq[R] → seq[examples]"),
+                                    ("mean_group", "mean over the rows of each example's group: seq[R] → seq[examples]")]),
     # -- vocabulary level
     *_ops("vocab_map", 1, (0,), [("softmax", "softmax over the vocabulary"),
                                  ("log_softmax", "log-softmax over the vocabulary")]),
@@ -109,6 +112,11 @@ OPS: dict[str, Op] = {op.name: op for op in [
 # Named op sets, used by passes instead of repeated tuples.
 MASKED = frozenset({"sum_tokens", "mean_tokens", "token_mean", "token_sum", "at_last", "gae",
                     "discounted_sum", "whiten", "token_quantile", "token_rank"})
+# Ops that read a row space's groups. On a ragged one (ranked lists: K varies per example) the
+# level checker gives them the list sizes, a per-example leaf `sizes(R)`, as their last operand.
+GROUPED = frozenset({"group_mean", "group_std", "group_sum", "group_max", "group_min", "group_logsumexp",
+                     "group_suffix_logsumexp", "group_rank", "sum_group", "mean_group", "pair_other",
+                     "sum_pairs", "expand_rows"})
 STATEFUL = frozenset({"running_mean", "running_var", "ema"})  # keep state across steps, keyed by call site
 ELEMENTWISE = frozenset(n for n, o in OPS.items() if o.rule in ("map", "map2", "map3", "where",
                                                                  "compare", "logic", "not"))

@@ -45,13 +45,22 @@ class Batch:
         return [e.prompt_text for e in self.examples]
 
 
+def list_sizes(examples, set_name: str) -> list[int] | None:
+    """Each example's number of responses when `set_name` is a ranked list (K varies per
+    example: 2 to the method's `size`), else None."""
+    first = examples[0].completions.get(set_name) if examples else None
+    if not (isinstance(first, list) and first and isinstance(first[0], list)):
+        return None
+    return [len(e.completions[set_name]) for e in examples]
+
+
 def dataset_sets(examples, wanted: list[str], set_info) -> dict[str, SetRows]:
     prompts = [e.prompt_ids for e in examples]
     out = {}
     for s in wanted:
         info = set_info[s]
-        if info.source == "data" and examples and isinstance(examples[0].completions[s][0], list):
-            # a ranked list: each example's responses are consecutive rows (a group)
+        if info.source == "data" and list_sizes(examples, s) is not None:
+            # a ranked list: each example's responses are consecutive rows (a group of its own size)
             out[s] = SetRows([e.prompt_ids for e in examples for _ in e.completions[s]],
                              [c for e in examples for c in e.completions[s]])
         elif info.source == "data":

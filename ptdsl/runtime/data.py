@@ -34,15 +34,17 @@ class Example:
 class Skipped:
     empty_completion: int = 0
     prompt_too_long: int = 0
-    wrong_list_size: int = 0
+    list_too_short: int = 0    # a ranked list of fewer than 2 responses ranks nothing
+    list_too_long: int = 0     # more responses than the method's `size`, K_max
     no_step_within_max_length: int = 0
 
     def __str__(self) -> str:
         parts = [f"{n} {what}" for what, n in (("with an empty completion", self.empty_completion),
                                                 ("whose prompt leaves no room within max_length",
                                                  self.prompt_too_long),
-                                                ("whose list of responses has another length than the "
-                                                 "method's `size`", self.wrong_list_size),
+                                                ("whose list has fewer than 2 responses", self.list_too_short),
+                                                ("whose list has more responses than the method's `size`",
+                                                 self.list_too_long),
                                                 ("whose first step does not end within max_length",
                                                  self.no_step_within_max_length)) if n]
         return "skipped rows: " + ", ".join(parts) if parts else ""
@@ -132,9 +134,12 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
             skipped.prompt_too_long += 1
             continue
         room = max_length - len(p_ids)
-        if kind_.list_rows:
-            if len(row["responses"]) != list_size or len(row["ratings"]) != list_size:
-                skipped.wrong_list_size += 1
+        if kind_.list_rows:  # 2 to `size` responses (validation matched the ratings to them)
+            if len(row["responses"]) < 2:
+                skipped.list_too_short += 1
+                continue
+            if list_size is not None and len(row["responses"]) > list_size:
+                skipped.list_too_long += 1
                 continue
             texts = row["responses"]
             if not all(t.strip() for t in texts):

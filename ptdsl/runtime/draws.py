@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ptdsl.runtime.batch import list_sizes
+
 
 @dataclass(frozen=True)
 class Clock:
@@ -70,20 +72,23 @@ def _rand(n: int, *key) -> torch.Tensor:
     return torch.rand(n, generator=torch.Generator().manual_seed(seed_of(*key)), dtype=torch.float32)
 
 
-def row_ids(examples, rows: int) -> list[tuple[int, int]]:
+def row_ids(examples, rows: int, sizes: list[int] | None = None) -> list[tuple[int, int]]:
     """(dataset example, sample within its group) of each row: a grouped row space (a rollout's
-    n samples, a ranked list's K responses) holds rows/len(examples) consecutive rows per example."""
+    n samples) holds rows/len(examples) consecutive rows per example; a ranked list, `sizes`."""
+    if sizes is not None:
+        return [(e.index, j) for e, k in zip(examples, sizes) for j in range(k)]
     n = rows // max(len(examples), 1)
     return [(examples[r // n].index, r % n) for r in range(rows)]
 
 
-def draw(a: dict, rows: int | None, examples, masks: dict, seed: int, step: int) -> torch.Tensor:
+def draw(a: dict, rows: int | None, examples, masks: dict, seed: int, step: int,
+         sizes: list[int] | None = None) -> torch.Tensor:
     """One `uniform` leaf (graph attrs `a`) for one micro-batch of `examples`: `rows` rows of its
     row space, each from its own generator (see the module docstring)."""
     if a["level"] == "scalar":
         return _rand(1, seed, step, a["name"], "batch", min(e.index for e in examples))[0]
     width = masks[a["set"]].shape[1] if a["level"] == "token" else 1
-    values = [_rand(width, seed, step, a["name"], *key) for key in row_ids(examples, rows)]
+    values = [_rand(width, seed, step, a["name"], *key) for key in row_ids(examples, rows, sizes)]
     out = torch.stack(values)
     return out if a["level"] == "token" else out[:, 0]
 
@@ -102,6 +107,10 @@ def random_inputs(compiled, examples, masks: dict, seed: int, step: int, device,
     out = {}
     for a, group in _draw_leaves(compiled):
         rows = len(examples) * group if a["rows"] else None
+        sizes = list_sizes(examples, a["rows"]) if a["rows"] else None
+        if sizes is not None:  # ranked lists: K per example
+            rows = sum(sizes)
         # at least float32: a bfloat16 draw just below 1 would round to 1, outside U[0, 1)
-        out[a["name"]] = draw(a, rows, examples, masks, seed, step).to(device, torch.promote_types(dtype, torch.float32))
+        out[a["name"]] = draw(a, rows, examples, masks, seed, step, sizes).to(
+            device, torch.promote_types(dtype, torch.float32))
     return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, set_mask
+from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, list_sizes, set_mask
 from ptdsl.runtime.draws import Clock, random_inputs, time_inputs
 from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_model
@@ -180,6 +180,9 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
             vals = [v for vs in vals for v in vs]
         dtype = torch.bool if isinstance(vals[0], bool) else torch.float32
         out[f] = torch.tensor(vals, dtype=dtype, device=device)
+    for i in compiled.inputs:  # `sizes(R)`: each example's number of responses of its ranked list R
+        if i.kind == "sizes":
+            out[i.name] = torch.tensor(list_sizes(batch.examples, i.name[len("sizes("):-1]), device=device)
     wanted = {i.name for i in compiled.inputs if i.kind == "reward"}
     for name, values in getattr(batch, "rewards", {}).items():
         if name in wanted:

@@ -96,3 +96,15 @@ def test_equiv_renames_scales_and_tolerances(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["equiv", "orpo", "sft", "--rename-b", "completion"])
     assert exc.value.code == 2
+
+
+def test_cli_equiv_adapter(capsys):
+    assert main(["equiv", "apo_zero", "apo_zero_unpaired", "--adapter", "paired-to-unpaired", "--scale-b", "2",
+                 "--examples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "equivalent: apo_zero  ≡  2·apo_zero_unpaired" in out and "adapter: paired-to-unpaired" in out
+    assert main(["equiv", "dpo", "ipo", "--adapter", "paired-to-unpaired", "--examples", "5"]) == 1
+    assert "`dpo` reads `preference` data and `ipo` reads `preference` data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["equiv", "dpo", "kto", "--adapter", "paired-to-unpaird"])
+    assert exc.value.code == 2 and "did you mean `paired-to-unpaired`" in capsys.readouterr().err

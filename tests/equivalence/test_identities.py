@@ -4,11 +4,13 @@ near-misses that must yield a counterexample.
 An identity is method A with params X ≡ method B (or a weighted sum of methods) with
 params Y, in value and/or gradient, under conditions that the input strategy draws by
 construction (equivalence/conditions.py: `on_policy`, `length=L`, `reference_zero`, …).
+Identities between methods whose rows are laid out differently (I12, I13, I22–I24) name a
+layout adapter (equivalence/adapters.py): the preference side's inputs are drawn and the
+other side's built from them, so both are differentiated with respect to the same tensors.
 Not covered, and why:
-  I12/I13  paired ≡ 2 × unpaired (APO-zero, BCO): needs an input adapter that stacks
-           chosen and rejected into one unpaired set of 2N rows; the engine only renames sets.
-  I22–I24  PRO/LiPO/InfoNCA with K = 2, online DPO, SPIN: the same kind of row mapping
-           (a ranked list of 2 ↔ chosen/rejected; rollouts ↔ dataset sets), also an adapter.
+  I23 (XPO with α = 0 ≡ online DPO on the (policy, reference) pair): XPO's pair is two one-sample
+           rollouts chosen between by `where` on their rewards, online DPO's a pick from one rollout
+           group; relating them needs rewards drawn consistently across the two, not a row layout.
   I8       DPO ≡ a reward model on r = β·h: the score leaves would have to be computed from
            log-prob leaves (an adapter again).
   I28, I36, I40  facts about advantages, KL estimators and ULD, not method-vs-method.
@@ -31,7 +33,11 @@ identity tables in tests/methods) by a test.
 from __future__ import annotations
 
 import functools
+
+
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,13 +66,17 @@ class Identity:
     condition: tuple[str, ...] = ()
     rtol: float = 1e-6
     note: str = ""
+    adapter: str | None = None  # a layout adapter, when A and B read differently laid-out rows
 
     def check(self, **kwargs):
         return equivalent(self.a, self.b, params_a=self.params_a or None, params_b=self.params_b or None,
-                          mode=self.mode, given=self.condition, rtol=self.rtol, **kwargs)
+                          mode=self.mode, given=self.condition, rtol=self.rtol, adapter=self.adapter, **kwargs)
 
 
 G = {"num_generations": 4}  # group size for the RL identities (they hold for any G)
+BCO_DELTA_ZERO = str(Path(__file__).parent / "specs" / "bco_delta_zero.ptdsl")  # bco with δ ≡ 0 (I13)
+# LiPO-λ on a list of 2 rated (1, 0): |G_1 − G_2| = 2¹ − 2⁰ = 1 and |1/D(1) − 1/D(2)| = 1/ln 2 − 1/ln 3
+LIPO_PAIR_WEIGHT = 1 / math.log(2) - 1 / math.log(3)
 
 IDENTITIES = [
     # ---- DPO family: reductions to DPO
@@ -144,6 +154,21 @@ IDENTITIES = [
     # ---- distillation
     Identity("I38", "iw_opd", "opd_sampled", {"iw_opd_gamma": 0},
              note="IW-OPD(γ = 0) ≡ sampled-token reverse-KL policy gradient"),
+    # ---- across row layouts (adapters.py)
+    Identity("I12", "apo_zero", Term("apo_zero_unpaired", weight=2.0), adapter="paired-to-unpaired",
+             note="APO-zero on N pairs ≡ 2 × APO-zero-unpaired on the 2N stacked completions (λ_D = λ_U = 1)"),
+    Identity("I13", "bco_pair", Term(BCO_DELTA_ZERO, weight=2.0), adapter="paired-to-unpaired",
+             note="TRL 1.x bco_pair ≡ 2 × BCO-unpaired with δ ≡ 0 on the 2N stacked completions"),
+    Identity("I22", "pro", "simpo", {"beta": 0}, {"beta": 1.0, "gamma": 0}, adapter="paired-to-ranked",
+             note="PRO on lists of 2, no SFT term ≡ −log σ(ℓ̄_w − ℓ̄_l) = SimPO(β = 1, γ = 0)"),
+    Identity("I22", "lipo", Term("dpo", weight=LIPO_PAIR_WEIGHT), adapter="paired-to-ranked",
+             note="LiPO-λ on lists of 2 rated (1, 0) ≡ (1/ln 2 − 1/ln 3)·DPO, its constant Lambda weight"),
+    Identity("I22", "infonca", "dpo", {"alpha": 1e-3}, adapter="paired-to-ranked",
+             note="InfoNCA on lists of 2 with a one-hot target (α = 1e-3: e^(−1/α) = 0 in float64) ≡ DPO"),
+    Identity("I23", "online_dpo", "dpo", adapter="paired-to-picks",
+             note="online DPO on an already-ranked pair (best, worst) ≡ offline DPO on it"),
+    Identity("I24", "spin", "dpo", adapter="paired-to-sample",
+             note="SPIN ≡ DPO with chosen = the dataset completion, rejected = the π_t sample, reference = π_t"),
 ]
 
 
@@ -171,6 +196,20 @@ NEAR_MISSES = [
     NearMiss("alphapo0.25-vs-simpo", Identity("", "alphapo", "simpo", {"alpha": 0.25})),
     NearMiss("cal_dpo-vs-methods-md-form", Identity("", "cal_dpo", (Term("dpo", {"beta": 1.0}),
                                                                      Term("sppo_hard", {"beta": 0.002})))),
+    # the layout identities with a factor broken: each must fail
+    NearMiss("apo_zero-vs-unpaired-without-factor-2", Identity("", "apo_zero", "apo_zero_unpaired",
+                                                               adapter="paired-to-unpaired")),
+    NearMiss("bco_pair-vs-bco-delta-zero-without-factor-2", Identity("", "bco_pair", BCO_DELTA_ZERO,
+                                                                     adapter="paired-to-unpaired")),
+    NearMiss("bco_pair-vs-2-bco-running-delta", Identity("", "bco_pair", Term("bco", weight=2.0),
+                                                         adapter="paired-to-unpaired")),
+    NearMiss("pro-vs-simpo-beta-2", Identity("", "pro", "simpo", {"beta": 0}, {"beta": 2.0, "gamma": 0},
+                                             adapter="paired-to-ranked")),
+    NearMiss("lipo-vs-dpo-unit-weight", Identity("", "lipo", "dpo", adapter="paired-to-ranked")),
+    NearMiss("infonca-soft-target-vs-dpo", Identity("", "infonca", "dpo", adapter="paired-to-ranked")),
+    NearMiss("online_dpo-vs-dpo-other-beta", Identity("", "online_dpo", "dpo", {}, {"beta": 0.2},
+                                                      adapter="paired-to-picks")),
+    NearMiss("spin-vs-dpo-other-beta", Identity("", "spin", "dpo", {}, {"beta": 0.2}, adapter="paired-to-sample")),
 ]
 
 
@@ -182,7 +221,7 @@ def _id(i: Identity) -> str:
 def test_identity_holds(identity):
     assert_equivalent(identity.a, identity.b, params_a=identity.params_a or None,
                       params_b=identity.params_b or None, mode=identity.mode, given=identity.condition,
-                      rtol=identity.rtol, examples=EXAMPLES)
+                      rtol=identity.rtol, examples=EXAMPLES, adapter=identity.adapter)
 
 
 def test_at_least_25_identities():
