@@ -33,8 +33,6 @@ identity tables in tests/methods) by a test.
 from __future__ import annotations
 
 import functools
-
-
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
