@@ -12,7 +12,9 @@ def register(sub) -> None:
     s = sub.add_parser("train", help="train a model with a method (embedded default without --model/--data)")
     s.add_argument("method")
     s.add_argument("--model", help="model id or local path (default: the embedded tiny model)")
-    s.add_argument("--data", help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name")
+    s.add_argument("--data", action="append", metavar="[NAME=]PATH",
+                   help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name; for a method "
+                        "with several sources, NAME=PATH once per source")
     s.add_argument("--reward-fn", action="append", default=[], metavar="[NAME=]MODULE:FUNCTION",
                    help="a verifier, imported from the named module")
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a method parameter")
