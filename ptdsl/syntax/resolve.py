@@ -215,7 +215,8 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         return d
 
     stability = parts.get("stability")
-    # data lines go together: a child that states any replaces all of its parent's
+    # data lines and `mix` go together: a child that states any data line replaces all of its
+    # parent's, and the parent's `mix` with them
     states_data = parts.get("data") is not None or bool(parts["datasets"])
     datasets = parts["datasets"] if states_data else (parent.datasets if parent else {})
     data = (parts.get("data") or next(iter(datasets.values()), None)) if states_data else pick("data")
@@ -240,7 +241,7 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         metrics=merged("metrics"),
         update=pick("update"),
         datasets=dict(datasets),
-        mix=pick("mix"),
+        mix=parts.get("mix") or (None if states_data else (parent.mix if parent else None)),
         sources={**(parent.sources if parent else {}), spec.path: spec.text},
     )
 
