@@ -36,7 +36,7 @@ def register(sub) -> None:
     s.add_argument("--step-separator", help='stepwise data: text appended to each step (default "\\n"; '
                    'a space for the embedded tokenizer)')
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset")
+    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset (of each source)")
     s.add_argument("--skip-invalid-rows", action="store_true", help="drop the dataset rows that do not fit the "
                    "method's data kind (counted, the first few shown) instead of stopping before step 1")
     s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")

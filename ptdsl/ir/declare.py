@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from ptdsl.diagnostics import Sink, Span, did_you_mean, error
 from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
-from ptdsl.ir.sources import Source, declare_sources
 from ptdsl.ir.graph import SetInfo
 from ptdsl.ir.consteval import MAX_EXACT_INT, ConstError, NotConstant, arith, const_eval
+from ptdsl.ir.sources import Source, declare_sources
 from ptdsl.syntax import ast
 from ptdsl.syntax.resolve import MethodDef
 
