@@ -13,7 +13,8 @@ from ptdsl.equivalence import equivalent
 
 def train(method, model=None, data=None, **options):
     """Train `method` with a compiled step (options: ptdsl/runtime/loop.TrainOptions);
-    with no `model` and `data`, on the embedded default. Returns the last metrics."""
+    with no `model` and `data`, on the embedded default. `data` is a path, or for a method
+    with several sources `{source: path}`. Returns the last metrics."""
     from ptdsl.runtime.loop import train as _train
     return _train(method, model=model, data=data, **options)
 

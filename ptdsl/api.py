@@ -13,7 +13,7 @@ from ptdsl.compiler import Compiled, compile_definition, define
 from ptdsl.inputs import InputError  # re-exported by ptdsl/__init__
 
 __all__ = ["load", "compile", "Method", "CompiledMethod", "Input", "Param", "InputError"]
-from ptdsl.syntax.resolve import MethodDef
+from ptdsl.syntax.resolve import MethodDef, data_summary
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Method:
     stability = property(lambda self: self.definition.stability)
     extends = property(lambda self: self.definition.extends)
     path = property(lambda self: self.definition.path)
-    data = property(lambda self: self.definition.data.kind)
+    data = property(lambda self: data_summary(self.definition))
 
     @property
     def warnings(self) -> list:

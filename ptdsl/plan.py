@@ -88,11 +88,13 @@ class Plan:
     fields: tuple[str, ...]   # per-example data fields read
     sets: tuple[str, ...]     # sequence sets whose masks/tokens are needed
     schedule: Schedule = Schedule()
+    sources: tuple = ()       # ir/sources.Source of each dataset, the first defining an epoch
 
     def describe(self) -> str:
         """Which model runs on which sets, and each query's flags (`ptdsl show`'s "plan"); when
         and how often they run is the training graph's (ptdsl/inspect/training.py)."""
-        lines = [f"data {self.data}"]
+        lines = [f"data {self.data}"] if len(self.sources) < 2 else \
+            [f"data {s.describe()}" for s in self.sources] + [_mix_text(self.sources)]
         for model, sets in self.forwards.items():
             lines.append(f"forward {model} on {', '.join(sets)}")
         for q in self.queries:
@@ -130,7 +132,7 @@ def make_plan(g) -> Plan:
             kind = "old" if model.startswith("old") else roles[model].kind  # or "sampler", "policy", …
             frozen = not (a["trainable"] and n in grad)
             # per example only: a list's rows are not what the precompute cache is keyed by
-            data_only = _from_data(sets, a["set"]) and sets[a["set"]].rows == "examples"
+            data_only = _from_data(sets, a["set"]) and sets[a["set"]].rows in g.graph.get("sources", ("examples",))
             moving = dict(roles[model].options).get("sync_steps") if kind != "old" else None
             # per-token outputs only: a vocabulary-level leaf would cache [tokens × vocab] per example
             per_token = a["kind"] in ("logprobs", "entropy")
@@ -158,7 +160,8 @@ def make_plan(g) -> Plan:
             rewards.setdefault(info.by, g.graph["rewards"][info.by])
     used_rollouts = {k: v for k, v in g.graph["rollouts"].items() if k in used_sets}
     return Plan(g.graph.get("data", ""), tuple(queries), {k: tuple(v) for k, v in forwards.items()},
-                used_rollouts, rewards, tuple(fields), tuple(used_sets), schedule(g.graph.get("update")))
+                used_rollouts, rewards, tuple(fields), tuple(used_sets), schedule(g.graph.get("update")),
+                tuple(g.graph.get("sources", {}).values()))
 
 
 def schedule(update) -> Schedule:
@@ -172,6 +175,15 @@ def _from_data(sets, s: str) -> bool:
     """Sequences fixed by the dataset alone (mismatched pairs depend on the batch; rollouts
     and picks on sampling)."""
     return sets[s].source == "data"
+
+
+def _mix_text(sources) -> str:
+    """`mix` with the rows each source adds to a micro-batch (the first holds --batch-size)."""
+    first = sources[0].weight
+    parts = [f"{s.rows} = {s.weight:g}" for s in sources]
+    rows = ", ".join(f"{s.rows} {'--batch-size' if s is sources[0] else f'{s.weight / first:g} × --batch-size'}"
+                     for s in sources)
+    return f"mix {', '.join(parts)}  [rows per micro-batch: {rows}; an epoch is a pass over {sources[0].rows}]"
 
 
 def _spec_text(value) -> str:

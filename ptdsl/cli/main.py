@@ -82,6 +82,7 @@ def cmd_check(args) -> int:
 def cmd_list(args) -> int:
     from ptdsl import library
     from ptdsl.compiler import define
+    from ptdsl.syntax.resolve import data_summary
     rows = []
     for name in library.all_names():
         try:
@@ -90,7 +91,7 @@ def cmd_list(args) -> int:
             rows.append({"name": name, "family": "?", "data": "?", "stability": "broken", "paper": "",
                          "title": "(does not parse: run `ptdsl check`)", "note": ""})
             continue
-        rows.append({"name": m.name, "family": m.family or "", "data": m.data.kind if m.data else "",
+        rows.append({"name": m.name, "family": m.family or "", "data": data_summary(m),
                      "stability": m.stability, "paper": m.paper or "", "title": m.title or "",
                      "note": _catalogue_note(m.sources.get(m.path, ""))})
     rows = [r for r in rows if (not args.family or args.family.lower() in r["family"].lower())

@@ -12,7 +12,9 @@ def register(sub) -> None:
     s = sub.add_parser("train", help="train a model with a method (embedded default without --model/--data)")
     s.add_argument("method")
     s.add_argument("--model", help="model id or local path (default: the embedded tiny model)")
-    s.add_argument("--data", help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name")
+    s.add_argument("--data", action="append", metavar="[NAME=]PATH",
+                   help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name; for a method "
+                        "with several sources, NAME=PATH once per source")
     s.add_argument("--reward-fn", action="append", default=[], metavar="[NAME=]MODULE:FUNCTION",
                    help="a verifier, imported from the named module")
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a method parameter")
@@ -34,7 +36,7 @@ def register(sub) -> None:
     s.add_argument("--step-separator", help='stepwise data: text appended to each step (default "\\n"; '
                    'a space for the embedded tokenizer)')
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset")
+    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset (of each source)")
     s.add_argument("--skip-invalid-rows", action="store_true", help="drop the dataset rows that do not fit the "
                    "method's data kind (counted, the first few shown) instead of stopping before step 1")
     s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ptdsl.inspect.canon import SILENT, expr_text, structural_hashes
 from ptdsl.ir.graph import order, reachable
+from ptdsl.syntax.resolve import data_summary
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def declarations(c) -> dict[str, dict[str, str]]:
     data = m.definition.data
     out = {
         "header": {k: v for k, v in header.items() if v},
-        "data": {"kind": data.kind, **({"fields": ", ".join(f.id for f in data.fields)} if data.fields else {})},
+        "data": {"kind": data_summary(m.definition), **({"fields": ", ".join(f.id for f in data.fields)} if data.fields else {})},
         "roles": {name: r.source for name, r in g.graph["roles"].items() if r.kind != "old"},
         "rewards": {name: " + ".join(f'{_fmt(t.weight)} * {t.kind}("{t.name}")' for t in terms)
                     for name, terms in g.graph["rewards"].items()},

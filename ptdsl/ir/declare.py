@@ -10,6 +10,7 @@ from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
 from ptdsl.ir.graph import SetInfo
 from ptdsl.ir.consteval import MAX_EXACT_INT, ConstError, NotConstant, arith, const_eval
+from ptdsl.ir.sources import Source, declare_sources
 from ptdsl.syntax import ast
 from ptdsl.syntax.resolve import MethodDef
 
@@ -62,6 +63,7 @@ class Declarations:
     rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
     update: Update = field(default_factory=Update)
+    sources: dict[str, Source] = field(default_factory=dict)  # row space → data source (ir/sources.py)
     taken: set[str] = field(default_factory=set)  # names bound to something other than a role
 
 
@@ -78,31 +80,7 @@ class _Declarer:
         if m.data is None:
             self.sink.add(error("E0206", f"method `{m.name}` has no `data` line", m.span, "in this method",
                                 help=f"add e.g. `data preference`; data kinds: {', '.join(DATA_KINDS)}"))
-        elif m.data.kind not in DATA_KINDS:
-            self.sink.add(error("E0207", f"unknown data kind `{m.data.kind}`", m.data.span, "unknown",
-                                help=did_you_mean(m.data.kind, DATA_KINDS) or
-                                f"data kinds: {', '.join(DATA_KINDS)}"))
-        else:
-            kind = DATA_KINDS[m.data.kind]
-            options = {**dict(kind.options), **self._options(_as_call(m.data), dict.fromkeys(
-                dict(kind.options), "int"), f"data {kind.name}")}
-            rows = kind.list_rows or EXAMPLES
-            if kind.list_rows:  # each example holds a list of `size` sequences, grouped like a rollout
-                if options["size"] < 2:
-                    self.sink.add(error("E0403", "a ranked list needs at least 2 responses", m.data.span))
-                self.rows[rows] = max(int(options["size"]), 2)
-            for s in kind.sets:
-                self.sets[s] = SetInfo(s, rows, "data")
-            for f, dtype in kind.fields:
-                self.fields[f] = dtype
-                self.field_rows[f] = rows
-            for f, s, dtype in kind.token_fields:
-                self.fields[f] = dtype
-                self.field_rows[f] = rows
-                self.d.field_sets[f] = s
-            for f in m.data.fields:
-                self.fields[f.id] = "real"
-                self.field_rows[f.id] = EXAMPLES
+        declare_sources(m, self.d, self._options, self._param_lookup, self.sink)
         if m.policy is None:
             self.sink.add(error("E0206", f"method `{m.name}` has no `policy` line", m.span, "in this method",
                                 help="declare the trainable model with a line `policy`"))
@@ -325,11 +303,6 @@ def option_message(name: str, exc: NotConstant) -> str:
     if exc.code == "E0404":
         return f"option `{name}` has no finite value"
     return f"option `{name}` must be a constant"  # E0403; E0405 (i10-time): a value that changes in training
-
-
-def _as_call(d: ast.DataDecl) -> ast.Call:
-    """A data line's options, as keyword arguments for option checking."""
-    return ast.Call(d.kind, d.span, (), d.options, d.span)
 
 
 def _single_name(c: ast.Call) -> str | None:

@@ -38,6 +38,7 @@ class _Lowerer:
         self.field_rows, self.field_sets = decl.field_rows, decl.field_sets
         self.roles, self.rewards, self.rollouts = decl.roles, decl.rewards, decl.rollouts
         self.taken = decl.taken
+        self.sources = decl.sources
         self.g: nx.DiGraph | None = None
         self.let_nodes: dict[str, int] = {}
         self.schedule_nodes: dict[str, int] = {}
@@ -63,7 +64,7 @@ class _Lowerer:
             nid = self._lower_or_none(decl.expr)
             if nid is not None:
                 g.graph["metrics"][name] = nid
-        g.graph.update(data=self.m.data.kind, sets=self.sets, rows=self.rows, roles=self.roles,
+        g.graph.update(data=self.m.data.kind, sources=self.sources, sets=self.sets, rows=self.rows, roles=self.roles,
                        rewards=self.rewards, rollouts=self.rollouts, params=dict(self.params))
         return g
 
@@ -78,7 +79,8 @@ class _Lowerer:
             if name in B.TIME:
                 self.sink.add(error("E0202", f"`{name}` is a built-in value (the training time) and cannot be "
                                              f"rebound", span, f"a {what} named `{name}`", help=_rename_help(name)))
-        for f in (m.data.fields if m.data else ()):
+        lines = list(m.datasets.values()) or ([m.data] if m.data else [])  # every source's data line
+        for f in (f for line in lines for f in line.fields):
             if f.id in B.TIME:
                 self.sink.add(error("E0202", f"`{f.id}` is a built-in value (the training time) and cannot name "
                                              "a data field", f.span, "a data field", help=_rename_help(f.id)))
@@ -361,7 +363,7 @@ class _Lowerer:
             if len(e.args) == 1 and not e.kwargs and isinstance(e.args[0], ast.Name) and e.args[0].id in self.sets:
                 base = e.args[0].id
                 # one completion per example row: a ranked list's responses have rows of their own
-                if self.sets[base].source != "data" or self.sets[base].rows != EXAMPLES:
+                if self.sets[base].source != "data" or self.rows.get(self.sets[base].rows) is not None:
                     self.fail("E0210", "`mismatched` pairs dataset prompts with another row's completion",
                               e.span, help="use a set with one completion per dataset row, e.g. "
                                            "`mismatched(completion)`")

@@ -52,9 +52,19 @@ class _Checker:
                 continue
             except LevelMismatch as exc:
                 self.sink.add(error("E0301", str(exc), d["span"], "these cannot be combined",
-                                    extra=self._operand_labels(d), help=exc.help))
+                                    extra=self._operand_labels(d), help=self._sources_help(d) or exc.help))
         self._outputs()
         return self.h
+
+    def _sources_help(self, d) -> str | None:
+        """Rows of two data sources (ir/sources.py) are different examples: say so."""
+        sources = self.g.graph.get("sources", {})
+        rows = {self.lv(self.new[a]).rows for a in d["args"] if a in self.new} & set(sources)
+        if len(rows) < 2:
+            return None
+        a, b = sorted(rows)
+        return (f"rows of the sources `{a}` and `{b}` are different examples, not aligned: reduce each over its "
+                f"own rows first (e.g. `mean(...)` of each) and combine the scalars")
 
     def _operand_labels(self, d) -> tuple[Label, ...]:
         out = []

@@ -35,14 +35,20 @@ class SetRows:
 
 @dataclass
 class Batch:
-    examples: list
+    examples: list                # the first data source's examples (the only one's, mostly)
     sets: dict[str, SetRows] = field(default_factory=dict)
     rewards: dict[str, list[float]] = field(default_factory=dict)  # "r(y)" → one score per row of y
     recorded: dict = field(default_factory=dict)  # leaf → tensor computed when the experience was made
+    sources: dict[str, list] = field(default_factory=dict)  # the other sources' examples, by row space
 
     @property
     def prompts(self) -> list[str]:
         return [e.prompt_text for e in self.examples]
+
+    def rows_of(self, rows: str) -> list:
+        """The examples whose rows a row space holds: another source's, else the first's (a grouped
+        row space, a rollout's or a ranked list's, holds rows of the first source's examples)."""
+        return self.sources.get(rows, self.examples)
 
 
 def list_sizes(examples, set_name: str) -> list[int] | None:

@@ -110,6 +110,30 @@ def normalise(row: dict, kind: str, tok) -> list[dict]:
     return [row]
 
 
+# ---- sources ------------------------------------------------------------------------
+
+def only_source(plan):
+    """The plan's first data source (ir/sources.Source); a plan made without sources has one,
+    `examples`, of its data kind."""
+    if plan.sources:
+        return plan.sources[0]
+    from ptdsl.ir.sources import Source
+    return Source("examples", plan.data, ())
+
+
+def renamed(examples: list[Example], source) -> list[Example]:
+    """Examples with the kind's sets and fields under the spec's names (`sft(completion = retained)`)."""
+    sets = {k: s for s, k in source.sets if s != k}
+    fields = {k: f for f, k in source.fields if f != k}
+    if not sets and not fields:
+        return examples
+    for e in examples:
+        e.completions = {sets.get(k, k): v for k, v in e.completions.items()}
+        e.token_masks = {sets.get(k, k): v for k, v in e.token_masks.items()}
+        e.fields = {fields.get(k, k): v for k, v in e.fields.items()}
+    return examples
+
+
 # ---- tokenisation -----------------------------------------------------------------
 
 def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_length: int,

@@ -102,15 +102,18 @@ def _draw_leaves(compiled) -> tuple[tuple[dict, int], ...]:
                  for n in leaves(g) if g.nodes[n]["attrs"]["kind"] == "uniform")
 
 
-def random_inputs(compiled, examples, masks: dict, seed: int, step: int, device, dtype) -> dict:
-    """Every random draw the loss reads, for one micro-batch of `examples`."""
+def random_inputs(compiled, examples, masks: dict, seed: int, step: int, device, dtype,
+                  by_rows: dict | None = None) -> dict:
+    """Every random draw the loss reads, for one micro-batch of `examples` (and `by_rows`: the
+    examples of other data sources, by row space; a draw on a source's rows is keyed by its rows)."""
     out = {}
     for a, group in _draw_leaves(compiled):
-        rows = len(examples) * group if a["rows"] else None
-        sizes = list_sizes(examples, a["rows"]) if a["rows"] else None
+        own = (by_rows or {}).get(a["rows"], examples)
+        rows = len(own) * group if a["rows"] else None
+        sizes = list_sizes(own, a["rows"]) if a["rows"] else None
         if sizes is not None:  # ranked lists: K per example
             rows = sum(sizes)
         # at least float32: a bfloat16 draw just below 1 would round to 1, outside U[0, 1)
-        out[a["name"]] = draw(a, rows, examples, masks, seed, step, sizes).to(
+        out[a["name"]] = draw(a, rows, own if a["rows"] else examples, masks, seed, step, sizes).to(
             device, torch.promote_types(dtype, torch.float32))
     return out

@@ -20,11 +20,12 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ptdsl.runtime import rollout
+from ptdsl.runtime.sources import stream
 from ptdsl.runtime.batch import Batch, SetRows
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.step import build_batch, pick_sets, record
@@ -112,12 +113,17 @@ class Experience:
 
 
 class Experiences:
-    """Makes each experience when its first step comes, and hands out its mini-batches."""
+    """Makes each experience when its first step comes, and hands out its mini-batches.
+    `examples` is the first data source's list, or row space → examples of every source (the
+    first first); `shares` the other sources' rows per micro-batch (runtime/sources.py)."""
 
-    def __init__(self, compiled, examples, reuse: Reuse, opts, acc, models, rewards, ctx):
-        self.compiled, self.examples, self.reuse, self.opts = compiled, examples, reuse, opts
+    def __init__(self, compiled, examples, reuse: Reuse, opts, acc, models, rewards, ctx, shares=()):
+        sources = examples if isinstance(examples, dict) else {"examples": examples}
+        self.examples = next(iter(sources.values()))
+        self.sources, self.shares = sources, shares
+        self.compiled, self.reuse, self.opts = compiled, reuse, opts
         self.acc, self.models, self.rewards, self.ctx = acc, models, rewards, ctx
-        self.by_index = {e.index: e for e in examples}
+        self.by_index = {e.index: e for rows in sources.values() for e in rows}
         self.once_cache: dict = {}   # (rollout, example) → samples of a `once` rollout
         self.current: Experience | None = None
         self.sampled = {q.set for q in compiled.plan.queries if q.role_kind == "sampler"}
@@ -132,7 +138,9 @@ class Experiences:
     def make(self, k: int) -> Experience:
         r, acc = self.reuse, self.acc
         rows = split(indices(len(self.examples), k, r.size, self.opts.seed), r, acc.process_index, acc.num_processes)
-        minibatches = [[self._micro_batch([self.examples[x] for x in micro], k, j * r.grad_accum + i)
+        others = self._other_sources(k)
+        minibatches = [[self._micro_batch([self.examples[x] for x in micro], k, j * r.grad_accum + i,
+                                          {name: parts[j][i] for name, parts in others.items()})
                         for i, micro in enumerate(mb)] for j, mb in enumerate(rows)]
         if r.steps > 1:  # the behaviour policy's outputs, before the experience's first update
             for batch in (b for mb in minibatches for b in mb):
@@ -140,9 +148,22 @@ class Experiences:
                     batch.recorded = record(self.ctx, batch)
         return Experience(k, minibatches)
 
-    def _micro_batch(self, examples, k: int, micro: int) -> Batch:
+    def _other_sources(self, k: int) -> dict[str, list]:
+        """Row space → [mini-batch][micro-batch] → this process's examples of each source after the
+        first, in experience k: the next rows of the source's endless seeded sequence, split as the
+        first source's are (runtime/sources.py)."""
+        r, acc, out = self.reuse, self.acc, {}
+        for share in self.shares:
+            per_step = share.batch * r.grad_accum * acc.num_processes
+            ids = stream(share.n, k, per_step * r.minibatches, self.opts.seed, share.rows)
+            parts = split(ids, replace(r, per_step=per_step), acc.process_index, acc.num_processes)
+            examples = self.sources[share.rows]
+            out[share.rows] = [[[examples[x] for x in micro] for micro in mb] for mb in parts]
+        return out
+
+    def _micro_batch(self, examples, k: int, micro: int, others: dict | None = None) -> Batch:
         compiled, opts, models = self.compiled, self.opts, self.models
-        batch = build_batch(compiled, examples)
+        batch = build_batch(compiled, examples, others)
         for name, spec in compiled.plan.rollouts.items():
             if not rollout.samples_now(spec, opts.seed, k, micro):  # `on_policy = λ`: the dataset's turn
                 batch.sets[name] = rollout.from_dataset(batch.examples, compiled.plan.data, models.tokenizer)
@@ -182,7 +203,8 @@ class Experiences:
         self.current = Experience(k, minibatches)
 
     def _restored(self, saved: dict) -> Batch:
-        batch = build_batch(self.compiled, [self.by_index[i] for i in saved["examples"]])
+        others = {rows: [self.by_index[i] for i in ids] for rows, ids in saved.get("sources", {}).items()}
+        batch = build_batch(self.compiled, [self.by_index[i] for i in saved["examples"]], others)
         for name, rows in saved["sets"].items():
             batch.sets[name] = SetRows(**rows)
         batch.rewards = {k: list(v) for k, v in saved["rewards"].items()}
@@ -196,6 +218,7 @@ def _batch_state(batch: Batch, made: set) -> dict:
                    "sampler_logprobs": rows.sampler_logprobs}
             for name, rows in batch.sets.items() if name in made}
     return {"examples": [e.index for e in batch.examples], "sets": sets, "rewards": dict(batch.rewards),
+            "sources": {rows: [e.index for e in ex] for rows, ex in batch.sources.items()},
             "recorded": {k: v.detach().cpu() for k, v in batch.recorded.items()}}
 
 

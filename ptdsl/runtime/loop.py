@@ -34,6 +34,7 @@ from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources, verifier_uses
 from ptdsl.runtime.setup import load_examples, load_models
+from ptdsl.runtime.sources import load_sources, shares as source_shares
 from ptdsl.runtime.step import StepContext, loss_inputs, masks, scoring_temperatures
 
 
@@ -67,9 +68,11 @@ class TrainOptions:
     quiet: bool = False
 
 
-def train(method, model: str | None = None, data: str | None = None, reward_fns=(), params: dict | None = None,
+def train(method, model: str | None = None, data=None, reward_fns=(), params: dict | None = None,
           **options) -> dict:
-    """Train `method` (name, path or Method) and return the last logged metrics."""
+    """Train `method` (name, path or Method) and return the last logged metrics. `data`: a path (the
+    method's one dataset), `{source: path}` or `["NAME=PATH", …]` for named sources, or None (the
+    embedded default for every source)."""
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = TrainOptions(**options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
@@ -100,12 +103,12 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                             uses=verifier_uses(compiled.method.definition), log=log) \
         if compiled.plan.rewards or reward_fns else None
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log)
-    examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
-                             opts.seed, log, opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows,
-                             require_columns=rewards.columns if rewards else (),  # what the verifiers read
-                             limit=opts.max_examples or None)
+    load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
+    sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
+    examples = next(iter(sources.values()))
     world = acc.num_processes
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
+    shares = source_shares(compiled.plan.sources, sources, opts.batch_size)  # the other sources' rows per micro-batch
     total = opts.steps or max(1, reuse.default_total())
     check_schedules(compiled, total, reuse.default_total())  # scheduled params' constraints, every step
     if reuse.steps > 1:
@@ -120,8 +123,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     pre = [q for q in compiled.plan.queries if q.precomputable] if opts.precompute else []
     for m in models.frozen.values():
         m.to(acc.device)
-    positions = {e.index: i for i, e in enumerate(examples)}
-    cache = precompute(pre, models.frozen, examples, compiled.graph.graph["sets"], models.tokenizer.pad_token_id,
+    positions = {e.index: i for rows in sources.values() for i, e in enumerate(rows)}
+    cache = precompute(pre, models.frozen, sources, compiled.graph.graph["sets"], models.tokenizer.pad_token_id,
                        acc.device, 16, out / "cache" if acc.is_main_process else None, models.ids,
                        _progress(acc, opts)) if pre else {}
 
@@ -140,7 +143,7 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     acc.register_for_checkpointing(sched)
     ctx = StepContext(compiled, models, acc.device, cache, positions,
                       temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed)
-    experiences = experience.Experiences(compiled, examples, reuse, opts, acc, models, rewards, ctx)
+    experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares)
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
@@ -209,6 +212,15 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     return last
 
 
+def _load_source(compiled, tok, opts, log, verifier_columns, source, path, seed):
+    """One data source's examples (runtime/setup.load_examples), the first --max-examples of them."""
+    examples = load_examples(compiled, path, tok, opts.max_length, opts.max_prompt_length, seed, log,
+                             opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows,
+                             require_columns=verifier_columns, source=source,  # what the verifiers read
+                             limit=opts.max_examples or None)  # tokenise no further than needed
+    return examples
+
+
 def _adamw(params, lr: float, weight_decay: float):
     """AdamW with the fused kernel where torch has one for the parameters' device (CPU and
     CUDA; the same update, one kernel over all tensors instead of a Python loop of small
@@ -232,9 +244,10 @@ def _global_counts(compiled, micro, acc) -> dict:
             values.append(sum(len(b.sets[s]) for b in micro))
         keys.append(f"tokens:{s}")
         values.append(sum(int(masks(compiled, b, "cpu")[s].sum()) for b in micro))
-    if "rows:examples" not in keys:
-        keys.append("rows:examples")
-        values.append(sum(len(b.examples) for b in micro))
+    for rows in [s.rows for s in compiled.plan.sources] or ["examples"]:  # each data source's examples
+        if f"rows:{rows}" not in keys:
+            keys.append(f"rows:{rows}")
+            values.append(sum(len(b.rows_of(rows)) for b in micro))
     total = acc.reduce(torch.tensor(values, dtype=torch.float64, device=acc.device), "sum")
     norm = {k: max(float(v), 1.0) for k, v in zip(keys, total.tolist())}
     if acc.num_processes > 1:  # running statistics (`running_mean`) add up every process's batch

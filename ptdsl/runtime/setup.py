@@ -124,19 +124,24 @@ def _freeze(model):
 
 def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_length: int | None,
                   seed: int, log=print, step_separator: str | None = None, require_columns: tuple[str, ...] = (),
-                  skip_invalid_rows: bool = False, limit: int | None = None):
-    """Tokenised examples of the method's data kind (the first `limit` usable ones, if given).
-    Every row is validated first (validate.py): the kind's columns, the numeric fields the
-    spec names, and `require_columns` (the columns verifiers read: present and not null in
-    every row). A row that does not fit is an error naming it, or with `skip_invalid_rows` a
-    counted skip."""
-    kind = compiled.plan.data
+                  skip_invalid_rows: bool = False, limit: int | None = None, source=None):
+    """Tokenised examples of one data source (default: the method's first, ir/sources.Source;
+    the first `limit` usable ones, if given). Every row is validated first (validate.py): the
+    kind's columns, the numeric fields the spec names, and `require_columns` (the columns
+    verifiers read: present and not null in every row). A row that does not fit is an error
+    naming it, or with `skip_invalid_rows` a counted skip. Sets and fields come out under the
+    spec's names (a source may rename them)."""
+    source = source or D.only_source(compiled.plan)
+    kind = source.kind
     own = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(f for f, _, _ in DATA_KINDS[kind].token_fields)
-    extra = tuple(f for f in compiled.plan.fields if f not in own)  # numeric columns the spec names
+    extra = tuple(f for f in source.extra if f in compiled.plan.fields)  # numeric columns the spec reads
     fields = own + extra
-    table = _embedded_table(compiled, kind, seed, extra, log) if data is None else read_table(data)
-    valid = validate(table, kind, compiled.name, extra, tuple(require_columns), skip_invalid_rows, log)
-    rows = _normalise(table, valid, kind, tok, compiled.name, skip_invalid_rows, log)
+    # messages name the source where there are several: "`npo_rt` source `retain`"
+    label = f"{compiled.name}` source `{source.rows}" if source.named else compiled.name
+    table = _embedded_table(label, kind, seed, extra, log, compiled.graph.graph["rows"].get("responses")) \
+        if data is None else read_table(data)
+    valid = validate(table, kind, label, extra, tuple(require_columns), skip_invalid_rows, log)
+    rows = _normalise(table, valid, kind, tok, label, skip_invalid_rows, log)
     list_rows = DATA_KINDS[kind].list_rows
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
     # the embedded character tokenizer has no newline: its steps are separated by a space
@@ -147,16 +152,16 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
         log(f"{skipped} (of {len(rows)})" if seen == len(rows) else f"{skipped} (of the first {seen} rows, "
             f"which hold the {limit} usable rows asked for)")
     if not examples:
-        raise RuntimeSetupError(f"no usable rows: {skipped}",
+        raise RuntimeSetupError(f"no usable rows{f' in source `{source.rows}`' if source.named else ''}: {skipped}",
                                 help="raise --max-length, or check that completions are not empty")
-    return examples
+    return D.renamed(examples, source)
 
 
-def _embedded_table(compiled, kind: str, seed: int, extra: tuple[str, ...], log) -> Table:
-    rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses"))
+def _embedded_table(label: str, kind: str, seed: int, extra: tuple[str, ...], log, list_size) -> Table:
+    rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=list_size)
     if extra:  # the synthetic task has no such column: say that it was made up
         log(f"note: the embedded dataset has no column {', '.join(f'`{f}`' for f in extra)} "
-            f"(`{compiled.name}` reads it): every row gets {' and '.join(f'{f} = 1.0' for f in extra)}; "
+            f"(`{label}` reads it): every row gets {' and '.join(f'{f} = 1.0' for f in extra)}; "
             "give --data for real values")
     return Table(rows, "the embedded dataset")
 

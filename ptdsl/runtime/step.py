@@ -11,6 +11,7 @@ The training time and random draws come from runtime/draws.py.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -70,7 +71,8 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
         if q.leaf in batch.recorded:
             inputs[q.leaf] = batch.recorded[q.leaf].to(ctx.dtype)
         elif q.leaf in ctx.precomputed:
-            inputs[q.leaf] = lookup(ctx.precomputed, q.leaf, batch.examples, ctx.positions, m[q.set], ctx.dtype)
+            examples = batch.rows_of(ctx.compiled.graph.graph["sets"][q.set].rows)
+            inputs[q.leaf] = lookup(ctx.precomputed, q.leaf, examples, ctx.positions, m[q.set], ctx.dtype)
         elif q.role_kind == "old":
             inputs[q.leaf] = _current(ctx, q, inputs, batch, m)
         elif q.role_kind == "sampler":
@@ -78,7 +80,8 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
     for name, value in batch_fields(ctx.compiled, batch, ctx.device).items():
         inputs[name] = value
     inputs.update(time_inputs(ctx.compiled, ctx.clock, ctx.device, ctx.dtype))
-    inputs.update(random_inputs(ctx.compiled, batch.examples, m, ctx.seed, ctx.clock.step, ctx.device, ctx.dtype))
+    inputs.update(random_inputs(ctx.compiled, batch.examples, m, ctx.seed, ctx.clock.step, ctx.device, ctx.dtype,
+                                by_rows=batch.sources))
     return inputs
 
 
@@ -171,8 +174,9 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
     """Per-example data fields and rewards (rewards were scored at rollout time)."""
     out = {}
     token_sets = {i.name: i.set for i in compiled.inputs if i.kind == "field" and i.set}
+    rows = _field_rows(compiled)
     for f in compiled.plan.fields:
-        vals = [e.fields[f] for e in batch.examples]
+        vals = [e.fields[f] for e in batch.rows_of(rows[f])]  # a field belongs to its source
         if f in token_sets:  # one value per completion token of its set: [rows, width], padded
             out[f] = _token_field(vals, batch.sets[token_sets[f]], device)
             continue
@@ -190,6 +194,15 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _field_rows(compiled) -> dict[str, str]:
+    """Each data field's row space (its source's), read once per compiled method."""
+    from ptdsl.ir.graph import leaves
+    g = compiled.graph
+    return {g.nodes[n]["attrs"]["name"]: g.nodes[n]["attrs"]["rows"] for n in leaves(g)
+            if g.nodes[n]["attrs"]["kind"] == "field"}
+
+
 def _token_field(vals, rows: SetRows, device):
     width = completion_width(rows)
     dtype = torch.bool if isinstance(vals[0][0], bool) else torch.float32
@@ -199,10 +212,17 @@ def _token_field(vals, rows: SetRows, device):
     return out.to(device)
 
 
-def build_batch(compiled, examples) -> Batch:
-    batch = Batch(list(examples))
-    data_sets = [s for s in compiled.plan.sets if s not in compiled.plan.rollouts]
-    batch.sets.update(dataset_sets(batch.examples, data_sets, compiled.graph.graph["sets"]))
+def build_batch(compiled, examples, others: dict | None = None) -> Batch:
+    """A micro-batch of `examples` (the first source's) and `others` (row space → examples of
+    each other source): every dataset set the plan reads, from its own source's examples."""
+    batch = Batch(list(examples), sources=dict(others or {}))
+    info = compiled.graph.graph["sets"]
+    by_rows: dict[str, list[str]] = {}
+    for s in compiled.plan.sets:
+        if s not in compiled.plan.rollouts:
+            by_rows.setdefault(info[s].rows, []).append(s)
+    for rows, names in by_rows.items():
+        batch.sets.update(dataset_sets(batch.rows_of(rows), names, info))
     return batch
 
 
