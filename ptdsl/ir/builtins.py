@@ -42,6 +42,9 @@ OPS = {  # builtin name → IR op (arity from the op table)
 }
 SCANS = {"gae": ("gae", 2, ("gamma", "lam")), "discounted_sum": ("discounted_sum", 1, ("gamma",)),
          "token_quantile": ("token_quantile", 1, ("q",)), "ema": ("ema", 1, ("decay", "init"))}
+# Scans whose options may be expressions (values the loss computes: per row, per token, or of the
+# training time); with constant options they keep their own op and its fast path.
+VARYING_SCANS = {"gae": "gae_varying"}
 OPTIONAL = {"init"}  # options a scan may leave out (ema: absent, it starts at the first batch's mean)
 # Random draws: `uniform(x)` U[0, 1) at x's level; `bernoulli(p, x)` is `uniform(x) < p`.
 RANDOM = {"uniform": 1, "bernoulli": 2}

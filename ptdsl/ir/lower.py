@@ -243,22 +243,31 @@ class _Lowerer:
     def scan(self, c: ast.Call) -> int:
         op, nargs, opts = B.SCANS[c.func]
         self._arity(c, nargs, opts)
-        attrs = {}
+        attrs, varying = {}, {}
         for kw in c.kwargs:
             try:
                 attrs[kw.name] = float(const_eval(kw.value, self._param_lookup))
             except NotConstant as exc:
+                if c.func in B.VARYING_SCANS and exc.code in ("E0403", "E0405"):
+                    # an expression (VAPO's λ = 1 − 1/(α·length(y))): a value the loss computes
+                    varying[kw.name] = self.expr(kw.value)
+                    continue
                 self.fail(exc.code, option_message(kw.name, exc), exc.span, exc.what)
             bad = B.option_range_error(kw.name, attrs[kw.name])
             if bad:
                 self.fail("E0403", bad, kw.span)
-        missing = [o for o in opts if o not in attrs and o not in B.OPTIONAL]
+        missing = [o for o in opts if o not in attrs and o not in varying and o not in B.OPTIONAL]
         if missing:
             self.fail("E0209", f"`{c.func}` needs option{'s' if len(missing) > 1 else ''} "
                                f"{', '.join(f'`{o} = …`' for o in missing)}", c.span)
         if op in STATEFUL:
             attrs = {"key": _site(c.span), **{o: attrs.get(o) for o in opts}}
-        return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
+        operands = [self.expr(a) for a in c.args]
+        if varying:  # every option becomes an operand; constant ones keep their value as a const node
+            operands += [varying[o] if o in varying else add(self.g, "const", (), {"value": attrs[o]}, c.span)
+                         for o in opts]
+            return add(self.g, B.VARYING_SCANS[c.func], operands, None, c.span)
+        return add(self.g, op, operands, attrs, c.span)
 
     def draw(self, c: ast.Call) -> int:
         """`uniform(x)`: U[0, 1) draws at x's level, one per element (x gives only the shape);
