@@ -318,11 +318,13 @@ class _Lowerer:
                       c.args[0].span, "a sampler",
                       help=f"query its parts, e.g. `{kind}({role.of}, {s})`")
         base_kind = self.roles[role.of].kind if role.kind == "old" else role.kind
-        if kind == "values" and base_kind != "value_head":
-            self.fail("E0210", f"`values` needs a value head, and `{model}` is not one", c.args[0].span,
-                      help="declare one with `value = value_head(policy)` and query `values(value, y)`")
-        if kind != "values" and base_kind == "value_head":
-            self.fail("E0210", f"`{model}` is a value head; it has values, not {kind}", c.args[0].span,
+        if kind == "values" and base_kind not in ("value_head", "critic"):
+            self.fail("E0210", f"`values` needs a value head or a critic, and `{model}` is neither", c.args[0].span,
+                      help="declare one with `value = value_head(policy)` or `value = critic(policy)` and query "
+                           "`values(value, y)`")
+        if kind != "values" and base_kind in ("value_head", "critic"):
+            what = "a value head" if base_kind == "value_head" else "a critic"
+            self.fail("E0210", f"`{model}` is {what}; it has values, not {kind}", c.args[0].span,
                       help=f"use `values({model}, {s})`")
         if role.kind == "sampler":
             self._check_sampler(c, kind, s)
