@@ -142,3 +142,15 @@ def test_the_plan_lists_the_critic_as_a_learner():
     assert "learner     value = critic(policy): own parameter group, lr × 0.5, alone for the first 3 steps" \
         in c.plan.describe()
     assert ptdsl.compile("ppo").plan.learners == ()
+
+
+@pytest.mark.integration
+def test_with_lora_the_critic_is_a_full_copy_of_the_base_body(tmp_path):
+    """--lora-r puts adapters on the policy only: the critic was copied before they were injected,
+    and all of its weights train."""
+    out = tmp_path / "lora"
+    train("ppo_critic", output=str(out), steps=1, lora_r=4, **SMALL)
+    critic = load_file(str(out / "final" / "value" / "model.safetensors"))
+    body = {k[len("model."):]: v for k, v in _initial_policy().items() if k.startswith("model.")}
+    assert set(critic) == set(body) and not any("lora" in k for k in critic)
+    assert all(not torch.equal(critic[k], body[k]) for k in critic if k.endswith("proj.weight"))
