@@ -74,7 +74,9 @@ class Guard:
         if not (bad_loss or bad_grad):
             self.norms.append(norm)
             return norm, True
-        what = self._loss_text(step) if bad_loss else self._grad_text(step, norm, rerun())
+        # the norm that is not finite: the policy's, or a separate critic's (clip_groups)
+        bad_norm = next((n for n in self.group_norms.values() if not math.isfinite(n)), norm)
+        what = self._loss_text(step) if bad_loss else self._grad_text(step, bad_norm, rerun())
         self._bad_loss = None
         if self.mode == "skip" and self.skipped < self.max_skipped:
             self.skipped += 1
