@@ -22,7 +22,7 @@ _MODEL_KINDS = ("logprobs", "entropy", "logits", "values", "score", "token_score
 class Query:
     leaf: str          # canonical input name, e.g. "logprobs(reference, chosen)"
     model: str         # role name ("old" for behaviour log-probs)
-    role_kind: str     # policy | frozen_copy | model | value_head | old
+    role_kind: str     # policy | frozen_copy | model | value_head | critic | old | sampler
     set: str
     output: str        # logprobs | entropy | logits | values | score | token_score
     frozen: bool       # no gradient of the loss flows into this query (frozen model, or detached)
@@ -79,6 +79,23 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Learner:
+    """A model trained beside the policy with its own parameter group (a separate critic):
+    its learning rate is the policy's × `lr_scale` (or --critic-lr), its gradient norm is clipped
+    on its own, and for the first `warmup_steps` optimizer steps it is the only model updated."""
+
+    name: str
+    source: str        # critic(policy) | critic("path")
+    lr_scale: float = 1.0
+    warmup_steps: int = 0
+
+    def describe(self) -> str:
+        alone = f", alone for the first {self.warmup_steps} step{'s' if self.warmup_steps != 1 else ''}" \
+            if self.warmup_steps else ""
+        return f"{self.name} = {self.source}: own parameter group, lr × {self.lr_scale:g}{alone}"
+
+
+@dataclass(frozen=True)
 class Plan:
     data: str
     queries: tuple[Query, ...]
@@ -89,6 +106,7 @@ class Plan:
     sets: tuple[str, ...]     # sequence sets whose masks/tokens are needed
     schedule: Schedule = Schedule()
     sources: tuple = ()       # ir/sources.Source of each dataset, the first defining an epoch
+    learners: tuple[Learner, ...] = ()  # separate critics trained beside the policy
 
     def describe(self) -> str:
         """Which model runs on which sets, and each query's flags (`ptdsl show`'s "plan"); when
@@ -116,6 +134,7 @@ class Plan:
             lines.append(f"reward {name} = " + " + ".join(f"{t.weight:g} * {t.kind}(\"{t.name}\")" for t in terms))
         if self.fields:
             lines.append("fields " + ", ".join(self.fields))
+        lines += [f"learner {learner.describe()}" for learner in self.learners]
         return "\n".join(lines)
 
 
@@ -161,7 +180,18 @@ def make_plan(g) -> Plan:
     used_rollouts = {k: v for k, v in g.graph["rollouts"].items() if k in used_sets}
     return Plan(g.graph.get("data", ""), tuple(queries), {k: tuple(v) for k, v in forwards.items()},
                 used_rollouts, rewards, tuple(fields), tuple(used_sets), schedule(g.graph.get("update")),
-                tuple(g.graph.get("sources", {}).values()))
+                tuple(g.graph.get("sources", {}).values()), learners(roles, queries))
+
+
+def learners(roles, queries) -> tuple[Learner, ...]:
+    """The separate critics the loss reads (directly, or through their `old` snapshot)."""
+    read = {q.model for q in queries} | {q.model[4:-1] for q in queries if q.model.startswith("old(")}
+    out = []
+    for name, role in roles.items():
+        if role.kind == "critic" and name in read:
+            opts = dict(role.options)
+            out.append(Learner(name, role.source, float(opts["lr_scale"]), int(opts["warmup_steps"])))
+    return tuple(out)
 
 
 def schedule(update) -> Schedule:

@@ -24,6 +24,8 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=8, help="examples (prompts) per process per micro-step")
     s.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     s.add_argument("--lr", type=float, help="learning rate (default 1e-5; 3e-3 for the embedded model)")
+    s.add_argument("--critic-lr", type=float, help="learning rate of the spec's separate critics (default: the "
+                   "policy's × the critic's lr_scale)")
     s.add_argument("--warmup-ratio", type=float, default=0.1)
     s.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
     s.add_argument("--nonfinite-grads", choices=["stop", "skip"], default="stop",
@@ -62,6 +64,7 @@ def cmd_train(args) -> int:
         train(args.method, model=args.model, data=args.data, reward_fns=args.reward_fn,
               params=parse_overrides(args.set), output=args.output, steps=args.steps, resume=args.resume,
               batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
+              critic_lr=args.critic_lr,
               warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
               nonfinite_grads=args.nonfinite_grads, max_skipped_steps=args.max_skipped_steps,
               max_prompt_length=args.max_prompt_length, seed=args.seed, max_examples=args.max_examples,

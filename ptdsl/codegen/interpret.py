@@ -71,11 +71,13 @@ def _reverse_scan(step, T):
 def _gae(r, v, m, gamma, lam):
     r, v = _masked(r, m), _masked(v, m)
     T = r.shape[1]
+    # options as [rows, T] grids: a number, or a value of the loss (scalar, [rows, 1], [rows, T])
+    gamma, lam = (torch.as_tensor(o, dtype=r.dtype).detach().expand(r.shape) for o in (gamma, lam))
 
     def step(t, carry):
         nv = v[:, t + 1] if t + 1 < T else torch.zeros_like(v[:, 0])
-        delta = r[:, t] + gamma * nv - v[:, t]
-        a = delta + gamma * lam * (carry if carry is not None else torch.zeros_like(delta))
+        delta = r[:, t] + gamma[:, t] * nv - v[:, t]
+        a = delta + gamma[:, t] * lam[:, t] * (carry if carry is not None else torch.zeros_like(delta))
         return torch.where(m[:, t], a, torch.zeros_like(a))
     return _reverse_scan(step, T)
 
@@ -240,6 +242,8 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
         return torch.where(*args)
     if op == "gae":
         return _gae(*args, a["gamma"], a["lam"])
+    if op == "gae_varying":  # (r, v, gamma, lam, mask)
+        return _gae(args[0], args[1], args[4], args[2], args[3])
     if op == "discounted_sum":
         return _discounted(*args, a["gamma"])
     if op in _UNARY:
@@ -282,5 +286,5 @@ _STATEFUL = {"ema": _ema, "running_var": _running_var}
 OPS_INTERPRETED = {"uniform", "ema", "running_var", "row_rank", "num_rows", "token_rank"} | set(_UNARY) | set(_BINARY) | {"pair_other", "sum_pairs", "group_rank", "group_max", "group_min", "group_logsumexp",
                                                  "group_suffix_logsumexp", "positions", "token_quantile", "sort_rows", "expand_rows",
                                                  "running_mean", "mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
-                                                 "group_std", "group_sum", "clip", "where", "gae", "sum_group", "mean_group",
+                                                 "group_std", "group_sum", "clip", "where", "gae", "sum_group", "mean_group", "gae_varying",
                                                  "discounted_sum"}

@@ -139,18 +139,31 @@ def discounted_sum(x, mask, gamma):
 
 
 def gae(rewards, values, mask, gamma, lam):
-    """Â_t = δ_t + γλ Â_{t+1}, δ_t = r_t + γ V_{t+1} − V_t, with V = 0 past the last token."""
+    """Â_t = δ_t + γλ Â_{t+1}, δ_t = r_t + γ V_{t+1} − V_t, with V = 0 past the last token.
+
+    γ and λ are numbers (constant options), or tensors the loss computed (a scalar, one per
+    row `[rows, 1]` or one per token `[rows, T]`), read at each token as the scan passes it."""
     r, v = sum_tokens_keep(rewards, mask), sum_tokens_keep(values, mask)
     T = r.shape[1]
+    gamma, lam = _per_token(gamma, r), _per_token(lam, r)
     adv, last = [], torch.zeros_like(r[:, 0])
     for t in range(T - 1, -1, -1):
         next_v = v[:, t + 1] if t + 1 < T else torch.zeros_like(v[:, 0])
-        delta = r[:, t] + gamma * next_v - v[:, t]
-        last = delta + gamma * lam * last
+        g = gamma if isinstance(gamma, float) else gamma[:, t]
+        delta = r[:, t] + g * next_v - v[:, t]
+        last = delta + g * (lam if isinstance(lam, float) else lam[:, t]) * last
         out_t = torch.where(mask[:, t], last, torch.zeros_like(last))
         last = out_t
         adv.append(out_t)
     return torch.stack(adv[::-1], 1)
+
+
+def _per_token(option, like):
+    """A scan option as a float, or a tensor broadcast to `like`'s [rows, T] (no gradient: an
+    option says how the scan runs; it is not a quantity the loss is differentiated in)."""
+    if not torch.is_tensor(option):
+        return float(option)
+    return torch.broadcast_to(option.detach().to(like.dtype), like.shape)
 
 
 def whiten(x, mask):

@@ -44,6 +44,7 @@ EMIT = {
     "softmax": "torch.softmax({0}, -1)", "log_softmax": "torch.log_softmax({0}, -1)",
     "sum_vocab": "{0}.sum(-1)",
     "at_last": "K.at_last({0}, {1})", "gae": "K.gae({0}, {1}, {2}, {a[gamma]!r}, {a[lam]!r})",
+    "gae_varying": "K.gae({0}, {1}, {4}, {2}, {3})",
     "discounted_sum": "K.discounted_sum({0}, {1}, {a[gamma]!r})", "whiten": "K.whiten({0}, {1})",
     "positions": "K.positions({0}, dt)", "token_quantile": "K.token_quantile({0}, {1}, {a[q]!r})",
     "sort_rows": "torch.sort({0}).values", "expand_rows": "K.expand_rows({0}, {n})",

@@ -194,11 +194,13 @@ def _state(f: _Facts) -> Stage | None:
 
 
 def _optimize(f: _Facts) -> Stage:
-    """One optimizer step over the trained networks (the policy, with its value heads)."""
+    """One optimizer step over the trained networks (the policy, with its value heads), and a
+    line per separate critic: its own parameter group, learning rate and warm-up."""
     learners = ["policy"] + [q.model for q in f.plan.queries if q.role_kind == "value_head" and not q.frozen]
-    return Stage("optimize", "step", (Line(
-        f"AdamW on {', '.join(dict.fromkeys(learners))} (gradient summed over --grad-accum micro-batches, clipped)",
-        "per optimizer step"),))
+    lines = [Line(f"AdamW on {', '.join(dict.fromkeys(learners))} (gradient summed over --grad-accum "
+                  "micro-batches, clipped)", "per optimizer step")]
+    lines += [Line(f"learner {learner.describe()}", "per optimizer step") for learner in f.plan.learners]
+    return Stage("optimize", "step", tuple(lines))
 
 
 def _sync(f: _Facts) -> Stage | None:

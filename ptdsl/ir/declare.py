@@ -18,12 +18,14 @@ from ptdsl.syntax.resolve import MethodDef
 @dataclass(frozen=True)
 class Role:
     name: str
-    kind: str        # policy | frozen_copy | model | value_head | old | mixture
+    kind: str        # policy | frozen_copy | model | value_head | critic | old | mixture
     trainable: bool
     source: str      # e.g. "frozen(policy)", "model(\"gpt2\")"
     of: str | None = None  # the role a frozen copy / value head / old snapshot is built from
     options: tuple = ()    # frozen copies: (("sync_steps", 512), ("mixup", 0.6)) for a moving reference;
-    #                        mixtures: (("coef", 0.5), ("with", "reference"))
+    #                        mixtures: (("coef", 0.5), ("with", "reference"));
+    #                        critics: (("lr_scale", 2.0), ("warmup_steps", 50))
+    path: str | None = None  # `model("…")`, `critic("…")`: what it is loaded from
 
 
 @dataclass(frozen=True)
@@ -133,13 +135,27 @@ class _Declarer:
             self.roles[name] = Role(name, "model", False, f'model("{src.args[0].value}")')
         elif src.func == "value_head" and _single_name(src) == "policy":
             self.roles[name] = Role(name, "value_head", True, "value_head(policy)", "policy")
+        elif src.func == "critic" and len(src.args) == 1 and (
+                isinstance(src.args[0], ast.String) or _is_name(src.args[0], "policy")):
+            self._declare_critic(name, src)
         elif src.func == "geometric_mixture" and len(src.args) == 2:
             self._declare_mixture(name, src)
         else:
             self.sink.add(error("E0212", f"`{name}` is bound to something that is not a model", src.span,
                                 "not a role source",
-                                help="roles are `frozen(policy)`, `model(\"id or path\")`, `value_head(policy)` "
+                                help="roles are `frozen(policy)`, `model(\"id or path\")`, `value_head(policy)`, "
+                                     "`critic(policy)`, `critic(\"id or path\")` "
                                      "or `geometric_mixture(policy, reference, coef = 0.5)`"))
+
+    def _declare_critic(self, name: str, src: ast.Call) -> None:
+        """A separate value model with a scalar head, trained beside the policy: a copy of the
+        initial policy's body (`critic(policy)`) or a model loaded from a path (`critic("…")`)."""
+        options = {"lr_scale": 1.0, "warmup_steps": 0, **self._options(src, B.CRITIC_OPTIONS, "critic")}
+        arg = src.args[0]
+        path = arg.value if isinstance(arg, ast.String) else None
+        source = f'critic("{path}")' if path is not None else "critic(policy)"
+        self.roles[name] = Role(name, "critic", True, source, None if path is not None else "policy",
+                                tuple(options.items()), path)
 
     def _declare_mixture(self, name: str, src: ast.Call) -> None:
         """A sampler, not a model: tokens drawn from softmax((1 − coef)·z_A + coef·z_B), the
@@ -167,12 +183,13 @@ class _Declarer:
             return
         model = c.args[0].id
         role = self.roles.get(model)
-        if role is None or role.kind in ("value_head", "old", "sampler"):
-            lms = [r for r, info in self.roles.items() if info.kind not in ("value_head", "old", "sampler")]
+        if role is None or role.kind in ("value_head", "critic", "old", "sampler"):
+            lms = [r for r, info in self.roles.items() if info.kind not in ("value_head", "critic", "old", "sampler")]
             help = role_help(model, lms, self.taken()) if role is None else \
                 f"sample from a language model: {', '.join(f'`{r}`' for r in lms)}"
-            what = "not a model role" if role is None else ("a value head" if role.kind == "value_head" else
-                                                             "a record of sampling, not a model")
+            what = "not a model role" if role is None else (
+                "a value head" if role.kind == "value_head" else "a critic (a value model)" if role.kind == "critic"
+                else "a record of sampling, not a model")
             self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span, what, help=help))
             return
         options = {"n": 1, **self._options(c, B.SAMPLE_OPTIONS, "sample")}
@@ -303,6 +320,15 @@ def option_message(name: str, exc: NotConstant) -> str:
     if exc.code == "E0404":
         return f"option `{name}` has no finite value"
     return f"option `{name}` must be a constant"  # E0403; E0405 (i10-time): a value that changes in training
+
+
+def _as_call(d: ast.DataDecl) -> ast.Call:
+    """A data line's options, as keyword arguments for option checking."""
+    return ast.Call(d.kind, d.span, (), d.options, d.span)
+
+
+def _is_name(e: ast.Expr, name: str) -> bool:
+    return isinstance(e, ast.Name) and e.id == name
 
 
 def _single_name(c: ast.Call) -> str | None:

@@ -245,22 +245,31 @@ class _Lowerer:
     def scan(self, c: ast.Call) -> int:
         op, nargs, opts = B.SCANS[c.func]
         self._arity(c, nargs, opts)
-        attrs = {}
+        attrs, varying = {}, {}
         for kw in c.kwargs:
             try:
                 attrs[kw.name] = float(const_eval(kw.value, self._param_lookup))
             except NotConstant as exc:
+                if c.func in B.VARYING_SCANS and exc.code in ("E0403", "E0405"):
+                    # an expression (VAPO's λ = 1 − 1/(α·length(y))): a value the loss computes
+                    varying[kw.name] = self.expr(kw.value)
+                    continue
                 self.fail(exc.code, option_message(kw.name, exc), exc.span, exc.what)
             bad = B.option_range_error(kw.name, attrs[kw.name])
             if bad:
                 self.fail("E0403", bad, kw.span)
-        missing = [o for o in opts if o not in attrs and o not in B.OPTIONAL]
+        missing = [o for o in opts if o not in attrs and o not in varying and o not in B.OPTIONAL]
         if missing:
             self.fail("E0209", f"`{c.func}` needs option{'s' if len(missing) > 1 else ''} "
                                f"{', '.join(f'`{o} = …`' for o in missing)}", c.span)
         if op in STATEFUL:
             attrs = {"key": _site(c.span), **{o: attrs.get(o) for o in opts}}
-        return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
+        operands = [self.expr(a) for a in c.args]
+        if varying:  # every option becomes an operand; constant ones keep their value as a const node
+            operands += [varying[o] if o in varying else add(self.g, "const", (), {"value": attrs[o]}, c.span)
+                         for o in opts]
+            return add(self.g, B.VARYING_SCANS[c.func], operands, None, c.span)
+        return add(self.g, op, operands, attrs, c.span)
 
     def draw(self, c: ast.Call) -> int:
         """`uniform(x)`: U[0, 1) draws at x's level, one per element (x gives only the shape);
@@ -311,11 +320,13 @@ class _Lowerer:
                       c.args[0].span, "a sampler",
                       help=f"query its parts, e.g. `{kind}({role.of}, {s})`")
         base_kind = self.roles[role.of].kind if role.kind == "old" else role.kind
-        if kind == "values" and base_kind != "value_head":
-            self.fail("E0210", f"`values` needs a value head, and `{model}` is not one", c.args[0].span,
-                      help="declare one with `value = value_head(policy)` and query `values(value, y)`")
-        if kind != "values" and base_kind == "value_head":
-            self.fail("E0210", f"`{model}` is a value head; it has values, not {kind}", c.args[0].span,
+        if kind == "values" and base_kind not in ("value_head", "critic"):
+            self.fail("E0210", f"`values` needs a value head or a critic, and `{model}` is neither", c.args[0].span,
+                      help="declare one with `value = value_head(policy)` or `value = critic(policy)` and query "
+                           "`values(value, y)`")
+        if kind != "values" and base_kind in ("value_head", "critic"):
+            what = "a value head" if base_kind == "value_head" else "a critic"
+            self.fail("E0210", f"`{model}` is {what}; it has values, not {kind}", c.args[0].span,
                       help=f"use `values({model}, {s})`")
         if role.kind == "sampler":
             self._check_sampler(c, kind, s)

@@ -86,6 +86,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # -- sequence structure
     Op("at_last", 2, "at_last", (0,), "a per-sequence value placed at the last completion token, 0 elsewhere"),
     Op("gae", 3, "gae", (0, 1), "generalised advantage estimate: reverse scan δ_t + γλ Â_{t+1} (attrs gamma, lam)"),
+    Op("gae_varying", 5, "gae_varying", (0, 1),
+       "gae whose γ and λ are operands 2 and 3 (per step, row or token; broadcast over the row's tokens)"),
     Op("discounted_sum", 2, "scan", (0,), "reverse discounted cumulative sum Σ_{s≥t} γ^{s-t} x_s (attr gamma)"),
     Op("whiten", 2, "whiten", (0,), "(x - mean) / std over the batch's completion tokens"),
     Op("positions", 1, "positions", (), "each completion token's index 0, 1, … within its sequence"),
@@ -110,7 +112,7 @@ OPS: dict[str, Op] = {op.name: op for op in [
 ]}
 
 # Named op sets, used by passes instead of repeated tuples.
-MASKED = frozenset({"sum_tokens", "mean_tokens", "token_mean", "token_sum", "at_last", "gae",
+MASKED = frozenset({"sum_tokens", "mean_tokens", "token_mean", "token_sum", "at_last", "gae", "gae_varying",
                     "discounted_sum", "whiten", "token_quantile", "token_rank"})
 # Ops that read a row space's groups. On a ragged one (ranked lists: K varies per example) the
 # level checker gives them the list sizes, a per-example leaf `sizes(R)`, as their last operand.

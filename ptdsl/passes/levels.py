@@ -309,6 +309,13 @@ class _Checker:
             self.need(args[0], ("token",), d, "per-token rewards and values")
         return out + [self.mask(level.set, d["span"])], level
 
+    def rule_gae_varying(self, op, args, d):
+        # γ and λ computed by the loss: a scalar (e.g. of `progress`), one per row, or one per token
+        # of the same set; each broadcasts over its row's tokens like any operand
+        for a in args[2:]:
+            self.need(a, ("scalar", "seq", "token"), d, "a `gamma` and `lam` per step, row or token")
+        return self.rule_gae(op, args, d)
+
     def rule_scan(self, op, args, d):
         lvl = self.need(args[0], ("token",), d, "a per-token value")
         return [self.real(args[0], d["span"]), self.mask(lvl.set, d["span"])], lvl.with_dtype("real")
@@ -362,7 +369,7 @@ def _spec_name(d) -> str:
     return _SPEC_NAMES.get(d["op"], d["op"])
 
 
-_SPEC_NAMES = {op: name for name, op in B.OPS.items() if name != op}
+_SPEC_NAMES = {op: name for name, op in B.OPS.items() if name != op} | {v: k for k, v in B.VARYING_SCANS.items()}
 
 
 def _reduce_help(lvl: Level, what, kinds=("scalar",)) -> str | None:

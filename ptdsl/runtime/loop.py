@@ -26,6 +26,7 @@ from ptdsl.api import compile as compile_method  # the API below the runtime, no
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, experience, metrics_log
+from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -45,6 +46,7 @@ class TrainOptions:
     batch_size: int = 8                  # examples (prompts, for rollouts) per process per micro-step
     grad_accum: int = 1
     learning_rate: float | None = None   # default: 1e-5, or 3e-3 for the embedded tiny model
+    critic_lr: float | None = None       # separate critics (default: the policy's × the spec's lr_scale)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -77,6 +79,8 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
     opts = TrainOptions(**options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
     compiled = compile_method(method, **(params or {}))
+    lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
+    critic_lrs = C.learning_rates(compiled.plan.learners, lr, opts.critic_lr, compiled.name)  # --critic-lr: checked now
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
     from accelerate import Accelerator
@@ -128,17 +132,23 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
                        acc.device, 16, out / "cache" if acc.is_main_process else None, models.ids,
                        _progress(acc, opts)) if pre else {}
 
-    # -- optimizer, schedule, accelerate
-    lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
-    heads = list(models.heads.values())
+    # -- optimizer (a parameter group per learner: the policy with its heads, each critic), schedule, accelerate
+    heads, critics = list(models.heads.values()), list(models.critics.values())
     params_ = [p for m in [models.policy, *heads] for p in m.parameters() if p.requires_grad]
-    optim = _adamw(params_, lr, opts.weight_decay)
+    critic_params = [[p for p in c.parameters() if p.requires_grad] for c in critics]
+    optim = _adamw([{"params": params_, "lr": lr}] + [{"params": ps, "lr": r} for ps, r in zip(critic_params, critic_lrs)],
+                   lr, opts.weight_decay)
+    critic_warmup = C.warmup_steps(compiled.plan.learners)
+    for learner, r in zip(compiled.plan.learners, critic_lrs):
+        log(f"note: critic `{learner.name}` trains in its own parameter group at lr {r:g}"
+            + (f"; for the first {learner.warmup_steps} steps only it learns" if learner.warmup_steps else ""))
     warm = int(opts.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min((s + 1) / max(warm, 1), max(0.0, (total - s) / max(total - warm, 1))))
-    prepared = acc.prepare(Trunk(models.policy), *heads, optim)
-    models.trunk, heads, optim = prepared[0], list(prepared[1:-1]), prepared[-1]
-    models.heads = dict(zip(models.heads, heads))
+    prepared = acc.prepare(Trunk(models.policy), *heads, *critics, optim)
+    models.trunk, optim = prepared[0], prepared[-1]
+    heads, critics = list(prepared[1:1 + len(heads)]), list(prepared[1 + len(heads):-1])
+    models.heads, models.critics = dict(zip(models.heads, heads)), dict(zip(models.critics, critics))
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
     ctx = StepContext(compiled, models, acc.device, cache, positions,
@@ -147,18 +157,20 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
-        layout = checkpoint.Layout(models=1 + len(heads), process=acc.process_index, scaler=acc.scaler is not None,
+        layout = checkpoint.Layout(models=1 + len(heads) + len(critics), process=acc.process_index,
+                                   scaler=acc.scaler is not None,
                                    experience=reuse.steps > 1)
         start, saved = _resume(acc, out, total, layout, log, experiences)
         state = {k: tuple(v) for k, v in saved.get("state", {}).items()}
-    guard = Guard(compiled, acc, params_, opts.nonfinite_grads, opts.max_skipped_steps, lr,
-                  saved.get("skipped", 0), log)
+    guard = Guard(compiled, acc, params_ + [p for ps in critic_params for p in ps], opts.nonfinite_grads,
+                  opts.max_skipped_steps, lr, saved.get("skipped", 0), log,
+                  clip_groups=(("policy", params_), *zip(models.critics, critic_params)) if critics else ())
     if opts.report_to:
         acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
     # a metric whose batch means take global counts sums over micro-batches; others average
     summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
-    trainable = [models.trunk, *heads]
+    trainable = [models.trunk, *heads, *critics]
     bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
     last: dict = {}
     for step in bar:
@@ -185,6 +197,8 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
         rerun = partial(_rerun, ctx, micro, norm, state_before, acc)
         grad_norm, ok = guard.step_ok(step, opts.max_grad_norm, rerun)
         if ok:
+            if step < critic_warmup:  # a critic's warm-up: the policy's update is skipped, only critics learn
+                C.hold_policy(params_)
             optim.step()
             guard.after_update(step)
         else:  # a skipped step leaves no trace in the running statistics either
@@ -197,6 +211,7 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
         last = _reduce_metrics(acc, sums, summed)
         last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
         last["grad_norm"] = grad_norm
+        last.update({f"grad_norm_{name}": n for name, n in list(guard.group_norms.items())[1:]})
         if opts.nonfinite_grads == "skip":
             last["skipped_steps"] = guard.skipped
         guard.check_metrics(last, step)
@@ -329,6 +344,7 @@ def _save_final(acc, models, out: Path):
     models.tokenizer.save_pretrained(final)
     for name, head in models.heads.items():
         torch.save(acc.unwrap_model(head).state_dict(), final / f"{name}_head.pt")
+    C.save(models.critics, acc.unwrap_model, final)
 
 
 def _tracker_config(compiled, opts) -> dict:

@@ -1,6 +1,6 @@
 """Everything a run needs before step 1: the tokenizer, the models the plan names
-(policy, frozen copies, named models, value heads), and the tokenised, checked
-dataset. With no --model and --data, the embedded default (embedded.py)."""
+(policy, frozen copies, named models, value heads, separate critics), and the
+tokenised, checked dataset. With no --model and --data, the embedded default (embedded.py)."""
 from __future__ import annotations
 
 import copy
@@ -10,6 +10,7 @@ import torch
 
 from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime import data as D
+from ptdsl.runtime import critic as C
 from ptdsl.runtime import embedded
 from ptdsl.runtime.datafiles import Table, read_table
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -22,6 +23,7 @@ class Models:
     tokenizer: object
     frozen: dict[str, torch.nn.Module] = field(default_factory=dict)   # role → frozen model
     heads: dict[str, torch.nn.Module] = field(default_factory=dict)    # value-head role → head
+    critics: dict[str, torch.nn.Module] = field(default_factory=dict)  # critic role → critic.Critic
     ids: dict[str, str] = field(default_factory=dict)                  # role → what it was loaded from
     trunk: torch.nn.Module | None = None  # the policy as prepared by accelerate (runtime/queries.Trunk)
 
@@ -81,9 +83,11 @@ def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora
     policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
     if getattr(policy.config, "pad_token_id", None) is None:
         policy.config.pad_token_id = tok.pad_token_id
+    # critics first: `critic(policy)` copies the policy's body as loaded, before LoRA adapters
+    critics = {c.name: C.build(c, policy, model_id, tok, seed, log) for c in compiled.plan.learners}
     if lora_r:
         policy = _with_lora(policy, lora_r, lora_alpha)
-    models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"})
+    models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"}, critics=critics)
     roles = compiled.graph.graph["roles"]
     used = {q.model for q in compiled.plan.queries} | {r.model for r in compiled.plan.rollouts.values()}
     for name in list(used):  # a mixture samples from two models: both are loaded
@@ -91,7 +95,7 @@ def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora
             used |= {roles[name].of, dict(roles[name].options)["with"]}
     for name in sorted(used):
         role = roles.get(name)
-        if role is None or role.kind in ("policy", "old", "mixture"):
+        if role is None or role.kind in ("policy", "old", "mixture", "critic"):
             continue
         if role.kind == "frozen_copy":
             moving = dict(role.options).get("sync_steps")

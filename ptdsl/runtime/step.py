@@ -19,7 +19,7 @@ import torch
 from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, list_sizes, set_mask
 from ptdsl.runtime.draws import Clock, random_inputs, time_inputs
 from ptdsl.runtime.precompute import lookup
-from ptdsl.runtime.queries import run_model
+from ptdsl.runtime.queries import run_critic, run_model
 
 
 @dataclass
@@ -41,7 +41,8 @@ def _policy(ctx):
 
 
 def _body(ctx, model_name):
-    """The network a role's outputs come from: value heads share the policy's body."""
+    """The network a role's outputs come from: value heads share the policy's body; a separate
+    critic is its own network (ctx.models.critics)."""
     role = ctx.compiled.graph.graph["roles"].get(model_name)
     if role is not None and role.kind == "value_head":
         return "policy", ctx.models.heads[model_name]
@@ -87,7 +88,8 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
 
 def record(ctx: StepContext, batch: Batch) -> dict:
     """The plan's per-experience outputs for this micro-batch, by no-grad forwards now: `old`
-    outputs from the policy (and its value heads) as it is, a fixed model's from it."""
+    outputs from the policy (and its value heads) and from separate critics as they are, a
+    fixed model's from it."""
     m = masks(ctx.compiled, batch, ctx.device)
     wanted = [(q, _snapshot_of(q), True) for q in ctx.compiled.plan.queries
               if q.per_experience and q.leaf not in ctx.precomputed]
@@ -103,18 +105,26 @@ def _forwards(ctx, batch, wanted, m) -> dict:
         groups.setdefault((body, frozen), []).append((q, head))
     out = {}
     for (body, frozen), items in groups.items():
-        model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
         sets = sorted({q.set for q, _ in items})
         outputs = {s: [] for s in sets}
         head = next((h for _, h in items if h is not None), None)
         for q, _ in items:
             outputs[q.set].append(q.output)
-        res = run_model(model, batch.sets, sets, outputs, ctx.models.tokenizer.pad_token_id, ctx.device,
-                        frozen=frozen or body != "policy", temperatures=ctx.temperatures,
-                        value_head=head)
+        res = _run(ctx, body, head, batch, sets, outputs, frozen)
         for q, _ in items:
             out[q.leaf] = _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
     return out
+
+
+def _run(ctx, body, head, batch, sets, outputs, frozen):
+    """One forward of a network over `sets`: a separate critic, the policy (with a value head
+    when one is asked for) or a frozen model."""
+    pad = ctx.models.tokenizer.pad_token_id
+    if body in ctx.models.critics:
+        return run_critic(ctx.models.critics[body], batch.sets, sets, pad, ctx.device, frozen=frozen)
+    model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
+    return run_model(model, batch.sets, sets, outputs, pad, ctx.device, frozen=frozen or body != "policy",
+                     temperatures=ctx.temperatures, value_head=head)
 
 
 def _snapshot_of(q) -> str:
@@ -164,9 +174,7 @@ def _current(ctx, q, inputs, batch, m):
     if current in inputs:
         return inputs[current].detach()
     body, head = _body(ctx, base)
-    res = run_model(_policy(ctx), batch.sets, [q.set], {q.set: [q.output]},
-                    ctx.models.tokenizer.pad_token_id, ctx.device, frozen=True,
-                    temperatures=ctx.temperatures, value_head=head)
+    res = _run(ctx, body, head, batch, [q.set], {q.set: [q.output]}, True)
     return _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
 
 
