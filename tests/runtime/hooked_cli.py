@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ptdsl.cli.main import main
-from ptdsl.runtime import loop, metrics_log
+from ptdsl.runtime import experience, metrics_log
 
 
 def kill_after(step: int) -> None:
@@ -31,14 +31,14 @@ def kill_after(step: int) -> None:
 
 
 def record_batches(folder: Path) -> None:
-    build = loop._micro_batches
+    build = experience.Experiences.minibatch
 
-    def build_and_save(compiled, examples, step, opts, acc, *rest):
-        micro = build(compiled, examples, step, opts, acc, *rest)
+    def build_and_save(self, step):
+        micro = build(self, step)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(micro, folder / f"step{step}-process{acc.process_index}.pt")
+        torch.save(micro, folder / f"step{step}-process{self.acc.process_index}.pt")
         return micro
-    loop._micro_batches = build_and_save
+    experience.Experiences.minibatch = build_and_save
 
 
 HOOKS = {"--kill-after": lambda v: kill_after(int(v)), "--record-batches": lambda v: record_batches(Path(v))}

@@ -153,7 +153,7 @@ def test_two_processes_of_a_rollout_method_train_as_one_fed_their_rollouts(tmp_p
     fed to one process with two accumulation steps, which must train identically: the global
     counts, the loss summed over processes and the gradient averaged by DDP. The processes'
     prompts are each step's global batch, split between them; the rewards are the verifier's."""
-    from ptdsl.runtime import embedded, loop
+    from ptdsl.runtime import embedded, experience
     two, rec, one = tmp_path / "two", tmp_path / "batches", tmp_path / "one"
     args = ["grpo", "--steps", "3", "--max-examples", "64", "--set", "num_generations=4", "--quiet"]
     r = _two_processes(str(ROOT / "tests" / "runtime" / "hooked_cli.py"), "--record-batches", str(rec), "--",
@@ -168,7 +168,7 @@ def test_two_processes_of_a_rollout_method_train_as_one_fed_their_rollouts(tmp_p
             answers = [e.columns["answer"] for e in batch.examples for _ in range(4)]
             want = embedded.accuracy(batch.prompts, batch.sets["y"].texts, answers)
             assert batch.rewards["r(y)"] == pytest.approx(want, abs=1e-7), step
-    monkeypatch.setattr(loop, "_micro_batches", lambda compiled, examples, step, *rest: recorded[step])
+    monkeypatch.setattr(experience.Experiences, "minibatch", lambda self, step: recorded[step])
     train("grpo", output=str(one), steps=3, max_examples=64, params={"num_generations": 4}, batch_size=4,
           grad_accum=2, quiet=True)
     assert_same_training(final_params(two), final_params(one))
@@ -249,10 +249,10 @@ def test_reward_fn_from_the_command_line(tmp_path):
 def _reference_rows_per_phase(monkeypatch) -> dict:
     """Rows the reference model's decoder runs before step 1 (the precompute) and in the
     steps (from the first micro-batch on)."""
-    from ptdsl.runtime import loop
+    from ptdsl.runtime import experience, loop
     rows = {"precompute": 0, "steps": 0}
     phase = ["precompute"]
-    real_load, real_micro = loop.load_models, loop._micro_batches
+    real_load, real_micro = loop.load_models, experience.Experiences.minibatch
 
     def load(*a, **kw):
         models = real_load(*a, **kw)
@@ -265,7 +265,7 @@ def _reference_rows_per_phase(monkeypatch) -> dict:
         phase[0] = "steps"
         return real_micro(*a, **kw)
     monkeypatch.setattr(loop, "load_models", load)
-    monkeypatch.setattr(loop, "_micro_batches", micro)
+    monkeypatch.setattr(experience.Experiences, "minibatch", micro)
     return rows
 
 
