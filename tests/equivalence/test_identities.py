@@ -264,6 +264,7 @@ REPARAMETERISATIONS = [
     Reparameterisation("cdpo", "dpo", {"label_smoothing": 0.1}, "DPO with label smoothing 0.1 (cDPO)"),
     Reparameterisation("step_dpo", "dpo", {}, "DPO's loss on step-level pairs: the data differs, not the loss"),
     Reparameterisation("tr_dpo", "dpo", {}, "DPO's loss; only the reference moves (a role option)"),
+    Reparameterisation("ppo_critic", "ppo", {}, "PPO's loss; the values come from a separate critic (a role)"),
     Reparameterisation("irpo", "rpo", {"alpha": 1.0}, "RPO with η = 1: one iteration's loss"),
     Reparameterisation("kd", "gkd", {"beta": 0.0}, "GKD with β = 0, the forward KL (I37)"),
     Reparameterisation("two_grpo", "grpo", {"num_generations": 2}, "GRPO with two samples per prompt (G14)"),
