@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ptdsl.cli.main import main
-from ptdsl.runtime import loop
+from ptdsl.runtime import experience, loop
 from ptdsl.runtime.setup import load_models
 
 
@@ -106,9 +106,9 @@ def test_temperature_and_max_tokens_reach_the_sampler(tmp_path, monkeypatch):
         batches = real(*a, **kw)
         lengths.extend(len(c) for b in batches for c in b.sets["y"].completion_ids)
         return batches
-    real = loop._micro_batches
+    real = experience.Experiences.minibatch
     monkeypatch.setattr(loop, "load_models", load)
-    monkeypatch.setattr(loop, "_micro_batches", micro)
+    monkeypatch.setattr(experience.Experiences, "minibatch", micro)
     args = ["grpo", "--steps", "2", "--batch-size", "2", "--set", "num_generations=4"]
     _train(tmp_path, "default", *args)
     from ptdsl.runtime.embedded import ROLLOUT_MAX_TOKENS
