@@ -11,7 +11,8 @@ function, goes to its own unit or to one in a lower layer. The layers, lowest fi
     compiler                            the pipeline
     api                                 load / compile / CompiledMethod
     inspect, equivalence, runtime       what uses a compiled method: none imports another
-    rewards, ptdsl (the package)        the public facade
+    rewards                             the public name for registering reward functions
+    ptdsl (the package)                 the public facade
     cli                                 the command line
     __main__                            `python -m ptdsl`
 
@@ -34,7 +35,8 @@ LAYERS = [
     {"compiler"},
     {"api"},
     {"inspect", "equivalence", "runtime"},
-    {"rewards", "ptdsl"},
+    {"rewards"},
+    {"ptdsl"},
     {"cli"},
     {"__main__"},
 ]

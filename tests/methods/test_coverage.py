@@ -32,17 +32,21 @@ NOT_IN_TRL = {
     # offline preference
     "kto_pair": "TRL removed DPOTrainer's kto_pair loss; CPOTrainer rejects loss_type='kto_pair'",
     "cal_dpo": NO_TRAINER, "dpop": NO_TRAINER, "r_dpo": NO_TRAINER, "odpo": NO_TRAINER, "beta_dpo": NO_TRAINER,
-    "tdpo1": NO_TRAINER, "tdpo2": NO_TRAINER, "slic": NO_TRAINER, "simper": NO_TRAINER,
+    "sampo": NO_TRAINER, "tdpo1": NO_TRAINER, "tdpo2": NO_TRAINER, "slic": NO_TRAINER, "simper": NO_TRAINER,
     "gpo_exp": NO_TRAINER, "gpo_savage": NO_TRAINER, "gpo_truncated_quadratic": NO_TRAINER,
     "bco": "TRL 1.16 removed BCOTrainer (its unpaired BCO with running mean and UDM)",
     "sppo": "DPOTrainer has only the hard-label sppo_hard; the soft win-rate SPPO is not in TRL",
+    # unlearning, several datasets
+    "npo": NO_TRAINER, "npo_rt": NO_TRAINER,
+    "dpo_sft_mix": "DPOTrainer's rpo_alpha adds NLL on the chosen responses of the same pairs, not on a second dataset",
     # listwise
     "pro": NO_TRAINER, "lipo": NO_TRAINER, "rrhf": NO_TRAINER, "infonca": NO_TRAINER,
     # reward models
     "orm": NO_TRAINER, "implicit_prm": NO_TRAINER,
     "prm": "TRL 1.16 removed PRMTrainer", "prm_last_step": "TRL 1.16 removed PRMTrainer",
     # online RL
-    "ppo": "TRL 1.16 removed PPOTrainer", "dual_clip_ppo": "TRL 1.16 removed PPOTrainer (it had no dual clip)",
+    "ppo": "TRL 1.16 removed PPOTrainer", "ppo_critic": "TRL 1.16 removed PPOTrainer",
+    "vapo": NO_TRAINER, "dual_clip_ppo": "TRL 1.16 removed PPOTrainer (it had no dual clip)",
     "reinforce": NO_TRAINER, "remax": NO_TRAINER, "reinforce_pp": NO_TRAINER, "reinforce_pp_baseline": NO_TRAINER,
     "gpg": NO_TRAINER, "opo": NO_TRAINER, "kimi_k15": NO_TRAINER, "rebel": NO_TRAINER,
     "grpo_k1": "GRPOTrainer's KL is k3 only",

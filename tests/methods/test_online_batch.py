@@ -131,6 +131,7 @@ CASES = [
     ("ppo", {}, {}, 1, ("values",)),
     ("ppo", {"k3_kl": True, "gamma": 0.9, "lam": 0.5, "vf_coef": 0.5, "cliprange_value": 0.1},
      {"k3_kl": True, "gamma": 0.9, "lam": 0.5, "vf_coef": 0.5, "cliprange_value": 0.1}, 1, ("values",)),
+    ("ppo_critic", {"critic_lr_scale": 2.0, "critic_warmup_steps": 3}, {}, 1, ("values",)),
     ("dual_clip_ppo", {}, {}, 1, ("values",)),
     ("dual_clip_ppo", {"clip_ratio_c": 1.05, "cliprange": 0.01},
      {"clip_ratio_c": 1.05, "cliprange": 0.01}, 1, ("values",)),
@@ -171,7 +172,7 @@ def test_matches_reference(method, params, ref, n, extra, data):
 def test_headers():
     from ptdsl.compiler import define
     experimental = {name for name in {c[0] for c in CASES} if define(name).stability == "experimental"}
-    assert experimental == {"reinforce_pp_baseline", "gpg", "grpo_k1", "kimi_k15"}
+    assert experimental == {"reinforce_pp_baseline", "gpg", "grpo_k1", "kimi_k15", "ppo_critic"}
 
 
 # ======================================================================================

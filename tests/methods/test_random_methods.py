@@ -21,6 +21,7 @@ from ptdsl.runtime.data import Example
 from ptdsl.runtime.draws import draw
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_random as R
+from tests.reference_cases import REFERENCE, checks
 
 FEW = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -40,6 +41,7 @@ def _same(got, want, names, what):
         assert_close(got[1][n], want[1][n], rtol=1e-6, what=f"{what} grad {n}")
 
 
+@checks(REFERENCE, "sampo")
 @pytest.mark.parametrize("beta", [0.1, 0.7])
 @FEW
 @given(data=st.data())
@@ -55,6 +57,7 @@ def test_sampo_matches_reference(beta, data):
 BETA_DPO = [{}, {"alpha": 2.0, "beta": 0.5}, {"rho": 0.5, "momentum": 0.5}, {"rho": 0.0}]
 
 
+@checks(REFERENCE, "beta_dpo")
 @pytest.mark.parametrize("params", BETA_DPO, ids=str)
 @FEW
 @given(data=st.data(), steps=st.integers(1, 4))

@@ -12,6 +12,7 @@ import ptdsl
 from ptdsl.equivalence.strategies import inputs as graph_inputs
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_sources as R
+from tests.reference_cases import REFERENCE, checks
 
 FEW = settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -26,6 +27,7 @@ def _check(c, reference, data, **params):
         assert_close(got[1][n], want[1][n], rtol=1e-9, atol=1e-12, what=f"grad {n}")
 
 
+@checks(REFERENCE, "npo")
 @pytest.mark.parametrize("params", [{}, {"beta": 0.5}, {"beta": 2.0}], ids=str)
 @FEW
 @given(data=st.data())
@@ -33,6 +35,7 @@ def test_npo_matches_the_paper(params, data):
     _check(ptdsl.compile("npo", **params), R.npo, data, **params)
 
 
+@checks(REFERENCE, "npo_rt")
 @pytest.mark.parametrize("params", [{}, {"beta": 0.5, "retain_coeff": 0.3}, {"npo_coeff": 2.0, "retain_coeff": 0.0}],
                          ids=str)
 @FEW
@@ -41,6 +44,7 @@ def test_npo_rt_matches_the_paper(params, data):
     _check(ptdsl.compile("npo_rt", **params), R.npo_rt, data, **params)
 
 
+@checks(REFERENCE, "dpo_sft_mix")
 @pytest.mark.parametrize("params", [{}, {"beta": 0.3, "alpha": 0.05}, {"label_smoothing": 0.2, "alpha": 2.0}],
                          ids=str)
 @FEW

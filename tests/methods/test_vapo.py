@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 import ptdsl
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import strategies as S
+from tests.reference_cases import REFERENCE, checks
 
 F64 = torch.float64
 
@@ -94,6 +95,7 @@ CASES = [
 ]
 
 
+@checks(REFERENCE, "vapo")
 @pytest.mark.parametrize("params,ref,n", CASES, ids=[f"vapo-{i}" for i in range(len(CASES))])
 @settings(deadline=None)
 @given(data=st.data())
