@@ -140,6 +140,7 @@ def make_hand(size, precision, data, policy_only=False):
 class _OneProcess:
     """What loop._global_counts needs of accelerate in a single process."""
     device = "cpu"
+    num_processes = 1
 
     def reduce(self, t, op):
         return t

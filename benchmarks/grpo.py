@@ -1,5 +1,5 @@
 """GRPO step time: ptdsl's training loop vs TRL 1.16's GRPOTrainer vs a minimal
-hand-written torch step, side by side.
+hand-written torch step, side by side; then ptdsl vs TRL with num_iterations = 2.
 
     python benchmarks/grpo.py [--quick] [--json PATH]
 
@@ -18,7 +18,8 @@ load hits all of them alike.
 
 - ptdsl: `ptdsl.train("grpo", model=DIR, data=FILE, …)`, the loop users run
   (accelerate, rollout, reward scoring, compiled loss, clipping, AdamW). A step is timed
-  from the loop's call to `_micro_batches` to its call to `_log_step` (both wrapped).
+  from the loop's call for its mini-batch (`Experiences.minibatch`, which samples and
+  scores when the step starts a new experience) to its call to `_log_step` (both wrapped).
 - TRL: `GRPOTrainer` with the model object and tokenizer passed in (HF_HUB_OFFLINE=1),
   `loss_type="grpo"`, `beta=0`. A step is timed by a `TrainerCallback` from
   `on_step_begin` to `on_step_end` (generation, scoring, loss, backward, clipping,
@@ -26,6 +27,12 @@ load hits all of them alike.
   Otherwise TRL's defaults: gradient checkpointing on, fused AdamW, entropy metrics.
 - hand-written: `generate`, one forward with `logits_to_keep` (completion positions only),
   log-softmax + gather, the clipped GRPO loss, backward, clipping, AdamW.
+
+Experience reuse (second table): ptdsl (`--set num_iterations=2`: `update passes = 2`)
+and TRL (`GRPOConfig(num_iterations=2)`) sample once every two optimizer steps and record
+the old log-probs with a no-grad forward after sampling (TRL: `old_per_token_logps`);
+the same settings otherwise. A step's time alternates (a sampling step, a reusing one),
+so this table summarises the mean of each consecutive pair of steps, per step.
 
 Phases, measured the same way for all three: generation = time inside
 `GenerationMixin.generate` (patched in each worker); reward = time inside the reward
@@ -51,7 +58,9 @@ BENCHMARK = True
 SECTION = "GRPO step: ptdsl vs TRL GRPOTrainer vs hand-written torch"
 PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, LR = 2, 4, 32, 32, 1e-6
 CONTENDERS = ("ptdsl", "trl", "hand")
-LABELS = {"ptdsl": "ptdsl (`ptdsl.train`)", "trl": "TRL 1.16 GRPOTrainer", "hand": "hand-written torch"}
+REUSE = ("ptdsl_mu2", "trl_mu2")   # num_iterations = 2: each generation feeds two optimizer steps
+LABELS = {"ptdsl": "ptdsl (`ptdsl.train`)", "trl": "TRL 1.16 GRPOTrainer", "hand": "hand-written torch",
+          "ptdsl_mu2": "ptdsl, num_iterations = 2", "trl_mu2": "TRL 1.16 GRPOTrainer, num_iterations = 2"}
 
 
 # ---- what every worker shares --------------------------------------------------------
@@ -153,33 +162,34 @@ def _load_prompts(workdir: Path) -> list[dict]:
 
 # ---- the contenders (each runs in its own worker process) -----------------------------
 
-def run_ptdsl(workdir: Path, steps: int, clock: Clock):
+def run_ptdsl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
     import ptdsl
     import ptdsl.rewards
-    from ptdsl.runtime import loop
+    from ptdsl.runtime import experience, loop
     ptdsl.rewards.register("accuracy")(_reward_fn(clock))
-    micro, log_step = loop._micro_batches, loop._log_step
+    minibatch, log_step = experience.Experiences.minibatch, loop._log_step
 
-    def timed_micro(*a, **k):
+    def timed_minibatch(*a, **k):
         clock.start()
-        return micro(*a, **k)
+        return minibatch(*a, **k)
 
     def timed_log(*a, **k):
         clock.stop()
         return log_step(*a, **k)
 
-    loop._micro_batches, loop._log_step = timed_micro, timed_log
+    experience.Experiences.minibatch, loop._log_step = timed_minibatch, timed_log
     data = workdir / "ptdsl_prompts.jsonl"
     with open(data, "w") as f:
         for row in _load_prompts(workdir):
             f.write(json.dumps({"prompt": row["prompt"]}) + "\n")
     ptdsl.train("grpo", model=str(workdir / "model"), data=str(data), output=str(workdir / "out_ptdsl"),
-                params={"num_generations": GROUP, "max_completion_length": NEW_TOKENS, "temperature": 1.0},
+                params={"num_generations": GROUP, "max_completion_length": NEW_TOKENS, "temperature": 1.0,
+                        "num_iterations": iterations},
                 steps=steps, batch_size=PROMPTS, learning_rate=LR, warmup_ratio=0.0, max_grad_norm=1.0,
                 log_steps=10 ** 9, quiet=True)
 
 
-def run_trl(workdir: Path, steps: int, clock: Clock):
+def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -200,6 +210,7 @@ def run_trl(workdir: Path, steps: int, clock: Clock):
     cfg = GRPOConfig(output_dir=str(workdir / "out_trl"), per_device_train_batch_size=PROMPTS * GROUP,
                      num_generations=GROUP, max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0,
                      top_k=0, beta=0.0, loss_type="grpo", learning_rate=LR, lr_scheduler_type="constant",
+                     num_iterations=iterations,
                      max_grad_norm=1.0, max_steps=steps, logging_steps=10 ** 6, save_strategy="no",
                      report_to="none", disable_tqdm=True, use_cpu=True, seed=0, dataloader_num_workers=0,
                      generation_kwargs={"min_new_tokens": NEW_TOKENS})
@@ -255,7 +266,9 @@ def worker(name: str, workdir: Path, warmup: int, chunk: int, steps: int):
     sys.stdout = sys.stderr  # libraries' prints must not mix with the protocol lines
     _send("ready", None)
     _wait_go()
-    {"ptdsl": run_ptdsl, "trl": run_trl, "hand": run_hand}[name](workdir, steps, clock)
+    base, _, mu = name.partition("_mu")
+    run = {"ptdsl": run_ptdsl, "trl": run_trl, "hand": run_hand}[base]
+    run(workdir, steps, clock, int(mu)) if mu else run(workdir, steps, clock)
     sys.stdout = real_stdout
     if clock.pending:
         _send("chunk", clock.pending)
@@ -297,12 +310,19 @@ class Worker:
 
 
 def measure(quick: bool) -> dict:
-    warmup, chunk, rounds = (2, 3, 2) if quick else (5, 10, 8)
+    """Both configurations: one optimizer step per generation (three contenders), then two
+    (ptdsl and TRL; an even warmup and chunk, so every chunk holds whole generations)."""
+    raw = _measure(CONTENDERS, *((2, 3, 2) if quick else (5, 10, 8)))
+    raw.update(_measure(REUSE, *((2, 4, 2) if quick else (6, 10, 8))))
+    return raw
+
+
+def _measure(names, warmup: int, chunk: int, rounds: int) -> dict:
     steps = warmup + chunk * rounds
     with tempfile.TemporaryDirectory(prefix="ptdsl-grpo-bench-") as tmp:
         workdir = Path(tmp)
         prepare(workdir, n_prompts=PROMPTS * steps + 8)
-        workers = [Worker(n, workdir, warmup, chunk, steps) for n in CONTENDERS]
+        workers = [Worker(n, workdir, warmup, chunk, steps) for n in names]
         for w in workers:
             w.expect(("ready",))
         for w in workers:  # set-up and warmup, one at a time
@@ -324,7 +344,7 @@ def measure(quick: bool) -> dict:
 def summarise(raw: dict) -> dict:
     out = {}
     for name, d in raw.items():
-        recs = d["records"]
+        recs = d["records"] if name not in REUSE else _pairs(d["records"])
         out[name] = {
             "step": common.summarise([r["step"] for r in recs]),
             "generation": common.summarise([r["gen"] for r in recs]),
@@ -333,6 +353,12 @@ def summarise(raw: dict) -> dict:
             "peak_rss_mb": d.get("peak_rss_mb"),
         }
     return out
+
+
+def _pairs(records: list[dict]) -> list[dict]:
+    """With num_iterations = 2 a generation serves two steps: the mean of each (sampling,
+    reusing) pair of steps, per step, so that every summarised value covers one generation."""
+    return [{k: (a[k] + b[k]) / 2 for k in ("step", "gen", "reward")} for a, b in zip(records[::2], records[1::2])]
 
 
 PHASES = ("step", "generation", "reward", "train")
@@ -378,12 +404,28 @@ def markdown(s: dict, quick: bool) -> str:
               "- Tiny-model steps are dominated by per-op overhead, so they are very sensitive to other load on the "
               "machine (with 2 OpenMP threads on a busy 2-core machine, steps ran up to 6× slower): quote only runs "
               "made on an idle machine."]
-    return "\n".join(lines)
+    return "\n".join(lines + _reuse_markdown(s))
+
+
+def _reuse_markdown(s: dict) -> list[str]:
+    rows = [[LABELS[name]] + [f"{s[name][p]['median']:.1f} [{s[name][p]['q1']:.1f}–{s[name][p]['q3']:.1f}]"
+                              for p in PHASES] + [f"{s[name]['peak_rss_mb']:.0f}" if s[name]["peak_rss_mb"] else "?"]
+            for name in REUSE]
+    r = s["ptdsl_mu2"]["step"]["median"] / s["trl_mu2"]["step"]["median"]
+    return ["", "### num_iterations = 2: each generation feeds two optimizer steps", "",
+            "The same setup with `num_iterations = 2` on both sides (ptdsl: `update passes = 2`, old log-probs "
+            "recorded after sampling; TRL: `GRPOConfig(num_iterations=2)`, `old_per_token_logps`). Milliseconds per "
+            f"optimizer step: median [quartiles] of the mean of each (sampling, reusing) pair of steps, over "
+            f"{s['trl_mu2']['step']['n']} pairs each.", "",
+            common.table(["contender", "step", "generation", "reward", "train (fwd/bwd/opt + rest)", "peak RSS MiB"],
+                         rows), "",
+            f"- ptdsl's step is {r:.2f}× TRL's with num_iterations = 2 (target ≤ 0.7×: "
+            f"{'met' if r <= 0.7 else 'missed'})."]
 
 
 def main(argv=None):
     ap = common.cli(__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=CONTENDERS, help=argparse_hidden())
+    ap.add_argument("--worker", choices=CONTENDERS + REUSE, help=argparse_hidden())
     ap.add_argument("--workdir")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=1)

@@ -4,6 +4,7 @@ The stable API (keep these names; code outside this repository calls them):
 `load`, `compile`, `equivalent`, `train`, `SpecError`, `Method`, `CompiledMethod`, `InputError`.
 Importing ptdsl does not import torch (nor hypothesis: `equivalent` loads it on use).
 """
+from ptdsl import rewards  # `@ptdsl.rewards.register("name")` after a plain `import ptdsl` (no torch)
 from ptdsl.api import CompiledMethod, Input, InputError, Method, Param, compile, load
 from ptdsl.diagnostics import Diagnostic, SpecError
 from ptdsl.equivalence import equivalent
@@ -12,7 +13,8 @@ from ptdsl.equivalence import equivalent
 
 def train(method, model=None, data=None, **options):
     """Train `method` with a compiled step (options: ptdsl/runtime/loop.TrainOptions);
-    with no `model` and `data`, on the embedded default. Returns the last metrics."""
+    with no `model` and `data`, on the embedded default. `data` is a path, or for a method
+    with several sources `{source: path}`. Returns the last metrics."""
     from ptdsl.runtime.loop import train as _train
     return _train(method, model=model, data=data, **options)
 

@@ -13,7 +13,7 @@ from ptdsl.compiler import Compiled, compile_definition, define
 from ptdsl.inputs import InputError  # re-exported by ptdsl/__init__
 
 __all__ = ["load", "compile", "Method", "CompiledMethod", "Input", "Param", "InputError"]
-from ptdsl.syntax.resolve import MethodDef
+from ptdsl.syntax.resolve import MethodDef, data_summary
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Input:
     """One leaf tensor the loss reads."""
 
     name: str        # canonical query text, e.g. "logprobs(policy, chosen)"
-    kind: str        # logprobs | entropy | logits | values | score | mask | reward | field
+    kind: str        # logprobs | entropy | logits | values | score | mask | reward | field | time | uniform
     level: str       # e.g. "f32[token chosen]"
     set: str | None
     model: str | None
@@ -51,7 +51,12 @@ class Method:
     stability = property(lambda self: self.definition.stability)
     extends = property(lambda self: self.definition.extends)
     path = property(lambda self: self.definition.path)
-    data = property(lambda self: self.definition.data.kind)
+    data = property(lambda self: data_summary(self.definition))
+
+    @property
+    def warnings(self) -> list:
+        """Warnings (Diagnostics) of the method compiled with its defaults, e.g. W0202."""
+        return list(self._default.warnings)
 
     @property
     def params(self) -> dict[str, Param]:
@@ -88,6 +93,7 @@ class CompiledMethod:
     params = property(lambda self: dict(self._c.params))
     plan = property(lambda self: self._c.plan)
     rewrites = property(lambda self: self._c.rewrites)
+    warnings = property(lambda self: list(self._c.warnings))  # Diagnostics: compiles, but see W0202 …
     name = property(lambda self: self.method.name)
 
     @cached_property
@@ -100,6 +106,8 @@ class CompiledMethod:
         return out
 
     def group_size(self, rows: str) -> int | None:
+        """Rows per group of a grouped row space: a rollout's n; for a ranked list, K = `size`, the
+        most responses a list holds (each list has its own length, the input `sizes(R)`)."""
         return self.graph.graph["rows"].get(rows)
 
     @cached_property
@@ -124,8 +132,9 @@ class CompiledMethod:
         `normalizers` (optional) gives the global counts batch means divide by when
         one batch is split into micro-batches or processes: `{"rows:examples": 64,
         "tokens:y": 5120}`; the per-micro-batch losses then sum to the full-batch loss.
-        `state` (optional) carries running statistics across calls (`running_mean`); it is
-        updated in place. Without it, each call starts afresh."""
+        `state` (optional) carries running statistics across calls (`running_mean`, `running_var`,
+        `ema`); it is updated in place. Without it, each call starts afresh. The training time
+        (`step`, `progress`, `epoch`) and random draws (`uniform@…`) are inputs like any other."""
         from ptdsl.inputs import check_inputs, float_dtype
         check_inputs(self.graph, inputs)
         return self._fn(inputs, float_dtype(self.graph, inputs), normalizers or {}, {} if state is None else state)

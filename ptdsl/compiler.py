@@ -3,7 +3,7 @@
     text ─parse─▶ AST (limits checked first) ─resolve─▶ MethodDef (extends merged)
          ─bind─▶ params ─lower─▶ IR ─levels─▶ typed IR ─gradient─▶ (checked)
          ─optimise─▶ IR (fold · rewrite · cse · dce, to a fixpoint) ─gradient─▶ (still trains)
-         ─plan─▶ Plan ─codegen─▶ source
+         ─plan─▶ Plan (with the update schedule) ─warnings─▶ (never stop) ─codegen─▶ source
 Every stage is a pure function; each collects its diagnostics, and the pipeline
 stops after the first stage that found an error, so one mistake is not reported
 again as a cascade of others. Every stage runs through passes.run, so a crash is an
@@ -26,6 +26,7 @@ from ptdsl.passes.levels import check_levels
 from ptdsl.passes.origins import point_at_overrides
 from ptdsl.passes.params import bind
 from ptdsl.passes.rewrite import rewrite
+from ptdsl.passes.warnings import training_warnings
 from ptdsl.plan import Plan, make_plan
 from ptdsl.syntax.parse import BOM, ParseFailed, parse
 from ptdsl.syntax.resolve import MethodDef, library_loader, parent_error, resolve
@@ -43,6 +44,7 @@ class Compiled:
     plan: Plan
     source: str
     variables: dict      # generated variable name → IR node
+    warnings: tuple = ()  # Diagnostics of severity "warning" (passes/warnings.py): printed, never fatal
 
 
 def _fail(sink: Sink, sources: dict, graph=None, m: MethodDef | None = None) -> None:
@@ -145,7 +147,8 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
         passes.run("gradient", check_gradient_survives, graph, typed, sink)  # still, after folding
         _fail(sink, sources)
         plan = passes.run("plan", make_plan, graph)
+        warnings = passes.run("warnings", training_warnings, graph, plan)  # compiles, but cannot do what it says
         source, variables = passes.run("codegen", emit_source, graph, sources)
     except passes.InternalError as exc:
         raise SpecError([exc.diagnostic], sources) from None
-    return Compiled(m, params, typed, graph, rewrites, plan, source, variables)
+    return Compiled(m, params, typed, graph, rewrites, plan, source, variables, tuple(warnings))

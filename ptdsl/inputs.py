@@ -55,7 +55,12 @@ def check_inputs(g, inputs: dict) -> None:
             bad.append(f"inputs on rows `{space}` disagree on the number of rows: "
                        + ", ".join(f"`{nm}` has {s}" for nm, s in seen))
         group = g.graph["rows"].get(space)
-        if group and sizes and next(iter(sizes)) % group:
+        lists = inputs.get(f"sizes({space})")
+        if lists is not None and sizes:  # ragged groups (ranked lists): as many rows as the sizes add up to
+            if bool((lists < 1).any()) or int(lists.sum()) != next(iter(sizes)):
+                bad.append(f"`sizes({space})` must be whole numbers ≥ 1 that add up to the rows of `{space}` "
+                           f"({next(iter(sizes))}), got {lists.tolist()}")
+        elif group and sizes and next(iter(sizes)) % group:
             bad.append(f"rows of `{space}` come in groups of n = {group}, but there are {next(iter(sizes))}")
     if bad:
         raise InputError(f"method `{g.graph['method']}`: " + "; ".join(bad))

@@ -1,4 +1,5 @@
-"""Shared test helpers: run a compiled loss with gradients w.r.t. its trainable inputs."""
+"""Shared test helpers: run a compiled loss with gradients w.r.t. its trainable inputs, and
+compare two such results."""
 from __future__ import annotations
 
 import torch
@@ -19,6 +20,29 @@ def loss_and_grads(fn, inputs: dict, names):
     return loss.detach(), {n: (g if g is not None else torch.zeros_like(x[n])) for n, g in zip(names, grads)}
 
 
-def assert_close(a, b, rtol=1e-6, atol=1e-9, what=""):
-    assert torch.isfinite(a).all() == torch.isfinite(b).all(), f"{what}: finiteness differs: {a} vs {b}"
-    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"{what}: {m}")
+def trainable(c) -> list[str]:
+    """The names of a compiled method's trainable inputs (the leaves gradients are taken for)."""
+    return [i.name for i in c.inputs if i.trainable]
+
+
+def assert_close(a, b, rtol=1e-6, atol=1e-9, what="", nonfinite_agree=False):
+    """`a` and `b` agree within tolerance, and both are finite everywhere.
+
+    Two losses that are both NaN are two broken losses, not an agreement, so a non-finite value
+    fails unless the test passes ``nonfinite_agree=True``: then NaN must meet NaN and ±inf the
+    same ±inf, position by position (for tests of what a loss does on purpose at inf or NaN).
+    """
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if not nonfinite_agree:
+        for name, t in (("first", a), ("second", b)):
+            assert torch.isfinite(t).all(), f"{what}: the {name} value is not finite: {t}"
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, equal_nan=nonfinite_agree,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def assert_same(a, b, names, rtol=1e-6, atol=1e-9, what=""):
+    """Two `loss_and_grads` results agree: the loss, and the gradient of each of `names`."""
+    (va, ga), (vb, gb) = a, b
+    assert_close(va, vb, rtol=rtol, atol=atol, what=f"{what} loss")
+    for n in names:
+        assert_close(ga[n], gb[n], rtol=rtol, atol=atol, what=f"{what} grad {n}")

@@ -154,3 +154,17 @@ def test_import_does_not_load_torch():
     import sys
     code = "import sys, ptdsl; ptdsl.compile('dpo'); sys.exit(3 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_rewards_register_after_a_plain_import():
+    """README's `@ptdsl.rewards.register("accuracy")` works after `import ptdsl` alone (it
+    raised AttributeError unless something had imported ptdsl.rewards), still without torch."""
+    import subprocess
+    import sys
+    code = ("import sys, ptdsl\n"
+            "@ptdsl.rewards.register('mine')\n"
+            "def f(prompts, completions, **kw): return []\n"
+            "from ptdsl.runtime.rewards import known_names\n"
+            "sys.exit(3 if 'torch' in sys.modules else 0 if 'mine' in known_names() else 4)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

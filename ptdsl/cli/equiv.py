@@ -3,6 +3,7 @@
     ptdsl equiv A B [--set-a k=v]… [--set-b k=v]… [--assume COND]… [--examples N] [--seed S]
                     [--mode value-and-gradient|gradient|value] [--rtol R] [--atol A]
                     [--rename-a SET=SET]… [--rename-b SET=SET]… [--scale-a W] [--scale-b W]
+                    [--adapter NAME]
 
 Exit status 0 when no counterexample was found, 1 with the shrunk counterexample
 printed. torch and hypothesis are imported inside the command, not at start-up.
@@ -34,6 +35,10 @@ def register(subparsers) -> None:
     s.add_argument("--rename-b", action="append", metavar="SET=SET", help="feed B's set from another set")
     s.add_argument("--scale-a", type=float, default=1.0, help="multiply A's loss by this")
     s.add_argument("--scale-b", type=float, default=1.0, help="multiply B's loss by this")
+    s.add_argument("--adapter", metavar="NAME",
+                   help="relate methods whose rows are laid out differently: draw the preference side's "
+                        "inputs and build the other's from them (paired-to-unpaired, paired-to-ranked, "
+                        "paired-to-picks, paired-to-sample)")
     s.set_defaults(fn=cmd_equiv)
 
 
@@ -49,15 +54,21 @@ def _renames(pairs) -> dict:
 
 def cmd_equiv(args) -> int:
     from ptdsl.equivalence import Term, equivalent
+    from ptdsl.equivalence.adapters import AdapterError, get as get_adapter
     from ptdsl.equivalence.conditions import ConditionError
     from ptdsl.equivalence.sides import SideError
     if args.examples < 1:
         raise Usage("--examples must be at least 1")
+    if args.adapter is not None:
+        try:
+            get_adapter(args.adapter)
+        except AdapterError as exc:
+            raise Usage(str(exc)) from None
     a = Term(args.a, parse_overrides(args.set_a), args.scale_a, _renames(args.rename_a))
     b = Term(args.b, parse_overrides(args.set_b), args.scale_b, _renames(args.rename_b))
     try:
         report = equivalent(a, b, examples=args.examples, seed=args.seed, mode=args.mode, rtol=args.rtol,
-                            atol=args.atol, given=tuple(args.assume or ()))
+                            atol=args.atol, given=tuple(args.assume or ()), adapter=args.adapter)
     except ConditionError as exc:
         raise Usage(str(exc)) from None
     except SideError as exc:

@@ -2,7 +2,7 @@
 
     ptdsl list [--family F] [--stability S] [--format text|markdown|json]
     ptdsl check FILE_OR_NAME... [--set k=v ...] [--format text|json]
-    ptdsl show METHOD [--set k=v ...] [--unoptimised]
+    ptdsl show METHOD [--set k=v ...] [--unoptimised]    (params, inputs, plan, training graph, IR)
     ptdsl compile METHOD --emit python|ir [--set k=v ...]
 
 Commands that do not run models never import torch. Exit status: 0 ok, 1 the
@@ -60,9 +60,8 @@ def cmd_check(args) -> int:
     for target in args.targets:
         try:
             m = load(target)
-            if overrides:
-                compile_method(m, **overrides)
-            warnings = unknown_verifiers(m.definition)
+            compiled = compile_method(m, **overrides) if overrides else None
+            warnings = unknown_verifiers(m.definition) + (compiled.warnings if compiled else m.warnings)
             results.append({"target": target, "method": m.name, "file": m.path, "ok": True,
                             "diagnostics": [d.to_json() for d in warnings]})
             if args.format == "text":
@@ -83,6 +82,7 @@ def cmd_check(args) -> int:
 def cmd_list(args) -> int:
     from ptdsl import library
     from ptdsl.compiler import define
+    from ptdsl.syntax.resolve import data_summary
     rows = []
     for name in library.all_names():
         try:
@@ -91,7 +91,7 @@ def cmd_list(args) -> int:
             rows.append({"name": name, "family": "?", "data": "?", "stability": "broken", "paper": "",
                          "title": "(does not parse: run `ptdsl check`)", "note": ""})
             continue
-        rows.append({"name": m.name, "family": m.family or "", "data": m.data.kind if m.data else "",
+        rows.append({"name": m.name, "family": m.family or "", "data": data_summary(m),
                      "stability": m.stability, "paper": m.paper or "", "title": m.title or "",
                      "note": _catalogue_note(m.sources.get(m.path, ""))})
     rows = [r for r in rows if (not args.family or args.family.lower() in r["family"].lower())
@@ -142,6 +142,8 @@ def _markdown(rows) -> str:
 
 def cmd_show(args) -> int:
     from ptdsl.api import compile as compile_method
+    from ptdsl.inspect.training_build import build_training
+    from ptdsl.inspect.training_render import schedule_lines
     from ptdsl.ir.printer import print_ir
     c = compile_method(args.method, **parse_overrides(args.set))
     m = c.method
@@ -156,6 +158,7 @@ def cmd_show(args) -> int:
     for i in c.inputs:
         out.append(f"  {i.name:<46} {i.level:<22} {'trainable' if i.trainable else ''}".rstrip())
     out += ["", "plan"] + ["  " + line for line in c.plan.describe().splitlines()]
+    out += ["", "training graph"] + ["  " + line for line in schedule_lines(build_training(c))]
     out += ["", "ir" + (" (checked, before optimisation)" if args.unoptimised else "")]
     out += ["  " + line for line in print_ir(c.unoptimised_graph if args.unoptimised else c.graph).splitlines()]
     if c.rewrites and not args.unoptimised:
@@ -205,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.set_defaults(fn=cmd_check)
 
-    s = sub.add_parser("show", help="a method's params, inputs, plan and IR")
+    s = sub.add_parser("show", help="a method's params, inputs, plan, training graph and IR")
     s.add_argument("method")
     s.add_argument("--set", action="append", metavar="NAME=VALUE")
     s.add_argument("--unoptimised", action="store_true", help="show the IR before optimisation")

@@ -12,7 +12,9 @@ def register(sub) -> None:
     s = sub.add_parser("train", help="train a model with a method (embedded default without --model/--data)")
     s.add_argument("method")
     s.add_argument("--model", help="model id or local path (default: the embedded tiny model)")
-    s.add_argument("--data", help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name")
+    s.add_argument("--data", action="append", metavar="[NAME=]PATH",
+                   help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name; for a method "
+                        "with several sources, NAME=PATH once per source")
     s.add_argument("--reward-fn", action="append", default=[], metavar="[NAME=]MODULE:FUNCTION",
                    help="a verifier, imported from the named module")
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a method parameter")
@@ -22,6 +24,8 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=8, help="examples (prompts) per process per micro-step")
     s.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     s.add_argument("--lr", type=float, help="learning rate (default 1e-5; 3e-3 for the embedded model)")
+    s.add_argument("--critic-lr", type=float, help="learning rate of the spec's separate critics (default: the "
+                   "policy's × the critic's lr_scale)")
     s.add_argument("--warmup-ratio", type=float, default=0.1)
     s.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
     s.add_argument("--nonfinite-grads", choices=["stop", "skip"], default="stop",
@@ -34,7 +38,7 @@ def register(sub) -> None:
     s.add_argument("--step-separator", help='stepwise data: text appended to each step (default "\\n"; '
                    'a space for the embedded tokenizer)')
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset")
+    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset (of each source)")
     s.add_argument("--skip-invalid-rows", action="store_true", help="drop the dataset rows that do not fit the "
                    "method's data kind (counted, the first few shown) instead of stopping before step 1")
     s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")
@@ -60,6 +64,7 @@ def cmd_train(args) -> int:
         train(args.method, model=args.model, data=args.data, reward_fns=args.reward_fn,
               params=parse_overrides(args.set), output=args.output, steps=args.steps, resume=args.resume,
               batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
+              critic_lr=args.critic_lr,
               warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
               nonfinite_grads=args.nonfinite_grads, max_skipped_steps=args.max_skipped_steps,
               max_prompt_length=args.max_prompt_length, seed=args.seed, max_examples=args.max_examples,

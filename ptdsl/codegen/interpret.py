@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ptdsl.ir.graph import order
+from ptdsl.ir.ops import OPS
 
 
 def _z(x):
@@ -21,11 +22,28 @@ def _masked(x, m):
     return torch.where(m if x.dim() == m.dim() else m[..., None], x, _z(x))
 
 
-def _group_apply(x, n, fn):
+def _spans(g, d, args, rows: int) -> list[tuple[int, int]]:
+    """(first row, end) of each group: the list sizes when the rows are ragged (the op's extra
+    last operand), else groups of the row space's n."""
+    if len(d["args"]) > OPS[d["op"]].arity:
+        ends = torch.cumsum(args[-1].to(torch.long), 0).tolist()
+        return list(zip([0] + ends[:-1], ends))
+    space = d["level"].rows if d["op"] == "expand_rows" else g.nodes[d["args"][0]]["level"].rows
+    n = g.graph["rows"][space]
+    return [(s, s + n) for s in range(0, rows, n)]
+
+
+def _group_apply(x, spans, fn):
     out = torch.empty_like(x)
-    for start in range(0, x.shape[0], n):
-        out[start:start + n] = fn(x[start:start + n])
+    for start, end in spans:
+        out[start:end] = fn(x[start:end])
     return out
+
+
+def _pairs(x, spans):
+    """Row i: x_j of each row j of its group, then x_i again up to the widest group."""
+    width = max(e - s for s, e in spans)
+    return torch.stack([torch.cat([x[s:e], x[r].expand(width - (e - s))]) for s, e in spans for r in range(s, e)])
 
 
 def _log1mexp(x):
@@ -53,11 +71,13 @@ def _reverse_scan(step, T):
 def _gae(r, v, m, gamma, lam):
     r, v = _masked(r, m), _masked(v, m)
     T = r.shape[1]
+    # options as [rows, T] grids: a number, or a value of the loss (scalar, [rows, 1], [rows, T])
+    gamma, lam = (torch.as_tensor(o, dtype=r.dtype).detach().expand(r.shape) for o in (gamma, lam))
 
     def step(t, carry):
         nv = v[:, t + 1] if t + 1 < T else torch.zeros_like(v[:, 0])
-        delta = r[:, t] + gamma * nv - v[:, t]
-        a = delta + gamma * lam * (carry if carry is not None else torch.zeros_like(delta))
+        delta = r[:, t] + gamma[:, t] * nv - v[:, t]
+        a = delta + gamma[:, t] * lam[:, t] * (carry if carry is not None else torch.zeros_like(delta))
         return torch.where(m[:, t], a, torch.zeros_like(a))
     return _reverse_scan(step, T)
 
@@ -155,12 +175,31 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     if op == "sort_rows":
         return torch.sort(args[0]).values
     if op == "expand_rows":
-        return torch.cat([x.reshape(1).expand(a["n"]) for x in args[0]])
+        sizes = args[1].to(torch.long).tolist() if len(args) > 1 else [a["n"]] * len(args[0])
+        return torch.cat([x.reshape(1).expand(k) for x, k in zip(args[0], sizes)])
+    if op in ("sum_group", "mean_group"):
+        reduce = torch.sum if op == "sum_group" else torch.mean
+        return torch.stack([reduce(args[0][s:e]) for s, e in _spans(g, d, args, len(args[0]))])
     if op == "running_mean":
         x = args[0].detach()
         total, seen = state.get(a["key"], (0.0, 0))
         state[a["key"]] = (total + float(x.sum()), seen + x.numel())
         return torch.tensor(state[a["key"]][0] / state[a["key"]][1], dtype=x.dtype)
+    if op in ("ema", "running_var"):
+        return _STATEFUL[op](args[0].detach(), state, a)
+    if op == "row_rank":  # rank = how many rows come before it: a larger value, or an equal one earlier
+        x = args[0]
+        return torch.tensor([_before(x, i, range(len(x))) for i in range(len(x))], dtype=_counts(dtype))
+    if op == "num_rows":
+        return torch.tensor(float(args[0].shape[0]), dtype=_counts(dtype))
+    if op == "token_rank":
+        x, m = args
+        out = torch.zeros(m.shape, dtype=_counts(dtype))
+        for r in range(m.shape[0]):
+            valid = torch.nonzero(m[r]).flatten().tolist()
+            for t in valid:
+                out[r, t] = _before(x[r], t, valid)
+        return out
     if op == "mean":
         return args[0].sum() / (args[0].shape[0] if count is None else count)
     if op == "token_mean":
@@ -177,17 +216,16 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
         depth = {"pair": 1, "token": 1, "vocab": 2}[a["to"]] - {"seq": 0, "token": 1}[src]
         return x.reshape(x.shape + (1,) * depth)
     if op == "pair_other":
-        n_group = g.graph["rows"][d["level"].rows]
-        x = args[0]
-        return torch.stack([x[(r // n_group) * n_group:(r // n_group + 1) * n_group] for r in range(len(x))])
+        return _pairs(args[0], _spans(g, d, args, len(args[0])))
     if op == "sum_pairs":
-        return args[0].sum(-1)
+        spans = _spans(g, d, args, len(args[0]))
+        return torch.stack([args[0][r, :e - s].sum() for s, e in spans for r in range(s, e)])
     if op == "to_real":
         return args[0].to(dtype)
     if op == "length":
         return args[0].sum(-1).to(_counts(dtype))
     if op.startswith("group_"):
-        n_group = g.graph["rows"][d["level"].rows]
+        spans = _spans(g, d, args, len(args[0]))
         fn = {"group_mean": lambda x: x.mean().expand(x.shape), "group_sum": lambda x: x.sum().expand(x.shape),
               "group_std": lambda x: x.std(unbiased=True).expand(x.shape),
               "group_max": lambda x: x.max().expand(x.shape), "group_min": lambda x: x.min().expand(x.shape),
@@ -197,13 +235,15 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
               "group_rank": lambda x: torch.tensor(
                   [sum(1 for j in range(len(x)) if x[j] > x[i] or (x[j] == x[i] and j < i)) for i in range(len(x))],
                   dtype=x.dtype)}[op]
-        return _group_apply(args[0], n_group, fn)
+        return _group_apply(args[0], spans, fn)
     if op == "clip":
         return torch.clamp(args[0], args[1], args[2])
     if op == "where":
         return torch.where(*args)
     if op == "gae":
         return _gae(*args, a["gamma"], a["lam"])
+    if op == "gae_varying":  # (r, v, gamma, lam, mask)
+        return _gae(args[0], args[1], args[4], args[2], args[3])
     if op == "discounted_sum":
         return _discounted(*args, a["gamma"])
     if op in _UNARY:
@@ -211,8 +251,40 @@ def _node(g, n, args, inputs, mask_of, dtype, count=None, state=None):
     return _BINARY[op](*args)
 
 
-OPS_INTERPRETED = set(_UNARY) | set(_BINARY) | {"pair_other", "sum_pairs", "group_rank", "group_max", "group_min", "group_logsumexp",
+def _before(x, i, among) -> int:
+    """How many of the positions `among` rank before position i: a larger value, or an equal one
+    earlier (largest first, ties in order; a NaN counts as -inf)."""
+    v = [-float("inf") if x[j] != x[j] else float(x[j]) for j in range(len(x))]
+    return sum(1 for j in among if v[j] > v[i] or (v[j] == v[i] and j < i))
+
+
+def _ema(x, state, a):
+    # m ← decay·m + (1 − decay)·(this batch's mean), starting from the first mean or from `init`
+    batch_mean = float(x.to(torch.float64).mean())
+    m, seen = state.get(a["key"], (a.get("init"), 0))
+    m = batch_mean if m is None else a["decay"] * m + (1 - a["decay"]) * batch_mean
+    state[a["key"]] = (m, seen + 1)
+    return torch.tensor(m, dtype=x.dtype)
+
+
+def _running_var(x, state, a):
+    # Welford's update, one value at a time: (count, mean, sum of squared deviations)
+    n, mean, m2 = state.get(a["key"], (0, 0.0, 0.0))
+    for v in x.to(torch.float64).reshape(-1).tolist():
+        n += 1
+        d = v - mean
+        mean += d / n
+        m2 += d * (v - mean)
+    state[a["key"]] = (n, mean, m2)
+    return torch.tensor(m2 / (n - 1) if n > 1 else 0.0, dtype=x.dtype)
+
+
+_STATEFUL = {"ema": _ema, "running_var": _running_var}
+
+# `uniform` is listed for the per-op table test: the level checker replaces it by a leaf before
+# any graph is interpreted.
+OPS_INTERPRETED = {"uniform", "ema", "running_var", "row_rank", "num_rows", "token_rank"} | set(_UNARY) | set(_BINARY) | {"pair_other", "sum_pairs", "group_rank", "group_max", "group_min", "group_logsumexp",
                                                  "group_suffix_logsumexp", "positions", "token_quantile", "sort_rows", "expand_rows",
                                                  "running_mean", "mean", "token_mean", "leaf", "const", "expand", "to_real", "length", "group_mean",
-                                                 "group_std", "group_sum", "clip", "where", "gae",
+                                                 "group_std", "group_sum", "clip", "where", "gae", "sum_group", "mean_group", "gae_varying",
                                                  "discounted_sum"}

@@ -13,6 +13,7 @@ import math
 
 from ptdsl.codegen.safety import comment_text
 from ptdsl.ir.graph import order
+from ptdsl.ir.ops import GROUPED, OPS
 from ptdsl.passes.batching import split_analysis
 
 # op → template over operand variables {0}, {1}, … and attributes {a[name]}
@@ -43,13 +44,19 @@ EMIT = {
     "softmax": "torch.softmax({0}, -1)", "log_softmax": "torch.log_softmax({0}, -1)",
     "sum_vocab": "{0}.sum(-1)",
     "at_last": "K.at_last({0}, {1})", "gae": "K.gae({0}, {1}, {2}, {a[gamma]!r}, {a[lam]!r})",
+    "gae_varying": "K.gae({0}, {1}, {4}, {2}, {3})",
     "discounted_sum": "K.discounted_sum({0}, {1}, {a[gamma]!r})", "whiten": "K.whiten({0}, {1})",
     "positions": "K.positions({0}, dt)", "token_quantile": "K.token_quantile({0}, {1}, {a[q]!r})",
-    "sort_rows": "torch.sort({0}).values", "expand_rows": "torch.repeat_interleave({0}, {a[n]!r})",
+    "sort_rows": "torch.sort({0}).values", "expand_rows": "K.expand_rows({0}, {n})",
+    "sum_group": "K.sum_group({0}, {n})", "mean_group": "K.mean_group({0}, {n})",
     "running_mean": "K.running_mean({0}, state, {a[key]!r}, norm.get('sum_over_processes'))",
-    "pair_other": "K.pair_other({0}, {n})", "sum_pairs": "{0}.sum(-1)", "group_rank": "K.group_rank({0}, {n})",
-    # leaf, const and expand are emitted by their own functions below
-    "leaf": None, "const": None, "expand": None,
+    "running_var": "K.running_var({0}, state, {a[key]!r}, norm.get('sum_over_processes'))",
+    "ema": "K.ema({0}, state, {a[key]!r}, {a[decay]!r}, {a[init]!r}, norm.get('sum_over_processes'))",
+    "row_rank": "K.row_rank({0}, dt)", "num_rows": "K.num_rows({0}, dt)", "token_rank": "K.token_rank({0}, {1}, dt)",
+    "pair_other": "K.pair_other({0}, {n})", "sum_pairs": "K.sum_pairs({0}, {n})", "group_rank": "K.group_rank({0}, {n})",
+    # leaf, const and expand are emitted by their own functions below; `uniform` never reaches
+    # codegen: the level checker turns it into a leaf (a draw the runtime supplies)
+    "leaf": None, "const": None, "expand": None, "uniform": None,
 }
 
 _EXPAND = {("seq", "pair"): "{0}[:, None]", ("seq", "token"): "{0}[:, None]", ("seq", "vocab"): "{0}[:, None, None]",
@@ -96,8 +103,19 @@ def _statement(g, n, var, masks, linear) -> str:
     if op == "expand":
         src_kind = g.nodes[d["args"][0]]["level"].kind
         return _EXPAND[(src_kind, attrs["to"])].format(*args)
-    n_group = g.graph["rows"].get(d["level"].rows) if op.startswith("group_") or op == "pair_other" else None
-    return EMIT[op].format(*args, a=attrs, n=n_group, nkey=normalizer_key(g, n, linear))
+    return EMIT[op].format(*args, a=attrs, n=group_size(g, n, args), nkey=normalizer_key(g, n, linear))
+
+
+def group_size(g, n, args):
+    """What a group op reads its groups from: the variable holding the list sizes (ragged rows,
+    their last operand) or the rows per group (an int); None for other ops."""
+    d = g.nodes[n]
+    if d["op"] not in GROUPED:
+        return None
+    if len(d["args"]) > OPS[d["op"]].arity:
+        return args[-1]
+    rows = d["level"].rows if d["op"] == "expand_rows" else g.nodes[d["args"][0]]["level"].rows
+    return g.graph["rows"][rows]
 
 
 def _comment(d, sources) -> str:

@@ -27,7 +27,7 @@ TIERS = ((0.5, dict(max_rows=2, max_prompts=1, max_tokens=3, max_vocab=3)), (1.0
 
 
 def check(a_terms, b_terms, *, examples: int = 200, seed: int = 0, mode: str = "value-and-gradient",
-          rtol: float = 1e-6, atol: float = 1e-9, conditions=()) -> Report:
+          rtol: float = 1e-6, atol: float = 1e-9, conditions=(), adapter: str | None = None) -> Report:
     from hypothesis import HealthCheck, Phase, find, settings
     from hypothesis.errors import NoSuchExample
 
@@ -36,7 +36,8 @@ def check(a_terms, b_terms, *, examples: int = 200, seed: int = 0, mode: str = "
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got `{mode}`")
     cond = parse(conditions)
     a, b = compile_side(a_terms), compile_side(b_terms)
-    table = union_table(a, b)
+    sides = _Sides(a, b, adapter)
+    table = sides.table
     trainable = sorted(n for n, t in table.items() if t.get("trainable"))
     table_inputs(table, conditions=cond)  # checks the conditions fit the inputs before searching
     seen = {"ran": 0, "first": None, "failing": set()}
@@ -47,7 +48,7 @@ def check(a_terms, b_terms, *, examples: int = 200, seed: int = 0, mode: str = "
             return True
         if seen["first"] is None:
             seen["ran"] += 1
-        bad = _compare(a, b, x, trainable, mode, rtol, atol) is not None
+        bad = _compare(sides, x, trainable, mode, rtol, atol) is not None
         if bad:
             seen["failing"].add(key)
             seen["first"] = seen["first"] or seen["ran"]
@@ -68,21 +69,52 @@ def check(a_terms, b_terms, *, examples: int = 200, seed: int = 0, mode: str = "
             continue
     compared = (("loss",) if mode != "gradient" else ()) + \
         (tuple(f"∇ {n}" for n in trainable) if mode != "value" else ())
+    reads_a, reads_b = sides.reads("a"), sides.reads("b")
     return Report(side_label(a), side_label(b), mode, rtol, atol, seed, examples,
                   seen["first"] or seen["ran"], cond.text, compared,
-                  tuple(sorted(needed(a) - needed(b))), tuple(sorted(needed(b) - needed(a))),
-                  None if found is None else _compare(a, b, found, trainable, mode, rtol, atol))
+                  tuple(sorted(reads_a - reads_b)), tuple(sorted(reads_b - reads_a)),
+                  None if found is None else _compare(sides, found, trainable, mode, rtol, atol),
+                  sides.adapter_text())
+
+
+class _Sides:
+    """The two compiled sides and what is drawn for them: the union of their leaves, or, with an
+    adapter (adapters.py), one side's leaves from which the other side's inputs are built."""
+
+    def __init__(self, a, b, adapter: str | None):
+        from ptdsl.equivalence.adapters import link
+        self.a, self.b = a, b
+        self.link = link(adapter, a, b, (side_label(a), side_label(b))) if adapter else None
+        self.table = self.link.table if self.link else union_table(a, b)
+
+    def inputs(self, which: str, x: dict) -> dict:
+        """Side `which`'s inputs (shared names) from a draw."""
+        if self.link is None or self.link.source == which:
+            return x
+        return self.link.build(x)
+
+    def reads(self, which: str) -> set[str]:
+        """The drawn inputs side `which` reads."""
+        if self.link is None or self.link.source == which:
+            return needed(self.a if which == "a" else self.b)
+        return set(self.link.target_reads)
+
+    def adapter_text(self) -> str | None:
+        if self.link is None:
+            return None
+        drawn, built = ("A", "B") if self.link.source == "a" else ("B", "A")
+        return f"{self.link.adapter.name} ({built}'s inputs built from {drawn}'s: {self.link.adapter.doc})"
 
 
 def _key(x) -> tuple:
     return tuple((k, tuple(v.shape), v.detach().cpu().numpy().tobytes()) for k, v in sorted(x.items()))
 
 
-def _outcome(side, x, trainable):
+def _outcome(sides, which, x, trainable):
     import torch
     xs = {n: (v.detach().clone().requires_grad_(True) if n in trainable else v) for n, v in x.items()}
-    loss = side_loss(side, xs)
-    used = [n for n in trainable if n in needed(side)]
+    loss = side_loss(sides.a if which == "a" else sides.b, sides.inputs(which, xs))
+    used = [n for n in trainable if n in sides.reads(which)]
     grads = {n: torch.zeros_like(x[n]) for n in trainable}
     if loss.requires_grad and used:
         for n, g in zip(used, torch.autograd.grad(loss, [xs[n] for n in used], allow_unused=True)):
@@ -101,10 +133,10 @@ def _agree(x, y, rtol, atol):
     return both_nan | same_inf | (finite & close)
 
 
-def _compare(a, b, x, trainable, mode, rtol, atol) -> Counterexample | None:
+def _compare(sides, x, trainable, mode, rtol, atol) -> Counterexample | None:
     import torch
-    loss_a, grads_a = _outcome(a, x, trainable)
-    loss_b, grads_b = _outcome(b, x, trainable)
+    loss_a, grads_a = _outcome(sides, "a", x, trainable)
+    loss_b, grads_b = _outcome(sides, "b", x, trainable)
     reasons = []
     if mode != "gradient" and not bool(_agree(loss_a, loss_b, rtol, atol)):
         finite = torch.isfinite(loss_a) != torch.isfinite(loss_b)

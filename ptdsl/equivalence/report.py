@@ -39,6 +39,7 @@ class Report:
     only_a: tuple[str, ...] = ()  # inputs only one side reads (drawn anyway, and shown)
     only_b: tuple[str, ...] = ()
     counterexample: Counterexample | None = field(default=None)
+    adapter: str | None = None    # the adapter that laid one side's inputs out for the other, as text
 
     @property
     def passed(self) -> bool:
@@ -65,6 +66,8 @@ def _header(r: Report) -> list[str]:
     else:
         lines.append(f"  disagreement after {r.ran} example{'s' if r.ran != 1 else ''} (seed {r.seed}; float64; "
                      f"|a − b| ≤ {r.atol:g} + {r.rtol:g}·max(|a|, |b|))")
+    if r.adapter:
+        lines.append(f"  adapter: {r.adapter}")
     if r.conditions:
         lines.append(f"  assuming: {', '.join(r.conditions)}")
     lines.append(f"  compared: {', '.join(r.compared)}")

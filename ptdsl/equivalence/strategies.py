@@ -5,8 +5,9 @@ n, contiguous groups), every sequence set a token count and a ragged mask
 (each row has between 1 and T completion tokens, left-aligned), vocabulary-level
 leaves a small vocabulary. Values follow the leaf kind: log-probs < 0, `old`
 log-probs close to the policy's (sometimes equal: on-policy), rewards with ties,
-boolean labels. Masked-out positions hold garbage (huge numbers, NaN), which a
-correct loss never reads. Conditions (conditions.py) tweak the draw so that an
+boolean labels; training time as the runtime gives it (`step` and `epoch` whole numbers
+≥ 0, `progress` in [0, 1]) and random draws in [0, 1). Masked-out positions hold
+garbage (huge numbers, NaN), which a correct loss never reads. Conditions (conditions.py) tweak the draw so that an
 identity's assumptions hold by construction.
 """
 from __future__ import annotations
@@ -61,7 +62,7 @@ def table_inputs(table: dict, dtype=None, max_rows: int = 4, max_tokens: int = 6
 def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_vocab, c: Conditions):
     import torch
     dtype = dtype or torch.float64
-    rows = _row_counts(draw, table, max_rows, max_prompts, c)
+    rows, lists = _row_counts(draw, table, max_rows, max_prompts, c)
     masks = _masks(draw, table, rows, max_tokens, c)
     vocab = draw(st.integers(2, max_vocab))
     out: dict = {}
@@ -71,6 +72,9 @@ def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_voca
         kind, s = a["kind"], a.get("set")
         if kind == "mask":
             out[name] = masks[s]
+            continue
+        if kind == "sizes":  # a ranked list's length, one per example
+            out[name] = lists[name[len("sizes("):-1]]
             continue
         n_rows = rows[a["rows"]] if a.get("rows") else None
         if a["dtype"] == "bool":  # labels: one per row, or one per token of a set (step labels)
@@ -87,18 +91,27 @@ def _draw_inputs(draw, table, dtype, max_rows, max_prompts, max_tokens, max_voca
     return out
 
 
-def _row_counts(draw, table, max_rows, max_prompts, c: Conditions) -> dict[str, int]:
-    """Rows per row space. Grouped spaces (rollout samples, ranked lists) hold `group` rows
-    per dataset row, so when a method has any, every space shares one prompt count:
-    per-example values then align with the groups (`r(y)` beside `r(y_ref)` of n samples)."""
+def _row_counts(draw, table, max_rows, max_prompts, c: Conditions):
+    """Rows per row space, and the list sizes of ragged ones. Grouped spaces (rollout samples,
+    ranked lists) hold `group` rows per dataset row — a ranked list between 2 and `group`
+    (K_max) rows, drawn per example, when the method reads its sizes — so when a method has
+    any, every space shares one prompt count: per-example values then align with the groups
+    (`r(y)` beside `r(y_ref)` of n samples)."""
+    import torch
     spaces = {a["rows"]: a["group"] for a in table.values() if a.get("rows")}
     rows: dict[str, int] = {}
+    lists: dict = {}
     if any(spaces.values()):
         prompts = c.rows or draw(st.integers(1, max_prompts))
-        return {space: prompts * (group or 1) for space, group in spaces.items()}
+        for space, group in spaces.items():
+            rows[space] = prompts * (group or 1)
+            if f"sizes({space})" in table:
+                k = draw(st.lists(st.integers(min(2, group), group), min_size=prompts, max_size=prompts))
+                lists[space], rows[space] = torch.tensor(k, dtype=torch.long), sum(k)
+        return rows, lists
     for space in spaces:
         rows[space] = c.rows or draw(st.integers(1, max_rows))
-    return rows
+    return rows, lists
 
 
 def _masks(draw, table, rows, max_tokens, c: Conditions) -> dict:
@@ -130,20 +143,26 @@ def _value(draw, a, shape, policy_of, c: Conditions, dtype):
         return torch.zeros(shape, dtype=dtype)
     if kind == "reward":
         return _rewards(draw, shape[0], a["group"], dtype)
+    if kind == "time":  # step and epoch count (whole numbers), progress runs from 0 to 1
+        whole = a["name"] != "progress"
+        value = draw(st.integers(0, 1000 if a["name"] == "step" else 10)) if whole else draw(_floats(0, 1))
+        return torch.tensor(float(value), dtype=dtype)
+    if kind == "uniform":  # a random draw: U[0, 1), so 1 itself never
+        return _tensor(draw, shape, 0.0, 1.0, dtype, exclude_max=True)
     lo, hi = _RANGES.get(kind, (-2.0, 2.0))
     return _tensor(draw, shape, lo, hi, dtype)
 
 
-def _floats(lo, hi):
-    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64)
+def _floats(lo, hi, exclude_max=False):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64, exclude_max=exclude_max)
 
 
-def _tensor(draw, shape, lo, hi, dtype):
+def _tensor(draw, shape, lo, hi, dtype, exclude_max=False):
     import torch
     n = 1
     for d in shape:
         n *= d
-    vals = draw(st.lists(_floats(lo, hi), min_size=n, max_size=n))
+    vals = draw(st.lists(_floats(lo, hi, exclude_max), min_size=n, max_size=n))
     return torch.tensor(vals, dtype=dtype).reshape(shape)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 
 from ptdsl.ir.graph import order
-from ptdsl.ir.ops import COMMUTATIVE
+from ptdsl.ir.ops import COMMUTATIVE, GROUPED
 
 
 def structural_hashes(g) -> dict[int, str]:
@@ -85,7 +85,9 @@ def _text(g, n: int, depth: int, parent: int, root: bool = False) -> str:
         return ("logp" if op == "sum_tokens" else "mean_logp") + g.nodes[args[0]]["attrs"]["name"][8:]
     if op == "length":
         return f"length({g.nodes[args[0]]['attrs']['set']})"
-    shown = args[:1] if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum", "whiten") else args
+    # the operands the level checker adds (a set's mask, a ranked list's sizes) are implicit in the spec
+    shown = args[:1] if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum", "whiten") or op in GROUPED \
+        else args
     opts = [f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in a.items()]
     inner = [sub(i) for i in range(len(shown))] + opts
     return f"{_FUNC.get(op, op)}({', '.join(inner)})"

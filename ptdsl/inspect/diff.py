@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ptdsl.inspect.canon import SILENT, expr_text, structural_hashes
 from ptdsl.ir.graph import order, reachable
+from ptdsl.syntax.resolve import data_summary
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def declarations(c) -> dict[str, dict[str, str]]:
     data = m.definition.data
     out = {
         "header": {k: v for k, v in header.items() if v},
-        "data": {"kind": data.kind, **({"fields": ", ".join(f.id for f in data.fields)} if data.fields else {})},
+        "data": {"kind": data_summary(m.definition), **({"fields": ", ".join(f.id for f in data.fields)} if data.fields else {})},
         "roles": {name: r.source for name, r in g.graph["roles"].items() if r.kind != "old"},
         "rewards": {name: " + ".join(f'{_fmt(t.weight)} * {t.kind}("{t.name}")' for t in terms)
                     for name, terms in g.graph["rewards"].items()},
@@ -168,9 +169,9 @@ def _pair(ga, gb, ha, hb, only_a, only_b) -> dict[int, int]:
 
 
 def _weak(g, n) -> bool:
-    """Operands too common to tie two nodes together: constants and masks."""
+    """Operands too common to tie two nodes together: constants, masks and list sizes."""
     d = g.nodes[n]
-    return d["op"] == "const" or (d["op"] == "leaf" and d["attrs"]["kind"] == "mask")
+    return d["op"] == "const" or (d["op"] == "leaf" and d["attrs"]["kind"] in ("mask", "sizes"))
 
 
 def _same_operand(ha, hb, pairs, p, q) -> bool:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 
+from ptdsl.ir.builtins import TIME
 from ptdsl.syntax import ast
 
 MAX_EXACT_INT = 2 ** 53  # every int up to this magnitude is exactly a double
@@ -131,6 +133,25 @@ class NotConstant(Exception):
         self.span, self.what, self.code = span, what, code
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A scheduled parameter's value: an expression of the training time (`step`, `progress`,
+    `epoch`) that the lowering inlines wherever the parameter is used (passes/params.py binds it).
+    It has no constant value, so using one where a constant is needed is E0405."""
+
+    expr: ast.Expr
+    text: str          # the spec text of the expression, for listings
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def changes_in_training(span, name: str, scheduled: bool) -> NotConstant:
+    what = (f"`{name}` is scheduled: its value changes during training" if scheduled else
+            f"`{name}` changes during training")
+    return NotConstant(span, what, "E0405")
+
+
 _CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
         "==": operator.eq, "!=": operator.ne}
 
@@ -141,7 +162,7 @@ def const_eval(e: ast.Expr, lookup):
     if isinstance(e, (ast.Number, ast.Bool)):
         return e.value
     if isinstance(e, ast.Name):
-        return lookup(e.id, e.span)
+        return _name(e, lookup)
     if isinstance(e, ast.Unary):
         v = const_eval(e.operand, lookup)
         return (not v) if e.op == "not" else -v
@@ -152,6 +173,8 @@ def const_eval(e: ast.Expr, lookup):
         if e.op in _CMP:
             return _CMP[e.op](a, b)
         return (a and b) if e.op == "and" else (a or b)
+    if isinstance(e, ast.Call) and e.func == "where" and len(e.args) == 3 and not e.kwargs:
+        return _where(e, lookup)
     if isinstance(e, ast.Call) and e.func in FUNCS.keys() | EXACT_FUNCS.keys() and not e.kwargs:
         args = [const_eval(a, lookup) for a in e.args]
         variadic = e.func in ("min", "max")
@@ -160,6 +183,28 @@ def const_eval(e: ast.Expr, lookup):
         return _checked(e.span, call, e.func, args)
     raise NotConstant(e.span, "not a constant: parameters and rollout options take numbers, "
                               "booleans and other parameters")
+
+
+def _where(e: ast.Call, lookup):
+    """`where(c, a, b)`: a where the boolean c holds, else b (a per-epoch schedule is written so)."""
+    cond = const_eval(e.args[0], lookup)
+    if not isinstance(cond, bool):
+        raise NotConstant(e.args[0].span, "`where` needs a boolean condition, e.g. `epoch < 1`")
+    return const_eval(e.args[1] if cond else e.args[2], lookup)
+
+
+def _name(e: ast.Name, lookup):
+    """A name's constant value. Training time and scheduled params have none: where a constant
+    is needed (options, constraints, reward weights) they are E0405, not an unknown name."""
+    try:
+        value = lookup(e.id, e.span)
+    except NotConstant:
+        if e.id in TIME:
+            raise changes_in_training(e.span, e.id, False) from None
+        raise
+    if isinstance(value, Schedule):
+        raise changes_in_training(e.span, e.id, True)
+    return value
 
 
 def _checked(span, fn, *args):

@@ -14,7 +14,7 @@ class DataKind:
     columns: tuple[str, ...]         # dataset columns (TRL format)
     doc: str
     set_columns: tuple[tuple[str, str], ...] = ()  # set → column, where they differ
-    list_rows: str | None = None     # a row space of lists: each example has `size` rows of it
+    list_rows: str | None = None     # a row space of lists: each example has 2 to `size` rows of it (ragged)
     options: tuple[tuple[str, int], ...] = ()       # options and their defaults, e.g. size = 4
     token_fields: tuple[tuple[str, str, str], ...] = ()  # per-token fields: (name, set, dtype)
 
@@ -32,7 +32,7 @@ DATA_KINDS: dict[str, DataKind] = {k.name: k for k in [
     DataKind("prompts", (), (), ("prompt",), "prompts only; completions come from rollouts"),
     DataKind("ranked", ("responses",), (("rating", "real"),), ("prompt", "responses", "ratings"),
              "a prompt with a ranked list of responses, best first, and optional ratings (listwise "
-             "methods); `data ranked(size = K)` fixes the list length", list_rows="responses",
+             "methods); each list holds 2 to K responses, K = `data ranked(size = K)`", list_rows="responses",
              options=(("size", 4),)),
     DataKind("triple", ("chosen", "rejected", "gold"), (), ("prompt", "chosen", "rejected", "reference"),
              "preference plus a gold response (TPO); the column `reference` is the set `gold`",

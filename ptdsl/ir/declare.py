@@ -10,6 +10,7 @@ from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
 from ptdsl.ir.graph import SetInfo
 from ptdsl.ir.consteval import MAX_EXACT_INT, ConstError, NotConstant, arith, const_eval
+from ptdsl.ir.sources import Source, declare_sources
 from ptdsl.syntax import ast
 from ptdsl.syntax.resolve import MethodDef
 
@@ -17,12 +18,14 @@ from ptdsl.syntax.resolve import MethodDef
 @dataclass(frozen=True)
 class Role:
     name: str
-    kind: str        # policy | frozen_copy | model | value_head | old | mixture
+    kind: str        # policy | frozen_copy | model | value_head | critic | old | mixture
     trainable: bool
     source: str      # e.g. "frozen(policy)", "model(\"gpt2\")"
     of: str | None = None  # the role a frozen copy / value head / old snapshot is built from
     options: tuple = ()    # frozen copies: (("sync_steps", 512), ("mixup", 0.6)) for a moving reference;
-    #                        mixtures: (("coef", 0.5), ("with", "reference"))
+    #                        mixtures: (("coef", 0.5), ("with", "reference"));
+    #                        critics: (("lr_scale", 2.0), ("warmup_steps", 50))
+    path: str | None = None  # `model("…")`, `critic("…")`: what it is loaded from
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,18 @@ class Rollout:
     options: dict
 
 
+@dataclass(frozen=True)
+class Update:
+    """How each batch of experience is used: `passes` over it, each pass `minibatches`
+    optimizer steps (or `micro_batches` micro-batches, TRL's steps_per_generation, divided
+    by --grad-accum at run time; 0 means --grad-accum). `span` is None when the spec has
+    no `update` line (one pass, one mini-batch)."""
+    passes: int = 1
+    minibatches: int | None = 1
+    micro_batches: int | None = None
+    span: Span | None = None
+
+
 @dataclass
 class Declarations:
     sets: dict[str, SetInfo] = field(default_factory=dict)
@@ -49,6 +64,8 @@ class Declarations:
     roles: dict[str, Role] = field(default_factory=dict)
     rewards: dict[str, tuple[RewardTerm, ...]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
+    update: Update = field(default_factory=Update)
+    sources: dict[str, Source] = field(default_factory=dict)  # row space → data source (ir/sources.py)
     taken: set[str] = field(default_factory=set)  # names bound to something other than a role
 
 
@@ -65,31 +82,7 @@ class _Declarer:
         if m.data is None:
             self.sink.add(error("E0206", f"method `{m.name}` has no `data` line", m.span, "in this method",
                                 help=f"add e.g. `data preference`; data kinds: {', '.join(DATA_KINDS)}"))
-        elif m.data.kind not in DATA_KINDS:
-            self.sink.add(error("E0207", f"unknown data kind `{m.data.kind}`", m.data.span, "unknown",
-                                help=did_you_mean(m.data.kind, DATA_KINDS) or
-                                f"data kinds: {', '.join(DATA_KINDS)}"))
-        else:
-            kind = DATA_KINDS[m.data.kind]
-            options = {**dict(kind.options), **self._options(_as_call(m.data), dict.fromkeys(
-                dict(kind.options), "int"), f"data {kind.name}")}
-            rows = kind.list_rows or EXAMPLES
-            if kind.list_rows:  # each example holds a list of `size` sequences, grouped like a rollout
-                if options["size"] < 2:
-                    self.sink.add(error("E0403", "a ranked list needs at least 2 responses", m.data.span))
-                self.rows[rows] = max(int(options["size"]), 2)
-            for s in kind.sets:
-                self.sets[s] = SetInfo(s, rows, "data")
-            for f, dtype in kind.fields:
-                self.fields[f] = dtype
-                self.field_rows[f] = rows
-            for f, s, dtype in kind.token_fields:
-                self.fields[f] = dtype
-                self.field_rows[f] = rows
-                self.d.field_sets[f] = s
-            for f in m.data.fields:
-                self.fields[f.id] = "real"
-                self.field_rows[f.id] = EXAMPLES
+        declare_sources(m, self.d, self._options, self._param_lookup, self.sink)
         if m.policy is None:
             self.sink.add(error("E0206", f"method `{m.name}` has no `policy` line", m.span, "in this method",
                                 help="declare the trainable model with a line `policy`"))
@@ -97,17 +90,41 @@ class _Declarer:
         for name, decl in m.roles.items():
             self._declare_role(name, decl)
         self.roles["old"] = Role("old", "old", False, "old", "policy")
+        # the distribution a rollout's generator drew each token from: `logprobs(sampler, y)`
+        self.roles["sampler"] = Role("sampler", "sampler", False, "sampler")
         for name, decl in m.rollouts.items():
             self._declare_rollout(name, decl)
         for name, decl in m.rewards.items():
             self._declare_reward(name, decl)
+        if m.update is not None:
+            self._declare_update(m.update)
         if m.loss is None:
             self.sink.add(error("E0206", f"method `{m.name}` has no `loss`", m.span, "in this method",
                                 help="add a line `loss EXPR`, a scalar expression"))
 
+    def _declare_update(self, decl: ast.UpdateDecl) -> None:
+        """`update passes = P, minibatches = M` or `update passes = P, micro_batches = K`."""
+        seen: dict[str, ast.KwArg] = {}
+        for kw in decl.options:
+            if kw.name in seen:
+                self.sink.add(error("E0209", f"`update` sets `{kw.name}` twice", kw.name_span, "again here",
+                                    help="give each option once"))
+            seen[kw.name] = kw
+        call = ast.Call("update", decl.span, (), tuple(seen.values()), decl.span)
+        options = self._options(call, B.UPDATE_OPTIONS, "update")
+        if "minibatches" in seen and "micro_batches" in seen:
+            self.sink.add(error("E0209", "`minibatches` and `micro_batches` are two spellings of one count",
+                                seen["micro_batches"].name_span, "give one of them",
+                                help="`minibatches` counts optimizer steps per pass; `micro_batches` counts "
+                                     "micro-batches, as TRL's steps_per_generation does"))
+        if "micro_batches" in seen:
+            self.d.update = Update(options.get("passes", 1), None, options.get("micro_batches", 0), decl.span)
+        else:
+            self.d.update = Update(options.get("passes", 1), options.get("minibatches", 1), None, decl.span)
+
     def _declare_role(self, name: str, decl: ast.RoleDecl) -> None:
         src = decl.source
-        if name in ("policy", "old"):
+        if name in ("policy", "old", "sampler"):
             self.sink.add(error("E0202", f"`{name}` is a built-in role and cannot be rebound", decl.span))
             return
         if src.func == "frozen" and len(src.args) == 1 and isinstance(src.args[0], ast.Name) \
@@ -118,13 +135,27 @@ class _Declarer:
             self.roles[name] = Role(name, "model", False, f'model("{src.args[0].value}")')
         elif src.func == "value_head" and _single_name(src) == "policy":
             self.roles[name] = Role(name, "value_head", True, "value_head(policy)", "policy")
+        elif src.func == "critic" and len(src.args) == 1 and (
+                isinstance(src.args[0], ast.String) or _is_name(src.args[0], "policy")):
+            self._declare_critic(name, src)
         elif src.func == "geometric_mixture" and len(src.args) == 2:
             self._declare_mixture(name, src)
         else:
             self.sink.add(error("E0212", f"`{name}` is bound to something that is not a model", src.span,
                                 "not a role source",
-                                help="roles are `frozen(policy)`, `model(\"id or path\")`, `value_head(policy)` "
+                                help="roles are `frozen(policy)`, `model(\"id or path\")`, `value_head(policy)`, "
+                                     "`critic(policy)`, `critic(\"id or path\")` "
                                      "or `geometric_mixture(policy, reference, coef = 0.5)`"))
+
+    def _declare_critic(self, name: str, src: ast.Call) -> None:
+        """A separate value model with a scalar head, trained beside the policy: a copy of the
+        initial policy's body (`critic(policy)`) or a model loaded from a path (`critic("…")`)."""
+        options = {"lr_scale": 1.0, "warmup_steps": 0, **self._options(src, B.CRITIC_OPTIONS, "critic")}
+        arg = src.args[0]
+        path = arg.value if isinstance(arg, ast.String) else None
+        source = f'critic("{path}")' if path is not None else "critic(policy)"
+        self.roles[name] = Role(name, "critic", True, source, None if path is not None else "policy",
+                                tuple(options.items()), path)
 
     def _declare_mixture(self, name: str, src: ast.Call) -> None:
         """A sampler, not a model: tokens drawn from softmax((1 − coef)·z_A + coef·z_B), the
@@ -152,12 +183,14 @@ class _Declarer:
             return
         model = c.args[0].id
         role = self.roles.get(model)
-        if role is None or role.kind == "value_head":
-            lms = [r for r, info in self.roles.items() if info.kind != "value_head"]
+        if role is None or role.kind in ("value_head", "critic", "old", "sampler"):
+            lms = [r for r, info in self.roles.items() if info.kind not in ("value_head", "critic", "old", "sampler")]
             help = role_help(model, lms, self.taken()) if role is None else \
                 f"sample from a language model: {', '.join(f'`{r}`' for r in lms)}"
-            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span,
-                                "a value head" if role else "not a model role", help=help))
+            what = "not a model role" if role is None else (
+                "a value head" if role.kind == "value_head" else "a critic (a value model)" if role.kind == "critic"
+                else "a record of sampling, not a model")
+            self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span, what, help=help))
             return
         options = {"n": 1, **self._options(c, B.SAMPLE_OPTIONS, "sample")}
         n = options["n"]
@@ -284,14 +317,18 @@ def role_help(name: str, roles, taken) -> str:
 
 
 def option_message(name: str, exc: NotConstant) -> str:
-    if exc.code == "E0403":
-        return f"option `{name}` must be a constant"
-    return f"option `{name}` has no finite value"
+    if exc.code == "E0404":
+        return f"option `{name}` has no finite value"
+    return f"option `{name}` must be a constant"  # E0403; E0405 (i10-time): a value that changes in training
 
 
 def _as_call(d: ast.DataDecl) -> ast.Call:
     """A data line's options, as keyword arguments for option checking."""
     return ast.Call(d.kind, d.span, (), d.options, d.span)
+
+
+def _is_name(e: ast.Expr, name: str) -> bool:
+    return isinstance(e, ast.Name) and e.id == name
 
 
 def _single_name(c: ast.Call) -> str | None:

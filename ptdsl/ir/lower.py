@@ -16,8 +16,8 @@ from ptdsl.ir import builtins as B
 from ptdsl.ir.datakinds import EXAMPLES
 from ptdsl.ir.declare import Role, declare, option_message, role_help
 from ptdsl.ir.graph import SetInfo, add, new_graph
-from ptdsl.ir.ops import OPS
-from ptdsl.ir.consteval import NotConstant, const_eval
+from ptdsl.ir.ops import OPS, STATEFUL
+from ptdsl.ir.consteval import NotConstant, Schedule, const_eval
 from ptdsl.syntax import ast
 from ptdsl.syntax.deps import dependency_order, names_used
 from ptdsl.syntax.resolve import MethodDef
@@ -38,8 +38,10 @@ class _Lowerer:
         self.field_rows, self.field_sets = decl.field_rows, decl.field_sets
         self.roles, self.rewards, self.rollouts = decl.roles, decl.rewards, decl.rollouts
         self.taken = decl.taken
+        self.sources = decl.sources
         self.g: nx.DiGraph | None = None
         self.let_nodes: dict[str, int] = {}
+        self.schedule_nodes: dict[str, int] = {}
         self.let_failed: set[str] = set()  # reported once; later uses fail silently
         self.lowering: list[str] = []
 
@@ -50,6 +52,7 @@ class _Lowerer:
 
     def build(self) -> nx.DiGraph:
         g = self.g = new_graph(self.m.name, self.m.path, self.sets, self.rows)
+        self._check_time_names()
         for name in self._let_order():  # every let is checked, used or not
             try:
                 self.let(name, self.m.lets[name].span)
@@ -61,9 +64,26 @@ class _Lowerer:
             nid = self._lower_or_none(decl.expr)
             if nid is not None:
                 g.graph["metrics"][name] = nid
-        g.graph.update(data=self.m.data.kind, sets=self.sets, rows=self.rows, roles=self.roles,
+        g.graph.update(data=self.m.data.kind, sources=self.sources, sets=self.sets, rows=self.rows, roles=self.roles,
                        rewards=self.rewards, rollouts=self.rollouts, params=dict(self.params))
         return g
+
+    def _check_time_names(self) -> None:
+        """`step`, `progress` and `epoch` are the training time (B.TIME): a definition may not
+        take their names (params are checked where they are bound, passes/params.py)."""
+        m = self.m
+        named = [(d.span, "let") for d in m.lets.values()] + [(d.span, "role") for d in m.roles.values()] \
+            + [(d.span, "reward") for d in m.rewards.values()] + [(d.span, "rollout") for d in m.rollouts.values()]
+        names = list(m.lets) + list(m.roles) + list(m.rewards) + list(m.rollouts)
+        for name, (span, what) in zip(names, named):
+            if name in B.TIME:
+                self.sink.add(error("E0202", f"`{name}` is a built-in value (the training time) and cannot be "
+                                             f"rebound", span, f"a {what} named `{name}`", help=_rename_help(name)))
+        lines = list(m.datasets.values()) or ([m.data] if m.data else [])  # every source's data line
+        for f in (f for line in lines for f in line.fields):
+            if f.id in B.TIME:
+                self.sink.add(error("E0202", f"`{f.id}` is a built-in value (the training time) and cannot name "
+                                             "a data field", f.span, "a data field", help=_rename_help(f.id)))
 
     def _let_order(self) -> list[str]:
         """The lets, each after the lets it uses, so that lowering one finds those done (no
@@ -83,7 +103,7 @@ class _Lowerer:
             return ()
         if f == B.AT_LAST:
             return tuple(c.args[:1])
-        return tuple(c.args) if f in B.OPS or f in B.SCANS else ()
+        return tuple(c.args) if f in B.OPS or f in B.SCANS or f in B.RANDOM else ()
 
     def _lower_or_none(self, e: ast.Expr):
         try:
@@ -119,7 +139,11 @@ class _Lowerer:
         if n in self.m.lets:
             return self.let(n, e.span)
         if n in self.params:
+            if isinstance(self.params[n], Schedule):
+                return self.scheduled(n)
             return add(self.g, "const", (), {"value": self.params[n], "param": n}, e.span)
+        if n in B.TIME:  # training time: a scalar the runtime supplies at every optimizer step
+            return self.leaf(e.span, n, "time", "scalar", None, None, None)
         if n in self.fields:
             s = self.field_sets.get(n)  # a per-token field, aligned with its set's mask
             return self.leaf(e.span, n, "field", "token" if s else "seq", None, s, self.field_rows[n],
@@ -131,10 +155,20 @@ class _Lowerer:
                     "a model role": f"query it, e.g. `logp({n}, chosen)`",
                     "a reward": f"apply it to a rollout set, e.g. `{n}(y)`"}[what]
             self.fail("E0210", f"`{n}` is {what}, not a value", e.span, what, help=help)
-        known = list(self.m.lets) + list(self.params) + list(self.fields)
+        known = list(self.m.lets) + list(self.params) + list(self.fields) + list(B.TIME)
         self.fail("E0201", f"unknown name `{n}`", e.span, "not defined",
                   help=did_you_mean(n, known + list(self.sets) + list(self.roles)) or
                   "define it with `let` or `param`")
+
+    def scheduled(self, name: str) -> int:
+        """A scheduled param (`param beta = 0.1 * (1 - progress)`) is its expression, lowered
+        once where it is first used; bind checked that it reads only params and time."""
+        if name not in self.schedule_nodes:
+            nid = self.expr(self.params[name].expr)
+            if self.g.nodes[nid]["name"] is None:
+                self.g.nodes[nid]["name"] = name
+            self.schedule_nodes[name] = nid
+        return self.schedule_nodes[name]
 
     def let(self, name: str, span: Span) -> int:
         if name in self.let_nodes:
@@ -175,13 +209,15 @@ class _Lowerer:
         if f in B.OPS:
             op = B.OPS[f]
             want = OPS[op].arity - (1 if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum",
-                                                 "whiten") else 0)
+                                                 "whiten", "token_rank") else 0)
             self._arity(c, want)
             # a running statistic keeps state across steps, keyed by where it is written
-            attrs = {"key": f"{Path(c.span.file).stem}:{c.span.line}:{c.span.col}"} if op == "running_mean" else None
+            attrs = {"key": _site(c.span)} if op in STATEFUL else None
             return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
         if f in B.SCANS:
             return self.scan(c)
+        if f in B.RANDOM:
+            return self.draw(c)
         if f == B.AT_LAST:
             self._arity(c, 2)
             x = self.expr(c.args[0])
@@ -209,20 +245,42 @@ class _Lowerer:
     def scan(self, c: ast.Call) -> int:
         op, nargs, opts = B.SCANS[c.func]
         self._arity(c, nargs, opts)
-        attrs = {}
+        attrs, varying = {}, {}
         for kw in c.kwargs:
             try:
                 attrs[kw.name] = float(const_eval(kw.value, self._param_lookup))
             except NotConstant as exc:
+                if c.func in B.VARYING_SCANS and exc.code in ("E0403", "E0405"):
+                    # an expression (VAPO's λ = 1 − 1/(α·length(y))): a value the loss computes
+                    varying[kw.name] = self.expr(kw.value)
+                    continue
                 self.fail(exc.code, option_message(kw.name, exc), exc.span, exc.what)
             bad = B.option_range_error(kw.name, attrs[kw.name])
             if bad:
                 self.fail("E0403", bad, kw.span)
-        missing = [o for o in opts if o not in attrs]
+        missing = [o for o in opts if o not in attrs and o not in varying and o not in B.OPTIONAL]
         if missing:
             self.fail("E0209", f"`{c.func}` needs option{'s' if len(missing) > 1 else ''} "
                                f"{', '.join(f'`{o} = …`' for o in missing)}", c.span)
-        return add(self.g, op, [self.expr(a) for a in c.args], attrs, c.span)
+        if op in STATEFUL:
+            attrs = {"key": _site(c.span), **{o: attrs.get(o) for o in opts}}
+        operands = [self.expr(a) for a in c.args]
+        if varying:  # every option becomes an operand; constant ones keep their value as a const node
+            operands += [varying[o] if o in varying else add(self.g, "const", (), {"value": attrs[o]}, c.span)
+                         for o in opts]
+            return add(self.g, B.VARYING_SCANS[c.func], operands, None, c.span)
+        return add(self.g, op, operands, attrs, c.span)
+
+    def draw(self, c: ast.Call) -> int:
+        """`uniform(x)`: U[0, 1) draws at x's level, one per element (x gives only the shape);
+        `bernoulli(p, x)` = `uniform(x) < p`. Each call site is its own draw, named by where it is
+        written (`uniform@sampo:14:30`), which keys its seed at run time."""
+        self._arity(c, B.RANDOM[c.func])
+        shape = self.expr(c.args[-1])
+        u = add(self.g, "uniform", (shape,), {"name": f"uniform@{_site(c.span)}"}, c.span)
+        if c.func == "uniform":
+            return u
+        return add(self.g, "lt", (u, self.expr(c.args[0])), None, c.span)
 
     def reward(self, c: ast.Call) -> int:
         self._arity(c, 1)
@@ -262,17 +320,36 @@ class _Lowerer:
                       c.args[0].span, "a sampler",
                       help=f"query its parts, e.g. `{kind}({role.of}, {s})`")
         base_kind = self.roles[role.of].kind if role.kind == "old" else role.kind
-        if kind == "values" and base_kind != "value_head":
-            self.fail("E0210", f"`values` needs a value head, and `{model}` is not one", c.args[0].span,
-                      help="declare one with `value = value_head(policy)` and query `values(value, y)`")
-        if kind != "values" and base_kind == "value_head":
-            self.fail("E0210", f"`{model}` is a value head; it has values, not {kind}", c.args[0].span,
+        if kind == "values" and base_kind not in ("value_head", "critic"):
+            self.fail("E0210", f"`values` needs a value head or a critic, and `{model}` is neither", c.args[0].span,
+                      help="declare one with `value = value_head(policy)` or `value = critic(policy)` and query "
+                           "`values(value, y)`")
+        if kind != "values" and base_kind in ("value_head", "critic"):
+            what = "a value head" if base_kind == "value_head" else "a critic"
+            self.fail("E0210", f"`{model}` is {what}; it has values, not {kind}", c.args[0].span,
                       help=f"use `values({model}, {s})`")
+        if role.kind == "sampler":
+            self._check_sampler(c, kind, s)
         if role.kind == "old" and self.sets[s].source != "rollout":
             self.fail("E0210", f"`{model}` exists only for rollout sets, and `{s}` comes from the dataset",
                       c.args[1].span, "not a rollout",
                       help="behaviour log-probs are recorded when a `rollout` samples; use `reference` "
                            "for a frozen model's log-probs on data")
+
+    def _check_sampler(self, c, kind, s):
+        """`logprobs(sampler, y)`: the log-probs a rollout's generator drew y's tokens with, recorded
+        as it sampled; nothing else about the generator is kept, and a batch must have sampled."""
+        if kind != "logprobs":
+            self.fail("E0210", f"the sampler records only the log-probs of the tokens it drew, not {kind}",
+                      c.span, help=f"`logprobs(sampler, {s})`")
+        rollout = self.rollouts.get(s)
+        if self.sets[s].source != "rollout" or rollout is None:
+            self.fail("E0210", f"`sampler` exists only for rollout sets, and `{s}` is not one", c.args[1].span,
+                      "not a rollout", help="the sampler's log-probs are recorded when a `rollout` samples")
+        if "on_policy" in rollout.options:
+            self.fail("E0210", f"`{s}` holds the dataset's completions in batches that do not sample "
+                               "(`on_policy`), which no sampler drew", c.args[1].span,
+                      help="drop `on_policy`, or use `logprobs(old, …)`")
 
     def model_arg(self, e: ast.Expr) -> str:
         if isinstance(e, ast.Name) and e.id in self.roles:
@@ -297,7 +374,7 @@ class _Lowerer:
             if len(e.args) == 1 and not e.kwargs and isinstance(e.args[0], ast.Name) and e.args[0].id in self.sets:
                 base = e.args[0].id
                 # one completion per example row: a ranked list's responses have rows of their own
-                if self.sets[base].source != "data" or self.sets[base].rows != EXAMPLES:
+                if self.sets[base].source != "data" or self.rows.get(self.sets[base].rows) is not None:
                     self.fail("E0210", "`mismatched` pairs dataset prompts with another row's completion",
                               e.span, help="use a set with one completion per dataset row, e.g. "
                                            "`mismatched(completion)`")
@@ -334,9 +411,21 @@ class _Lowerer:
                      trainable=trainable, **extra)
         return add(self.g, "leaf", (), attrs, span)
 
+def _site(span: Span) -> str:
+    """Where a call is written, `FILE-STEM:LINE:COL`: the key of a running statistic's state and
+    of a random draw's seed (an inherited let keeps its parent's file)."""
+    return f"{Path(span.file).stem}:{span.line}:{span.col}"
+
+
+def _rename_help(name: str) -> str:
+    return f"choose another name, e.g. `{name}_`; `{name}` itself reads the training time in any expression"
+
+
 def lower(m: MethodDef, params: dict, sink: Sink) -> nx.DiGraph | None:
     decl = declare(m, params, sink)
     if sink.has_errors:
         return None
     g = _Lowerer(m, params, decl, sink).build()
+    if g is not None:
+        g.graph["update"] = decl.update  # the training graph's schedule, read by plan.py
     return None if sink.has_errors else g

@@ -76,6 +76,9 @@ OPS: dict[str, Op] = {op.name: op for op in [
                              ("group_logsumexp", "log Σ exp over the row's group (softmax normaliser)"),
                              ("group_suffix_logsumexp",
                               "log Σ exp over this row and the rows after it in its group (Plackett–Luce)")]),
+    # -- a group's rows → one value per example (a list's loss is the sum over its responses)
+    *_ops("group_reduce", 1, (0,), [("sum_group", "Σ over the rows of each example's group: seq[R] → seq[examples]"),
+                                    ("mean_group", "mean over the rows of each example's group: seq[R] → seq[examples]")]),
     # -- vocabulary level
     *_ops("vocab_map", 1, (0,), [("softmax", "softmax over the vocabulary"),
                                  ("log_softmax", "log-softmax over the vocabulary")]),
@@ -83,24 +86,40 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # -- sequence structure
     Op("at_last", 2, "at_last", (0,), "a per-sequence value placed at the last completion token, 0 elsewhere"),
     Op("gae", 3, "gae", (0, 1), "generalised advantage estimate: reverse scan δ_t + γλ Â_{t+1} (attrs gamma, lam)"),
+    Op("gae_varying", 5, "gae_varying", (0, 1),
+       "gae whose γ and λ are operands 2 and 3 (per step, row or token; broadcast over the row's tokens)"),
     Op("discounted_sum", 2, "scan", (0,), "reverse discounted cumulative sum Σ_{s≥t} γ^{s-t} x_s (attr gamma)"),
     Op("whiten", 2, "whiten", (0,), "(x - mean) / std over the batch's completion tokens"),
     Op("positions", 1, "positions", (), "each completion token's index 0, 1, … within its sequence"),
     Op("token_quantile", 2, "token_reduce", (), "the q-quantile of x over the batch's completion tokens (attr q)"),
     # -- rows
     Op("sort_rows", 1, "sort_rows", (0,), "the per-sequence values sorted ascending over the batch"),
+    Op("row_rank", 1, "sort_rows", (), "0-based rank of the row's value among the batch's rows, largest first"),
+    Op("num_rows", 1, "rows", (), "the number of rows in the batch"),
+    Op("token_rank", 2, "scan", (), "0-based rank of each completion token's value within its row, largest first"),
     Op("expand_rows", 1, "expand_rows", (0,), "a per-example value repeated for each of a rollout's n samples"),
     # -- pairs within a group (a ranked list, a rollout's samples): row i with each row j of its group
     Op("pair_other", 1, "pair_other", (0,), "x_j: for row i, the value of each row j of its group"),
     Op("sum_pairs", 1, "sum_pairs", (0,), "Σ_j over the pairs (i, j) of row i's group: pair → seq"),
     Op("group_rank", 1, "group", (), "0-based rank of the row's value within its group, largest first"),
-    # -- state kept across steps
-    Op("running_mean", 1, "running_mean", (), "mean of every value seen so far, this batch included (no gradient)"),
+    # -- state kept across steps (keyed by the call site, attr key; no gradient)
+    Op("running_mean", 1, "running_mean", (), "mean of every value seen so far, this batch included"),
+    Op("running_var", 1, "running_mean", (), "Bessel-corrected variance of every value seen so far, this batch included"),
+    Op("ema", 1, "running_mean", (), "exponential moving average of the batch means (attrs decay, init)"),
+    # -- random draws: U[0, 1) at the operand's level; the level checker replaces the op by a
+    #    leaf of that level, which the runtime supplies (seeded), so codegen stays pure
+    Op("uniform", 1, "random", (), "independent U[0, 1) draws, one per element of the operand's level"),
 ]}
 
 # Named op sets, used by passes instead of repeated tuples.
-MASKED = frozenset({"sum_tokens", "mean_tokens", "token_mean", "token_sum", "at_last", "gae",
-                    "discounted_sum", "whiten", "token_quantile"})
+MASKED = frozenset({"sum_tokens", "mean_tokens", "token_mean", "token_sum", "at_last", "gae", "gae_varying",
+                    "discounted_sum", "whiten", "token_quantile", "token_rank"})
+# Ops that read a row space's groups. On a ragged one (ranked lists: K varies per example) the
+# level checker gives them the list sizes, a per-example leaf `sizes(R)`, as their last operand.
+GROUPED = frozenset({"group_mean", "group_std", "group_sum", "group_max", "group_min", "group_logsumexp",
+                     "group_suffix_logsumexp", "group_rank", "sum_group", "mean_group", "pair_other",
+                     "sum_pairs", "expand_rows"})
+STATEFUL = frozenset({"running_mean", "running_var", "ema"})  # keep state across steps, keyed by call site
 ELEMENTWISE = frozenset(n for n, o in OPS.items() if o.rule in ("map", "map2", "map3", "where",
                                                                  "compare", "logic", "not"))
 COMMUTATIVE = frozenset({"add", "mul", "minimum", "maximum", "logaddexp", "eq", "ne", "and", "or"})

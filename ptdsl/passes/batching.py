@@ -15,7 +15,8 @@ from ptdsl.ir.graph import order
 
 LINEAR_REDUCTIONS = frozenset({"mean", "sum", "token_mean", "token_sum"})
 CROSS_ROW = frozenset({"mean", "sum", "std", "max_rows", "min_rows", "token_mean", "token_sum", "whiten",
-                       "sort_rows", "token_quantile", "running_mean"})
+                       "sort_rows", "token_quantile", "running_mean", "running_var", "ema", "row_rank",
+                       "num_rows"})
 # (group ops and pairs stay within a group, and groups never straddle micro-batches)
 _LINEAR = frozenset({"add", "sub", "neg"})
 

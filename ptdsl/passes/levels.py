@@ -13,8 +13,8 @@ import networkx as nx
 from ptdsl.diagnostics import Label, Sink, error
 from ptdsl.ir import builtins as B
 from ptdsl.ir.graph import add, new_graph, order
-from ptdsl.ir.ops import MASKED, OPS
-from ptdsl.ir.datakinds import EXAMPLES
+from ptdsl.ir.ops import GROUPED, MASKED, OPS
+from ptdsl.ir.datakinds import DATA_KINDS, EXAMPLES
 from ptdsl.ir.types import SCALAR, Level, LevelMismatch, join
 
 
@@ -31,6 +31,9 @@ class _Checker:
                 self.h.graph[k] = v
         self.new: dict[int, int] = {}
         self.masks: dict[str, int] = {}
+        self.sizes_of: dict[str, int] = {}
+        kind = DATA_KINDS.get(g.graph.get("data"))
+        self.ragged = {kind.list_rows} if kind is not None and kind.list_rows else set()
 
     def lv(self, nid: int) -> Level:
         return self.h.nodes[nid]["level"]
@@ -49,9 +52,19 @@ class _Checker:
                 continue
             except LevelMismatch as exc:
                 self.sink.add(error("E0301", str(exc), d["span"], "these cannot be combined",
-                                    extra=self._operand_labels(d), help=exc.help))
+                                    extra=self._operand_labels(d), help=self._sources_help(d) or exc.help))
         self._outputs()
         return self.h
+
+    def _sources_help(self, d) -> str | None:
+        """Rows of two data sources (ir/sources.py) are different examples: say so."""
+        sources = self.g.graph.get("sources", {})
+        rows = {self.lv(self.new[a]).rows for a in d["args"] if a in self.new} & set(sources)
+        if len(rows) < 2:
+            return None
+        a, b = sorted(rows)
+        return (f"rows of the sources `{a}` and `{b}` are different examples, not aligned: reduce each over its "
+                f"own rows first (e.g. `mean(...)` of each) and combine the scalars")
 
     def _operand_labels(self, d) -> tuple[Label, ...]:
         out = []
@@ -107,6 +120,17 @@ class _Checker:
             self.masks[set_name] = self.emit("leaf", (), attrs, span, Level("token", rows, set_name, "bool"))
         return self.masks[set_name]
 
+    def _with_sizes(self, args, rows: str, span) -> list:
+        """A group op's operands, and the list sizes when its rows are ragged (K varies per example:
+        a per-example leaf `sizes(R)` the runtime supplies, as it does masks)."""
+        if rows not in self.ragged:
+            return list(args)
+        if rows not in self.sizes_of:
+            attrs = dict(name=f"sizes({rows})", kind="sizes", level="seq", model=None, set=None,
+                         rows=EXAMPLES, dtype="real", trainable=False)
+            self.sizes_of[rows] = self.emit("leaf", (), attrs, span, Level("seq", EXAMPLES))
+        return list(args) + [self.sizes_of[rows]]
+
     def need(self, nid, kinds, d, what, help=None):
         lvl = self.lv(nid)
         if lvl.kind not in kinds:
@@ -132,9 +156,13 @@ class _Checker:
         rule = OPS[op].rule
         if op in MASKED and op not in ("at_last",):
             args = args[: OPS[op].arity - 1]  # the mask operand is added here
+        if op in GROUPED:
+            args = args[: OPS[op].arity]  # and the list sizes, on ragged rows
         out = getattr(self, f"rule_{rule}")(op, args, d)
         if isinstance(out, tuple):
             args, level = out
+            if op in GROUPED:
+                args = self._with_sizes(args, level.rows if op == "expand_rows" else self.lv(args[0]).rows, span)
             return self.emit(op, args, d["attrs"], span, level, d["name"])
         return out
 
@@ -176,8 +204,8 @@ class _Checker:
         for a in args:
             lvl = self.lv(a)
             if lvl.kind == "seq" and lvl.rows == EXAMPLES:
-                a = self.emit("expand_rows", (a,), {"n": self.g.graph["rows"][target]}, d["span"],
-                              Level("seq", target, None, lvl.dtype))
+                a = self.emit("expand_rows", self._with_sizes((a,), target, d["span"]),
+                              {"n": self.g.graph["rows"][target]}, d["span"], Level("seq", target, None, lvl.dtype))
             out.append(a)
         return out
 
@@ -248,6 +276,16 @@ class _Checker:
             raise _Skip()
         return [self.real(args[0], d["span"])], lvl.with_dtype("real")
 
+    def rule_group_reduce(self, op, args, d):
+        """`sum_group(x)`, `mean_group(x)`: a group's rows → one value per example (a list's loss)."""
+        lvl = self.need(args[0], ("seq",), d, "a per-sequence value of grouped rows")
+        if not self.g.graph["rows"].get(lvl.rows):
+            self.sink.add(error("E0305", f"`{op}` reduces the rows of each group to their example, but these "
+                                         f"are {lvl}", d["span"], "these rows are not groups",
+                                help="groups are a rollout's samples (`n ≥ 2`) or a ranked list's responses"))
+            raise _Skip()
+        return [self.real(args[0], d["span"])], Level("seq", EXAMPLES)
+
     def rule_vocab_map(self, op, args, d):
         lvl = self.need(args[0], ("vocab",), d, "a per-vocabulary value, e.g. `logits(policy, S)`")
         return [self.real(args[0], d["span"])], lvl
@@ -270,6 +308,13 @@ class _Checker:
         if level.kind != "token":
             self.need(args[0], ("token",), d, "per-token rewards and values")
         return out + [self.mask(level.set, d["span"])], level
+
+    def rule_gae_varying(self, op, args, d):
+        # γ and λ computed by the loss: a scalar (e.g. of `progress`), one per row, or one per token
+        # of the same set; each broadcasts over its row's tokens like any operand
+        for a in args[2:]:
+            self.need(a, ("scalar", "seq", "token"), d, "a `gamma` and `lam` per step, row or token")
+        return self.rule_gae(op, args, d)
 
     def rule_scan(self, op, args, d):
         lvl = self.need(args[0], ("token",), d, "a per-token value")
@@ -304,6 +349,14 @@ class _Checker:
         self.need(args[0], ("seq", "scalar"), d, "a per-sequence value or a scalar")
         return [self.real(args[0], d["span"])], SCALAR
 
+    def rule_random(self, op, args, d):
+        """`uniform(x)` becomes a leaf at x's level (x only gives the shape): the runtime draws it."""
+        lvl = self.need(args[0], ("scalar", "seq", "token"), d, "a scalar, per-sequence or per-token value "
+                        "(the draws take its level)", help="e.g. `uniform(mask(y))` for one draw per token of `y`")
+        a = dict(name=d["attrs"]["name"], kind="uniform", level=lvl.kind, model=None, set=lvl.set,
+                 rows=lvl.rows, dtype="real", trainable=False)
+        return self.emit("leaf", (), a, d["span"], Level(lvl.kind, lvl.rows, lvl.set), d["name"])
+
 
 def _per(lvl: Level) -> str:
     return {"scalar": "one number", "seq": "one number per sequence", "token": "one number per token",
@@ -316,7 +369,7 @@ def _spec_name(d) -> str:
     return _SPEC_NAMES.get(d["op"], d["op"])
 
 
-_SPEC_NAMES = {op: name for name, op in B.OPS.items() if name != op}
+_SPEC_NAMES = {op: name for name, op in B.OPS.items() if name != op} | {v: k for k, v in B.VARYING_SCANS.items()}
 
 
 def _reduce_help(lvl: Level, what, kinds=("scalar",)) -> str | None:

@@ -19,6 +19,15 @@ class SetRows:
     truncated: list[bool] | None = None   # rollouts: no EOS within max_tokens
     texts: list[str] | None = None        # rollouts: decoded completions
     token_mask: list[list[bool]] | None = None  # which completion tokens the set holds, when not all
+    sampler_logprobs: list[list[float]] | None = None  # rollouts: each token's log-prob under the distribution
+    #                                                    the generator drew it from (`logprobs(sampler, y)`)
+
+    def select(self, rows: list[int]) -> "SetRows":
+        """These rows, in this order."""
+        def pick(values):
+            return [values[i] for i in rows] if values is not None else None
+        return SetRows(pick(self.prompt_ids), pick(self.completion_ids), pick(self.truncated), pick(self.texts),
+                       pick(self.token_mask), pick(self.sampler_logprobs))
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -26,12 +35,29 @@ class SetRows:
 
 @dataclass
 class Batch:
-    examples: list
+    examples: list                # the first data source's examples (the only one's, mostly)
     sets: dict[str, SetRows] = field(default_factory=dict)
+    rewards: dict[str, list[float]] = field(default_factory=dict)  # "r(y)" → one score per row of y
+    recorded: dict = field(default_factory=dict)  # leaf → tensor computed when the experience was made
+    sources: dict[str, list] = field(default_factory=dict)  # the other sources' examples, by row space
 
     @property
     def prompts(self) -> list[str]:
         return [e.prompt_text for e in self.examples]
+
+    def rows_of(self, rows: str) -> list:
+        """The examples whose rows a row space holds: another source's, else the first's (a grouped
+        row space, a rollout's or a ranked list's, holds rows of the first source's examples)."""
+        return self.sources.get(rows, self.examples)
+
+
+def list_sizes(examples, set_name: str) -> list[int] | None:
+    """Each example's number of responses when `set_name` is a ranked list (K varies per
+    example: 2 to the method's `size`), else None."""
+    first = examples[0].completions.get(set_name) if examples else None
+    if not (isinstance(first, list) and first and isinstance(first[0], list)):
+        return None
+    return [len(e.completions[set_name]) for e in examples]
 
 
 def dataset_sets(examples, wanted: list[str], set_info) -> dict[str, SetRows]:
@@ -39,8 +65,8 @@ def dataset_sets(examples, wanted: list[str], set_info) -> dict[str, SetRows]:
     out = {}
     for s in wanted:
         info = set_info[s]
-        if info.source == "data" and examples and isinstance(examples[0].completions[s][0], list):
-            # a ranked list: each example's responses are consecutive rows (a group)
+        if info.source == "data" and list_sizes(examples, s) is not None:
+            # a ranked list: each example's responses are consecutive rows (a group of its own size)
             out[s] = SetRows([e.prompt_ids for e in examples for _ in e.completions[s]],
                              [c for e in examples for c in e.completions[s]])
         elif info.source == "data":

@@ -33,13 +33,19 @@ class Layout:
     custom: int = 1      # objects registered for checkpointing (the LR schedule)
     process: int = 0     # each process restores its own random state
     scaler: bool = False
+    experience: bool = False  # experiences feed several steps: each process saves the one in progress
 
     def files(self) -> list[str]:
         names = [f"model{'' if i == 0 else f'_{i}'}.safetensors" for i in range(self.models)]
         names += [f"optimizer{'' if i == 0 else f'_{i}'}.bin" for i in range(self.optimizers)]
         names += [f"custom_checkpoint_{i}.pkl" for i in range(self.custom)]
         names += [f"random_states_{self.process}.pkl", STATE] + (["scaler.pt"] if self.scaler else [])
-        return names
+        return names + ([experience_file(self.process)] if self.experience else [])
+
+
+def experience_file(process: int) -> str:
+    """The experience in progress on one process (runtime/experience.py), a torch.save file."""
+    return f"experience_{process}.pt"
 
 
 @dataclass(frozen=True)
@@ -49,14 +55,20 @@ class Found:
     saved: dict   # trainer_state.json: step, the loss's running statistics, guard counters
 
 
-def save(accelerator, output: Path, step: int, saved: dict | None = None, keep: int = 2) -> Path:
+def save(accelerator, output: Path, step: int, saved: dict | None = None, keep: int = 2,
+         experience=None) -> Path:
+    """`experience` (this process's experience in progress, plain data) is written beside the
+    state when the run's experiences feed several steps."""
     final = output / f"{PREFIX}{step}"
     tmp = output / f".{PREFIX}{step}.tmp"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every process's random state is on disk before the manifest lists it
+    if experience is not None:
+        import torch
+        torch.save(experience, tmp / experience_file(accelerator.process_index))
+    accelerator.wait_for_everyone()  # every process's files are on disk before the manifest lists them
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps({**(saved or {}), "step": step}))
         sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
@@ -161,6 +173,12 @@ def _bad_weights(f: Path) -> str | None:
     except (SafetensorError, OSError, RuntimeError) as exc:
         return f"is unreadable ({exc})"
     return f"holds {bad:,} non-finite weights" if bad else None
+
+
+def load_experience(found: Found, process: int):
+    """The experience in progress this process saved (plain tensors, lists and strings)."""
+    import torch
+    return torch.load(found.path / experience_file(process), weights_only=True)
 
 
 def load(accelerator, found: Found) -> tuple[int, dict]:

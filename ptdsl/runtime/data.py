@@ -34,15 +34,17 @@ class Example:
 class Skipped:
     empty_completion: int = 0
     prompt_too_long: int = 0
-    wrong_list_size: int = 0
+    list_too_short: int = 0    # a ranked list of fewer than 2 responses ranks nothing
+    list_too_long: int = 0     # more responses than the method's `size`, K_max
     no_step_within_max_length: int = 0
 
     def __str__(self) -> str:
         parts = [f"{n} {what}" for what, n in (("with an empty completion", self.empty_completion),
                                                 ("whose prompt leaves no room within max_length",
                                                  self.prompt_too_long),
-                                                ("whose list of responses has another length than the "
-                                                 "method's `size`", self.wrong_list_size),
+                                                ("whose list has fewer than 2 responses", self.list_too_short),
+                                                ("whose list has more responses than the method's `size`",
+                                                 self.list_too_long),
                                                 ("whose first step does not end within max_length",
                                                  self.no_step_within_max_length)) if n]
         return "skipped rows: " + ", ".join(parts) if parts else ""
@@ -108,17 +110,46 @@ def normalise(row: dict, kind: str, tok) -> list[dict]:
     return [row]
 
 
+# ---- sources ------------------------------------------------------------------------
+
+def only_source(plan):
+    """The plan's first data source (ir/sources.Source); a plan made without sources has one,
+    `examples`, of its data kind."""
+    if plan.sources:
+        return plan.sources[0]
+    from ptdsl.ir.sources import Source
+    return Source("examples", plan.data, ())
+
+
+def renamed(examples: list[Example], source) -> list[Example]:
+    """Examples with the kind's sets and fields under the spec's names (`sft(completion = retained)`)."""
+    sets = {k: s for s, k in source.sets if s != k}
+    fields = {k: f for f, k in source.fields if f != k}
+    if not sets and not fields:
+        return examples
+    for e in examples:
+        e.completions = {sets.get(k, k): v for k, v in e.completions.items()}
+        e.token_masks = {sets.get(k, k): v for k, v in e.token_masks.items()}
+        e.fields = {fields.get(k, k): v for k, v in e.fields.items()}
+    return examples
+
+
 # ---- tokenisation -----------------------------------------------------------------
 
 def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_length: int,
              max_prompt_length: int | None, list_size: int | None = None,
-             step_separator: str = "\n") -> tuple[list[Example], Skipped]:
+             step_separator: str = "\n", limit: int | None = None) -> tuple[list[Example], Skipped]:
+    """Examples of the rows that fit, in order; with `limit`, the first `limit` of them, and
+    the rows after the one that completes them are not tokenised at all (--max-examples on a
+    large dataset costs what it keeps)."""
     kind_ = DATA_KINDS[kind]
     sets = kind_.sets
     skipped = Skipped()
     out: list[Example] = []
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     for i, row in enumerate(rows):
+        if limit is not None and len(out) >= limit:
+            break
         prompt = row.get("prompt", "")
         p_ids = bos + tok(prompt, add_special_tokens=False)["input_ids"]
         if max_prompt_length is not None:
@@ -127,9 +158,12 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
             skipped.prompt_too_long += 1
             continue
         room = max_length - len(p_ids)
-        if kind_.list_rows:
-            if len(row["responses"]) != list_size or len(row["ratings"]) != list_size:
-                skipped.wrong_list_size += 1
+        if kind_.list_rows:  # 2 to `size` responses (validation matched the ratings to them)
+            if len(row["responses"]) < 2:
+                skipped.list_too_short += 1
+                continue
+            if list_size is not None and len(row["responses"]) > list_size:
+                skipped.list_too_long += 1
                 continue
             texts = row["responses"]
             if not all(t.strip() for t in texts):

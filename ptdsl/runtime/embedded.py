@@ -65,7 +65,8 @@ def _steps(prompt: str, rng) -> dict:
 def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (),
             list_size: int | None = None) -> list[dict]:
     """Rows of the synthetic task in TRL's format for a data kind (ranked lists: the right
-    answer first, then answers further and further off)."""
+    answer first, then answers further and further off; between 2 and `list_size` of them,
+    varying from row to row, as real ranked data does)."""
     rows = []
     for i, (prompt, right, wrong) in enumerate(_problems(n, seed)):
         if kind == "sft":
@@ -78,7 +79,7 @@ def dataset(kind: str, n: int = 4096, seed: int = 0, fields: tuple[str, ...] = (
         elif kind == "prompts":
             row = {"prompt": prompt, "answer": right}
         elif kind == "ranked":
-            k = list_size or 4
+            k = 2 + i % ((list_size or 4) - 1)
             total = int(right)
             row = {"prompt": prompt, "responses": [str((total + d) % 19) for d in range(k)],
                    "ratings": [float(k - d) for d in range(k)]}

@@ -50,6 +50,8 @@ class Guard:
     norms: list = field(default_factory=list)   # finite gradient norms so far
     _bad_loss: tuple | None = None               # (micro-batch, its detached inputs)
     _warned: set = field(default_factory=set)
+    clip_groups: tuple = ()   # (name, params) clipped each on its own (a separate critic); () = one group
+    group_norms: dict = field(default_factory=dict)  # each group's gradient norm at the last step
 
     def __post_init__(self):
         self.w0 = self._weight_norm()
@@ -63,15 +65,18 @@ class Guard:
     def step_ok(self, step: int, max_norm: float, rerun) -> tuple[float, bool]:
         """The gradient norm (clipped to `max_norm` when > 0) and whether to apply the update.
         `rerun()` gives this process's micro-batch inputs again, for the diagnosis."""
-        norm = float(self.acc.clip_grad_norm_(self.params, max_norm or math.inf))
+        norm = self._clip(max_norm or math.inf)
         scaled = self.acc.scaler is not None  # fp16: the scaler skips overflowing steps itself
-        local = torch.tensor([float(self._bad_loss is not None), float(not scaled and not math.isfinite(norm))],
+        finite = all(math.isfinite(n) for n in self.group_norms.values()) and math.isfinite(norm)
+        local = torch.tensor([float(self._bad_loss is not None), float(not scaled and not finite)],
                              device=self.acc.device)
         bad_loss, bad_grad = (self.acc.reduce(local, "sum") > 0).tolist()
         if not (bad_loss or bad_grad):
             self.norms.append(norm)
             return norm, True
-        what = self._loss_text(step) if bad_loss else self._grad_text(step, norm, rerun())
+        # the norm that is not finite: the policy's, or a separate critic's (clip_groups)
+        bad_norm = next((n for n in self.group_norms.values() if not math.isfinite(n)), norm)
+        what = self._loss_text(step) if bad_loss else self._grad_text(step, bad_norm, rerun())
         self._bad_loss = None
         if self.mode == "skip" and self.skipped < self.max_skipped:
             self.skipped += 1
@@ -80,6 +85,18 @@ class Guard:
         cap = f" ({self.skipped} steps skipped already, the most --max-skipped-steps allows)" \
             if self.mode == "skip" else ""
         raise RuntimeSetupError(what + cap, help=self._advice())
+
+    def _clip(self, max_norm: float) -> float:
+        """Clip the gradient norm and return the first group's (the policy's). With separate
+        critics each group is clipped on its own, as verl and OpenRLHF clip actor and critic, so a
+        critic's large value-loss gradient never shrinks the policy's step (TRL's PPOTrainer
+        wrapped both in one module and clipped them together)."""
+        if not self.clip_groups:
+            return float(self.acc.clip_grad_norm_(self.params, max_norm))
+        self.acc.unscale_gradients()  # once for all groups (fp16); what accelerate's clip does first
+        self.group_norms = {name: float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                            for name, params in self.clip_groups}
+        return next(iter(self.group_norms.values()))
 
     def after_update(self, step: int) -> None:
         """Weights overflowed by an update with a finite gradient are an error too."""

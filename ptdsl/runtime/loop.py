@@ -1,13 +1,15 @@
 """The training loop: one readable file, the compiled method its only
 method-specific input.
 
-Each optimizer step takes one global batch (the same on every process, from a
-seeded permutation, so a step's data depends only on the seed and the step),
-keeps this process's slice, splits it into micro-batches, samples rollouts and
-scores rewards where the plan has them, counts rows and tokens over the whole
-global batch (all processes) BEFORE any backward, and gives those counts to the
-compiled loss as its normalisers: the micro-batch losses then sum to the
-full-batch loss, whatever the accumulation steps or the number of processes.
+Each optimizer step takes one mini-batch of the current experience
+(runtime/experience.py: a batch of examples made once — rollouts sampled, rewards
+scored, `old` recorded — and used for the passes × mini-batches the spec's `update`
+line asks; by default one step per experience). A mini-batch is one global batch,
+the same on every process; this process's slice of it is split into micro-batches.
+Rows and tokens are counted over the whole mini-batch (all processes) BEFORE any
+backward, and given to the compiled loss as its normalisers: the micro-batch losses
+then sum to the full mini-batch loss, whatever the accumulation steps or the number
+of processes.
 """
 from __future__ import annotations
 
@@ -20,26 +22,31 @@ from pathlib import Path
 
 import torch
 
-import ptdsl
+from ptdsl.api import compile as compile_method  # the API below the runtime, not the package above it
+from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, metrics_log, rollout
+from ptdsl.runtime import checkpoint, embedded, experience, metrics_log
+from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
+from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.guard import Guard, check_options
 from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources, verifier_uses
 from ptdsl.runtime.setup import load_examples, load_models
-from ptdsl.runtime.step import StepContext, build_batch, loss_inputs, masks, pick_sets, scoring_temperatures
+from ptdsl.runtime.sources import load_sources, shares as source_shares
+from ptdsl.runtime.step import StepContext, loss_inputs, masks, scoring_temperatures
 
 
 @dataclass
 class TrainOptions:
     output: str = "out"
-    steps: int | None = None             # optimizer steps (default: one epoch)
+    steps: int | None = None             # optimizer steps (default: one epoch × the spec's passes × mini-batches)
     batch_size: int = 8                  # examples (prompts, for rollouts) per process per micro-step
     grad_accum: int = 1
     learning_rate: float | None = None   # default: 1e-5, or 3e-3 for the embedded tiny model
+    critic_lr: float | None = None       # separate critics (default: the policy's × the spec's lr_scale)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -63,23 +70,34 @@ class TrainOptions:
     quiet: bool = False
 
 
-def train(method, model: str | None = None, data: str | None = None, reward_fns=(), params: dict | None = None,
+def train(method, model: str | None = None, data=None, reward_fns=(), params: dict | None = None,
           **options) -> dict:
-    """Train `method` (name, path or Method) and return the last logged metrics."""
+    """Train `method` (name, path or Method) and return the last logged metrics. `data`: a path (the
+    method's one dataset), `{source: path}` or `["NAME=PATH", …]` for named sources, or None (the
+    embedded default for every source)."""
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = TrainOptions(**options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
-    compiled = ptdsl.compile(method, **(params or {}))
+    compiled = compile_method(method, **(params or {}))
+    lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
+    critic_lrs = C.learning_rates(compiled.plan.learners, lr, opts.critic_lr, compiled.name)  # --critic-lr: checked now
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
+    # accelerate keeps one state per process and refuses a second Accelerator with another
+    # mixed precision (a second train() in a notebook or a test): the previous run's state is
+    # dropped first, the process group (PartialState) kept, as transformers' TrainingArguments does
+    AcceleratorState._reset_state()
     # cpu=True without CUDA: several processes then form a gloo group (MULTI_CPU), which
     # accelerate only does when told the run is on the CPU
     acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
                       project_dir=opts.output, cpu=not torch.cuda.is_available())
     set_seed(opts.seed)
     log = _logger(acc, opts)
+    for w in compiled.warnings:  # e.g. W0202: `old` with one optimizer step per batch
+        log(render(w, compiled.method.definition.sources))
     out = Path(opts.output)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -89,16 +107,17 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
                             uses=verifier_uses(compiled.method.definition), log=log) \
         if compiled.plan.rewards or reward_fns else None
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log)
-    examples = load_examples(compiled, data, models.tokenizer, opts.max_length, opts.max_prompt_length,
-                             opts.seed, log, opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows,
-                             require_columns=rewards.columns if rewards else ())  # what the verifiers read
-    examples = examples[: opts.max_examples] if opts.max_examples else examples
+    load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
+    sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
+    examples = next(iter(sources.values()))
     world = acc.num_processes
-    per_step = opts.batch_size * opts.grad_accum * world
-    if len(examples) < per_step:
-        raise RuntimeSetupError(f"the dataset has {len(examples)} usable rows, fewer than one global batch "
-                                f"({opts.batch_size} × {opts.grad_accum} accumulation × {world} processes)")
-    total = opts.steps or max(1, len(examples) // per_step)
+    reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
+    shares = source_shares(compiled.plan.sources, sources, opts.batch_size)  # the other sources' rows per micro-batch
+    total = opts.steps or max(1, reuse.default_total())
+    check_schedules(compiled, total, reuse.default_total())  # scheduled params' constraints, every step
+    if reuse.steps > 1:
+        log(f"note: each batch of experience ({reuse.size} examples) feeds {reuse.steps} optimizer steps "
+            f"({reuse.passes} passes × {reuse.minibatches} mini-batches); `old` outputs are recorded as it is made")
     if (opts.grad_accum > 1 or world > 1) and inexact_nodes(compiled.graph):
         spans = ", ".join(str(compiled.graph.nodes[n]["span"]) for n in inexact_nodes(compiled.graph))
         log(f"note: `{compiled.name}` uses a batch statistic non-linearly ({spans}); it is computed per "
@@ -108,46 +127,56 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
     pre = [q for q in compiled.plan.queries if q.precomputable] if opts.precompute else []
     for m in models.frozen.values():
         m.to(acc.device)
-    positions = {e.index: i for i, e in enumerate(examples)}
-    cache = precompute(pre, models.frozen, examples, compiled.graph.graph["sets"], models.tokenizer.pad_token_id,
+    positions = {e.index: i for rows in sources.values() for i, e in enumerate(rows)}
+    cache = precompute(pre, models.frozen, sources, compiled.graph.graph["sets"], models.tokenizer.pad_token_id,
                        acc.device, 16, out / "cache" if acc.is_main_process else None, models.ids,
                        _progress(acc, opts)) if pre else {}
 
-    # -- optimizer, schedule, accelerate
-    lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
-    heads = list(models.heads.values())
+    # -- optimizer (a parameter group per learner: the policy with its heads, each critic), schedule, accelerate
+    heads, critics = list(models.heads.values()), list(models.critics.values())
     params_ = [p for m in [models.policy, *heads] for p in m.parameters() if p.requires_grad]
-    optim = _adamw(params_, lr, opts.weight_decay)
+    critic_params = [[p for p in c.parameters() if p.requires_grad] for c in critics]
+    optim = _adamw([{"params": params_, "lr": lr}] + [{"params": ps, "lr": r} for ps, r in zip(critic_params, critic_lrs)],
+                   lr, opts.weight_decay)
+    critic_warmup = C.warmup_steps(compiled.plan.learners)
+    for learner, r in zip(compiled.plan.learners, critic_lrs):
+        log(f"note: critic `{learner.name}` trains in its own parameter group at lr {r:g}"
+            + (f"; for the first {learner.warmup_steps} steps only it learns" if learner.warmup_steps else ""))
     warm = int(opts.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min((s + 1) / max(warm, 1), max(0.0, (total - s) / max(total - warm, 1))))
-    prepared = acc.prepare(Trunk(models.policy), *heads, optim)
-    models.trunk, heads, optim = prepared[0], list(prepared[1:-1]), prepared[-1]
-    models.heads = dict(zip(models.heads, heads))
+    prepared = acc.prepare(Trunk(models.policy), *heads, *critics, optim)
+    models.trunk, optim = prepared[0], prepared[-1]
+    heads, critics = list(prepared[1:1 + len(heads)]), list(prepared[1 + len(heads):-1])
+    models.heads, models.critics = dict(zip(models.heads, heads)), dict(zip(models.critics, critics))
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
+    ctx = StepContext(compiled, models, acc.device, cache, positions,
+                      temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed)
+    experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares)
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
-        layout = checkpoint.Layout(models=1 + len(heads), process=acc.process_index, scaler=acc.scaler is not None)
-        start, saved = _resume(acc, out, total, layout, log)
+        layout = checkpoint.Layout(models=1 + len(heads) + len(critics), process=acc.process_index,
+                                   scaler=acc.scaler is not None,
+                                   experience=reuse.steps > 1)
+        start, saved = _resume(acc, out, total, layout, log, experiences)
         state = {k: tuple(v) for k, v in saved.get("state", {}).items()}
-    guard = Guard(compiled, acc, params_, opts.nonfinite_grads, opts.max_skipped_steps, lr,
-                  saved.get("skipped", 0), log)
+    guard = Guard(compiled, acc, params_ + [p for ps in critic_params for p in ps], opts.nonfinite_grads,
+                  opts.max_skipped_steps, lr, saved.get("skipped", 0), log,
+                  clip_groups=(("policy", params_), *zip(models.critics, critic_params)) if critics else ())
     if opts.report_to:
         acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
 
-    ctx = StepContext(compiled, models, acc.device, cache, positions,
-                      temperatures=scoring_temperatures(compiled.plan, opts.rollout))
     # a metric whose batch means take global counts sums over micro-batches; others average
     summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
-    trainable = [models.trunk, *heads]
+    trainable = [models.trunk, *heads, *critics]
     bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
     last: dict = {}
-    once_cache: dict = {}  # (rollout, example) → samples of a `once` rollout
     for step in bar:
         t0 = time.time()
-        micro = _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache)
+        ctx.clock = Clock(step, total, reuse.default_total())  # time leaves and random draws read it
+        micro = experiences.minibatch(step)  # makes the next experience when this step starts one
         norm = _global_counts(compiled, micro, acc)
         state_before = dict(state)
         sums: dict[str, float] = {}
@@ -168,6 +197,8 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         rerun = partial(_rerun, ctx, micro, norm, state_before, acc)
         grad_norm, ok = guard.step_ok(step, opts.max_grad_norm, rerun)
         if ok:
+            if step < critic_warmup:  # a critic's warm-up: the policy's update is skipped, only critics learn
+                C.hold_policy(params_)
             optim.step()
             guard.after_update(step)
         else:  # a skipped step leaves no trace in the running statistics either
@@ -180,18 +211,29 @@ def train(method, model: str | None = None, data: str | None = None, reward_fns=
         last = _reduce_metrics(acc, sums, summed)
         last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
         last["grad_norm"] = grad_norm
+        last.update({f"grad_norm_{name}": n for name, n in list(guard.group_norms.items())[1:]})
         if opts.nonfinite_grads == "skip":
             last["skipped_steps"] = guard.skipped
         guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
-            checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped})
+            checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
+                            experience=experiences.state() if reuse.steps > 1 else None)
     _save_final(acc, models, out)
     if rewards is not None:
         rewards.report()
     if opts.report_to:
         acc.end_training()
     return last
+
+
+def _load_source(compiled, tok, opts, log, verifier_columns, source, path, seed):
+    """One data source's examples (runtime/setup.load_examples), the first --max-examples of them."""
+    examples = load_examples(compiled, path, tok, opts.max_length, opts.max_prompt_length, seed, log,
+                             opts.step_separator, skip_invalid_rows=opts.skip_invalid_rows,
+                             require_columns=verifier_columns, source=source,  # what the verifiers read
+                             limit=opts.max_examples or None)  # tokenise no further than needed
+    return examples
 
 
 def _adamw(params, lr: float, weight_decay: float):
@@ -204,65 +246,7 @@ def _adamw(params, lr: float, weight_decay: float):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-# ---- batches ------------------------------------------------------------------------
-
-def _indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
-    """The global batch of `step`: a slice of a seeded permutation of the dataset, one per epoch
-    (the last incomplete batch of an epoch is dropped), so resuming needs only the step."""
-    per_epoch = n // per_step
-    epoch, k = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    return perm[k * per_step:(k + 1) * per_step]
-
-
-def _sampler(compiled, models, name):
-    """What a rollout samples from: a language model, or a geometric mixture of two."""
-    role = compiled.graph.graph["roles"].get(name)
-    if role is not None and role.kind == "mixture":
-        opts = dict(role.options)
-        return rollout.GeometricMixture(_sampler(compiled, models, role.of), _sampler(compiled, models, opts["with"]),
-                                        opts["coef"])
-    return models.policy if name == "policy" else models.frozen[name]
-
-
-def _micro_batches(compiled, examples, step, opts, acc, models, rewards, once_cache):
-    per_step = opts.batch_size * opts.grad_accum * acc.num_processes
-    ids = _indices(len(examples), step, per_step, opts.seed)
-    mine = ids[acc.process_index::acc.num_processes]
-    micro = []
-    for i in range(opts.grad_accum):
-        batch = build_batch(compiled, [examples[j] for j in mine[i::opts.grad_accum]])
-        for name, spec in compiled.plan.rollouts.items():
-            if not rollout.samples_now(spec, opts.seed, step, i):  # `on_policy = λ`: the dataset's turn
-                batch.sets[name] = rollout.from_dataset(batch.examples, compiled.plan.data, models.tokenizer)
-                continue
-            sampler = _sampler(compiled, models, spec.model)
-            if spec.options.get("once"):  # a frozen model's samples: drawn once per prompt, then reused
-                batch.sets[name] = rollout.sample_once(once_cache, sampler, models.tokenizer, batch.examples, spec,
-                                                       acc.device, opts.rollout, opts.seed)
-                continue
-            batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, acc.device,
-                                              opts.rollout)
-        _score(compiled, batch, rewards)
-        pick_sets(compiled, batch)
-        micro.append(batch)
-    return micro
-
-
-def _score(compiled, batch, rewards):
-    """Every reward the step reads, on rollout sets (those of picked sets are selected later)."""
-    sets = compiled.graph.graph["sets"]
-    needed = {(i.name.split("(", 1)[0], i.set) for i in compiled.inputs if i.kind == "reward"}
-    needed |= {(sets[s].by, sets[s].base) for s in compiled.plan.sets if sets[s].source == "picked"}
-    for reward, s in sorted(needed):
-        if sets[s].source != "rollout":
-            continue
-        n = int(compiled.plan.rollouts[s].options.get("n", 1))
-        prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
-        keys = dict.fromkeys(k for e in batch.examples for k in e.columns)  # rows may differ in their columns
-        columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in keys}
-        batch.rewards[f"{reward}({s})"] = rewards.evaluate(reward, prompts, batch.sets[s].texts, columns)
-
+# ---- counts -------------------------------------------------------------------------
 
 def _global_counts(compiled, micro, acc) -> dict:
     """Rows and completion tokens of the whole global batch, over every process (and, with
@@ -275,9 +259,10 @@ def _global_counts(compiled, micro, acc) -> dict:
             values.append(sum(len(b.sets[s]) for b in micro))
         keys.append(f"tokens:{s}")
         values.append(sum(int(masks(compiled, b, "cpu")[s].sum()) for b in micro))
-    if "rows:examples" not in keys:
-        keys.append("rows:examples")
-        values.append(sum(len(b.examples) for b in micro))
+    for rows in [s.rows for s in compiled.plan.sources] or ["examples"]:  # each data source's examples
+        if f"rows:{rows}" not in keys:
+            keys.append(f"rows:{rows}")
+            values.append(sum(len(b.rows_of(rows)) for b in micro))
     total = acc.reduce(torch.tensor(values, dtype=torch.float64, device=acc.device), "sum")
     norm = {k: max(float(v), 1.0) for k, v in zip(keys, total.tolist())}
     if acc.num_processes > 1:  # running statistics (`running_mean`) add up every process's batch
@@ -287,9 +272,9 @@ def _global_counts(compiled, micro, acc) -> dict:
 
 # ---- checks, logging, saving -------------------------------------------------------
 
-def _resume(acc, out: Path, total: int, layout, log) -> tuple[int, dict]:
-    """Load the newest valid checkpoint (saying which newer ones were skipped and why) and cut
-    metrics.jsonl back to its step."""
+def _resume(acc, out: Path, total: int, layout, log, experiences) -> tuple[int, dict]:
+    """Load the newest valid checkpoint (saying which newer ones were skipped and why), the
+    experience in progress when it was taken inside one, and cut metrics.jsonl back to its step."""
     found, skipped = checkpoint.choose(out, total, layout)
     for path, reason in skipped:
         log(f"--resume: skipping {path}: {reason}")
@@ -298,6 +283,8 @@ def _resume(acc, out: Path, total: int, layout, log) -> tuple[int, dict]:
         raise RuntimeSetupError(f"--resume: no usable checkpoint in `{out}`" + (f" ({why})" if why else ""),
                                 help="start without --resume (or with another --output)")
     start, saved = checkpoint.load(acc, found)
+    if start % experiences.reuse.steps:  # taken inside an experience: continue that one
+        experiences.restore(checkpoint.load_experience(found, acc.process_index), start)
     if acc.is_main_process:
         metrics_log.truncate(out, start)
     log(f"resumed from {found.path} at step {start}")
@@ -357,6 +344,7 @@ def _save_final(acc, models, out: Path):
     models.tokenizer.save_pretrained(final)
     for name, head in models.heads.items():
         torch.save(acc.unwrap_model(head).state_dict(), final / f"{name}_head.pt")
+    C.save(models.critics, acc.unwrap_model, final)
 
 
 def _tracker_config(compiled, opts) -> dict:

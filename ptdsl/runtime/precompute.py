@@ -24,12 +24,15 @@ def cache_key(model_id: str, examples, kind: str, leaf_names) -> str:
 
 def precompute(queries, models, examples, set_info, pad_id, device, batch_size, cache_dir: Path | None,
                model_ids: dict, progress) -> dict:
-    """{leaf name: [per-example 1-D tensors]} for every precomputable query."""
+    """{leaf name: [per-example 1-D tensors]} for every precomputable query. `examples` is a list,
+    or with several data sources a dict row space → examples: a query runs over its set's source."""
     out: dict[str, list] = {}
-    by_model: dict[str, list] = {}
+    by_model: dict[tuple[str, str], list] = {}
     for q in queries:
-        by_model.setdefault(q.model, []).append(q)
-    for model_name, qs in by_model.items():
+        by_model.setdefault((q.model, set_info[q.set].rows), []).append(q)
+    sources = examples if isinstance(examples, dict) else None
+    for (model_name, rows), qs in by_model.items():
+        examples = sources[rows] if sources else examples
         leaves = [q.leaf for q in qs]
         key = cache_key(model_ids[model_name], examples, "precompute", leaves)
         path = cache_dir / f"{model_name}-{key}.pt" if cache_dir else None

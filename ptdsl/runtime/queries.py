@@ -118,7 +118,7 @@ def _logits(h, weight, bias, temperature):
     return z if temperature == 1.0 else z / temperature
 
 
-def _decoder(model):
+def decoder(model):
     """The transformer body of a causal LM or sequence classifier (hidden states out)."""
     if hasattr(model, "get_base_model"):  # PEFT: adapters are injected into the base model's layers
         model = model.get_base_model()
@@ -138,7 +138,7 @@ class Trunk(torch.nn.Module):
         self.lm = lm
 
     def forward(self, input_ids, attention_mask, position_ids):
-        out = _decoder(self.lm)(input_ids=input_ids, attention_mask=attention_mask,
+        out = decoder(self.lm)(input_ids=input_ids, attention_mask=attention_mask,
                                 position_ids=position_ids, use_cache=False)
         return out[0] if isinstance(out, tuple) else out.last_hidden_state
 
@@ -192,6 +192,19 @@ def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, t
                                             h[rows], lay.attention_mask[rows])
         result.update({("mask", s): lay.completion_mask[s] for s in names})
     return result
+
+
+def run_critic(critic, sets, names, pad_id, device, frozen: bool) -> dict:
+    """{("values", set): [rows, width]} from a separate critic (runtime/critic.py): its value at
+    the state before each completion token, the position a value head reads on the policy."""
+    lay = layout(sets, names, pad_id, device)
+    with torch.inference_mode() if frozen else torch.enable_grad():
+        values = critic(lay.input_ids, lay.attention_mask, lay.position_ids)
+        out = {}
+        for s in names:
+            first, n, width = lay.spans[s]
+            out[("values", s)] = values[first:first + n, lay.prompt_len - 1: lay.prompt_len - 1 + width]
+    return out
 
 
 def _output(kind, model, hs, targets, mask, temperature, value_head, h_rows, att_rows):

@@ -7,7 +7,12 @@ KV cache, the sampling options applied to the mixed logits (Nash-MD). A rollout 
 `on_policy = λ` samples in a micro-batch with probability λ and otherwise holds the
 dataset's completions (GKD's on-policy mixing). A rollout with `once = true` (a frozen
 model's) is sampled once per prompt, from a generator seeded by the run's seed, the
-rollout and the example, and reused (A*-PO's offline stage)."""
+rollout and the example, and reused (A*-PO's offline stage).
+
+When the spec reads `logprobs(sampler, y)`, the rollout also returns each sampled
+token's log-prob under the distribution it was drawn from (after temperature, top-k
+and top-p: `generate`'s processed scores, or the mixture's own), in its SetRows: a
+generator of another kind (vLLM) fills the same field."""
 from __future__ import annotations
 
 import random
@@ -31,7 +36,8 @@ def samples_now(rollout, seed: int, step: int, micro: int) -> bool:
     return random.Random(f"{seed}:{step}:{micro}").random() <= rate
 
 
-def sample_once(cache: dict, model, tok, examples, rollout, device, overrides, seed: int) -> SetRows:
+def sample_once(cache: dict, model, tok, examples, rollout, device, overrides, seed: int,
+                keep_logprobs: bool = False) -> SetRows:
     """A frozen model's samples for these prompts, each prompt's drawn on first sight and kept
     in `cache`. The draw is seeded per (seed, rollout, example), so a resumed run or another
     process draws the same samples without the cache."""
@@ -41,10 +47,12 @@ def sample_once(cache: dict, model, tok, examples, rollout, device, overrides, s
             devices = [device] if torch.device(device).type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(zlib.crc32(f"{seed}:{rollout.name}:{e.index}".encode()))
-                cache[key] = sample(model, tok, [e], rollout, device, overrides)
+                cache[key] = sample(model, tok, [e], rollout, device, overrides, keep_logprobs)
     parts = [cache[(rollout.name, e.index)] for e in examples]
+    kept = [lp for part in parts for lp in part.sampler_logprobs] if keep_logprobs else None
     return SetRows([p for part in parts for p in part.prompt_ids], [c for part in parts for c in part.completion_ids],
-                   [t for part in parts for t in part.truncated], [t for part in parts for t in part.texts])
+                   [t for part in parts for t in part.truncated], [t for part in parts for t in part.texts],
+                   sampler_logprobs=kept)
 
 
 def from_dataset(examples, data_kind: str, tok) -> SetRows:
@@ -55,7 +63,10 @@ def from_dataset(examples, data_kind: str, tok) -> SetRows:
     return SetRows([e.prompt_ids for e in examples], comps, [False] * len(comps), texts)
 
 
-def sample(model, tok, examples, rollout, device, overrides: dict | None = None) -> SetRows:
+def sample(model, tok, examples, rollout, device, overrides: dict | None = None,
+           keep_logprobs: bool = False) -> SetRows:
+    """n samples per prompt; with `keep_logprobs`, also each token's log-prob under the
+    distribution it was drawn from."""
     opts = {**rollout.options, **(overrides or {})}
     n = int(opts.get("n", 1))
     prompts = [e.prompt_ids for e in examples for _ in range(n)]
@@ -74,7 +85,13 @@ def sample(model, tok, examples, rollout, device, overrides: dict | None = None)
         gen.update(temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():
         if isinstance(model, GeometricMixture):
-            new = model.generate(ids.to(device), att.to(device), gen)
+            new, logprobs = model.generate_with_logprobs(ids.to(device), att.to(device), gen)
+        elif keep_logprobs:
+            out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), output_scores=True,
+                                 return_dict_in_generate=True, **gen)
+            new = out.sequences[:, P:]
+            logprobs = torch.stack([drawn_logprobs(z, new[:, t]) for t, z in enumerate(out.scores)], 1) \
+                if out.scores else new.new_zeros(new.shape, dtype=torch.float32)
         else:
             new = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), **gen)[:, P:]
     completions, truncated, texts = [], [], []
@@ -84,7 +101,14 @@ def sample(model, tok, examples, rollout, device, overrides: dict | None = None)
         completions.append(completion)
         truncated.append(tok.eos_token_id not in completion)
         texts.append(tok.decode([t for t in completion if t != tok.eos_token_id], skip_special_tokens=True))
-    return SetRows(prompts, completions, truncated, texts)
+    kept = [lp[:len(c)] for lp, c in zip(logprobs.tolist(), completions)] if keep_logprobs else None
+    return SetRows(prompts, completions, truncated, texts, sampler_logprobs=kept)
+
+
+def drawn_logprobs(scores, tokens):
+    """log softmax(scores)[token] per row: the probability the sampler drew each token with
+    (scores are the processed logits the token was drawn from)."""
+    return torch.log_softmax(scores.float(), -1).gather(-1, tokens[:, None])[:, 0]
 
 
 class GeometricMixture:
@@ -100,14 +124,20 @@ class GeometricMixture:
 
     def generate(self, ids, att, gen: dict):
         """New tokens [rows, ≤ max_new_tokens]; rows that ended hold `pad_token_id` after EOS."""
+        return self.generate_with_logprobs(ids, att, gen)[0]
+
+    def generate_with_logprobs(self, ids, att, gen: dict):
+        """(new tokens, each one's log-prob under the processed mixed distribution it was drawn from)."""
         pos = (att.cumsum(-1) - 1).clamp(min=0)
         outs = [_forward(m, input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True)
                 for m in (self.a, self.b)]
         eos, pad = gen["eos_token_id"], gen["pad_token_id"]
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        new = []
+        new, logprobs = [], []
         for _ in range(gen["max_new_tokens"]):
-            tok = pick_tokens(self.mixed_logits(outs), gen)
+            z = processed(self.mixed_logits(outs), gen)
+            tok = draw(z, gen)
+            logprobs.append(drawn_logprobs(z, tok))
             tok = torch.where(done, torch.full_like(tok, pad), tok)
             new.append(tok)
             done |= tok == eos
@@ -117,7 +147,9 @@ class GeometricMixture:
             pos = pos[:, -1:] + 1
             outs = [_forward(m, input_ids=tok[:, None], attention_mask=att, position_ids=pos, use_cache=True,
                              **{name: _cache_of(o)}) for m, o, name in zip((self.a, self.b), outs, self.cache_names)]
-        return torch.stack(new, 1) if new else ids[:, :0]
+        if not new:
+            return ids[:, :0], torch.zeros(ids.shape[0], 0)
+        return torch.stack(new, 1), torch.stack(logprobs, 1)
 
 
 def _cache_name(model) -> str:
@@ -139,11 +171,12 @@ def _forward(model, **kw):
     return model(**kw)
 
 
-def pick_tokens(z, gen: dict):
-    """One token per row from logits z: greedy, or sampled after temperature, top-k and
-    top-p (the smallest set of tokens whose probability reaches top_p), as generate does."""
+def processed(z, gen: dict):
+    """Logits z as the sampler draws from them: after temperature, top-k and top-p (the
+    smallest set of tokens whose probability reaches top_p), as generate's warpers do;
+    unchanged for greedy decoding."""
     if not gen.get("do_sample", True):
-        return z.argmax(-1)
+        return z
     z = z / gen.get("temperature", 1.0)
     k = gen.get("top_k") or 0
     if 0 < k < z.shape[-1]:
@@ -155,4 +188,16 @@ def pick_tokens(z, gen: dict):
         before = zs.softmax(-1).cumsum(-1) - zs.softmax(-1)   # probability of the better tokens
         drop = (before >= top_p).scatter(-1, order, before >= top_p)
         z = z.masked_fill(drop, float("-inf"))
+    return z
+
+
+def pick_tokens(z, gen: dict):
+    """One token per row from logits z: greedy, or sampled after temperature, top-k and top-p."""
+    return draw(processed(z, gen), gen)
+
+
+def draw(z, gen: dict):
+    """One token per row from processed logits z (see `processed`): greedy, or sampled."""
+    if not gen.get("do_sample", True):
+        return z.argmax(-1)
     return torch.multinomial(z.softmax(-1), 1)[:, 0]

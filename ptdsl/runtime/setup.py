@@ -1,6 +1,6 @@
 """Everything a run needs before step 1: the tokenizer, the models the plan names
-(policy, frozen copies, named models, value heads), and the tokenised, checked
-dataset. With no --model and --data, the embedded default (embedded.py)."""
+(policy, frozen copies, named models, value heads, separate critics), and the
+tokenised, checked dataset. With no --model and --data, the embedded default (embedded.py)."""
 from __future__ import annotations
 
 import copy
@@ -10,6 +10,7 @@ import torch
 
 from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime import data as D
+from ptdsl.runtime import critic as C
 from ptdsl.runtime import embedded
 from ptdsl.runtime.datafiles import Table, read_table
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -22,6 +23,7 @@ class Models:
     tokenizer: object
     frozen: dict[str, torch.nn.Module] = field(default_factory=dict)   # role → frozen model
     heads: dict[str, torch.nn.Module] = field(default_factory=dict)    # value-head role → head
+    critics: dict[str, torch.nn.Module] = field(default_factory=dict)  # critic role → critic.Critic
     ids: dict[str, str] = field(default_factory=dict)                  # role → what it was loaded from
     trunk: torch.nn.Module | None = None  # the policy as prepared by accelerate (runtime/queries.Trunk)
 
@@ -81,9 +83,11 @@ def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora
     policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
     if getattr(policy.config, "pad_token_id", None) is None:
         policy.config.pad_token_id = tok.pad_token_id
+    # critics first: `critic(policy)` copies the policy's body as loaded, before LoRA adapters
+    critics = {c.name: C.build(c, policy, model_id, tok, seed, log) for c in compiled.plan.learners}
     if lora_r:
         policy = _with_lora(policy, lora_r, lora_alpha)
-    models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"})
+    models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"}, critics=critics)
     roles = compiled.graph.graph["roles"]
     used = {q.model for q in compiled.plan.queries} | {r.model for r in compiled.plan.rollouts.values()}
     for name in list(used):  # a mixture samples from two models: both are loaded
@@ -91,7 +95,7 @@ def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora
             used |= {roles[name].of, dict(roles[name].options)["with"]}
     for name in sorted(used):
         role = roles.get(name)
-        if role is None or role.kind in ("policy", "old", "mixture"):
+        if role is None or role.kind in ("policy", "old", "mixture", "critic"):
             continue
         if role.kind == "frozen_copy":
             moving = dict(role.options).get("sync_steps")
@@ -124,36 +128,44 @@ def _freeze(model):
 
 def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_length: int | None,
                   seed: int, log=print, step_separator: str | None = None, require_columns: tuple[str, ...] = (),
-                  skip_invalid_rows: bool = False):
-    """Tokenised examples of the method's data kind. Every row is validated first (validate.py):
-    the kind's columns, the numeric fields the spec names, and `require_columns` (the columns
+                  skip_invalid_rows: bool = False, limit: int | None = None, source=None):
+    """Tokenised examples of one data source (default: the method's first, ir/sources.Source;
+    the first `limit` usable ones, if given). Every row is validated first (validate.py): the
+    kind's columns, the numeric fields the spec names, and `require_columns` (the columns
     verifiers read: present and not null in every row). A row that does not fit is an error
-    naming it, or with `skip_invalid_rows` a counted skip."""
-    kind = compiled.plan.data
+    naming it, or with `skip_invalid_rows` a counted skip. Sets and fields come out under the
+    spec's names (a source may rename them)."""
+    source = source or D.only_source(compiled.plan)
+    kind = source.kind
     own = tuple(f for f, _ in DATA_KINDS[kind].fields) + tuple(f for f, _, _ in DATA_KINDS[kind].token_fields)
-    extra = tuple(f for f in compiled.plan.fields if f not in own)  # numeric columns the spec names
+    extra = tuple(f for f in source.extra if f in compiled.plan.fields)  # numeric columns the spec reads
     fields = own + extra
-    table = _embedded_table(compiled, kind, seed, extra, log) if data is None else read_table(data)
-    valid = validate(table, kind, compiled.name, extra, tuple(require_columns), skip_invalid_rows, log)
-    rows = _normalise(table, valid, kind, tok, compiled.name, skip_invalid_rows, log)
+    # messages name the source where there are several: "`npo_rt` source `retain`"
+    label = f"{compiled.name}` source `{source.rows}" if source.named else compiled.name
+    table = _embedded_table(label, kind, seed, extra, log, compiled.graph.graph["rows"].get("responses")) \
+        if data is None else read_table(data)
+    valid = validate(table, kind, label, extra, tuple(require_columns), skip_invalid_rows, log)
+    rows = _normalise(table, valid, kind, tok, label, skip_invalid_rows, log)
     list_rows = DATA_KINDS[kind].list_rows
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
     # the embedded character tokenizer has no newline: its steps are separated by a space
     separator = step_separator if step_separator is not None else (" " if data is None else "\n")
-    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length, size, separator)
+    examples, skipped = D.tokenize(rows, tok, kind, fields, max_length, max_prompt_length, size, separator, limit)
     if str(skipped):
-        log(f"{skipped} (of {len(rows)})")
+        seen = examples[-1].index + 1 if limit is not None and len(examples) == limit else len(rows)
+        log(f"{skipped} (of {len(rows)})" if seen == len(rows) else f"{skipped} (of the first {seen} rows, "
+            f"which hold the {limit} usable rows asked for)")
     if not examples:
-        raise RuntimeSetupError(f"no usable rows: {skipped}",
+        raise RuntimeSetupError(f"no usable rows{f' in source `{source.rows}`' if source.named else ''}: {skipped}",
                                 help="raise --max-length, or check that completions are not empty")
-    return examples
+    return D.renamed(examples, source)
 
 
-def _embedded_table(compiled, kind: str, seed: int, extra: tuple[str, ...], log) -> Table:
-    rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=compiled.graph.graph["rows"].get("responses"))
+def _embedded_table(label: str, kind: str, seed: int, extra: tuple[str, ...], log, list_size) -> Table:
+    rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=list_size)
     if extra:  # the synthetic task has no such column: say that it was made up
         log(f"note: the embedded dataset has no column {', '.join(f'`{f}`' for f in extra)} "
-            f"(`{compiled.name}` reads it): every row gets {' and '.join(f'{f} = 1.0' for f in extra)}; "
+            f"(`{label}` reads it): every row gets {' and '.join(f'{f} = 1.0' for f in extra)}; "
             "give --data for real values")
     return Table(rows, "the embedded dataset")
 

@@ -2,19 +2,24 @@
 
 Each model runs one forward over all the sets it is asked about (split in two
 only when some of its outputs need no gradient, e.g. KTO's detached KL
-estimate). `old` outputs are the detached current ones: every batch feeds
-exactly one optimizer step, so the behaviour policy is the current policy and
-costs no extra forward. Precomputed frozen queries are read from the cache.
+estimate). Outputs recorded when the experience was made (`old`, when an
+experience feeds several optimizer steps; runtime/experience.py) are read from
+the batch; otherwise `old` outputs are the detached current ones: the behaviour
+policy is the current policy and costs no extra forward. Precomputed frozen
+queries are read from the cache; `logprobs(sampler, y)` from the rollout's rows.
+The training time and random draws come from runtime/draws.py.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 
-from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, set_mask
+from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, list_sizes, set_mask
+from ptdsl.runtime.draws import Clock, random_inputs, time_inputs
 from ptdsl.runtime.precompute import lookup
-from ptdsl.runtime.queries import run_model
+from ptdsl.runtime.queries import run_critic, run_model
 
 
 @dataclass
@@ -26,6 +31,8 @@ class StepContext:
     positions: dict         # example index → position in the precomputed lists
     dtype: torch.dtype = torch.float32
     temperatures: dict = field(default_factory=dict)  # set → scoring temperature (see scoring_temperatures)
+    seed: int = 0           # the run's seed: random draws are keyed by it (runtime/draws.py)
+    clock: Clock = field(default_factory=Clock)  # the optimizer step being made (the loop sets it)
 
 
 def _policy(ctx):
@@ -34,7 +41,8 @@ def _policy(ctx):
 
 
 def _body(ctx, model_name):
-    """The network a role's outputs come from: value heads share the policy's body."""
+    """The network a role's outputs come from: value heads share the policy's body; a separate
+    critic is its own network (ctx.models.critics)."""
     role = ctx.compiled.graph.graph["roles"].get(model_name)
     if role is not None and role.kind == "value_head":
         return "policy", ctx.models.heads[model_name]
@@ -57,31 +65,83 @@ def loss_inputs(ctx: StepContext, batch: Batch) -> dict:
     plan = ctx.compiled.plan
     m = masks(ctx.compiled, batch, ctx.device)
     inputs = {f"mask({s})": v for s, v in m.items()}
-    live = [q for q in plan.queries if q.leaf not in ctx.precomputed and q.role_kind != "old"]
-    groups: dict[tuple, list] = {}
-    for q in live:
-        body, head = _body(ctx, q.model)
-        groups.setdefault((body, q.frozen), []).append((q, head))
-    for (body, frozen), items in groups.items():
-        model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
-        sets = sorted({q.set for q, _ in items})
-        wanted = {s: [] for s in sets}
-        head = next((h for _, h in items if h is not None), None)
-        for q, _ in items:
-            wanted[q.set].append(q.output)
-        res = run_model(model, batch.sets, sets, wanted, ctx.models.tokenizer.pad_token_id, ctx.device,
-                        frozen=frozen or body != "policy", temperatures=ctx.temperatures,
-                        value_head=head)
-        for q, _ in items:
-            inputs[q.leaf] = _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
+    live = [q for q in plan.queries if q.leaf not in ctx.precomputed and q.leaf not in batch.recorded
+            and q.role_kind not in ("old", "sampler")]
+    inputs.update(_forwards(ctx, batch, [(q, q.model, q.frozen) for q in live], m))
     for q in plan.queries:
-        if q.leaf in ctx.precomputed:
-            inputs[q.leaf] = lookup(ctx.precomputed, q.leaf, batch.examples, ctx.positions, m[q.set], ctx.dtype)
+        if q.leaf in batch.recorded:
+            inputs[q.leaf] = batch.recorded[q.leaf].to(ctx.dtype)
+        elif q.leaf in ctx.precomputed:
+            examples = batch.rows_of(ctx.compiled.graph.graph["sets"][q.set].rows)
+            inputs[q.leaf] = lookup(ctx.precomputed, q.leaf, examples, ctx.positions, m[q.set], ctx.dtype)
         elif q.role_kind == "old":
-            inputs[q.leaf] = _recorded(ctx, q, inputs, batch, m)
+            inputs[q.leaf] = _current(ctx, q, inputs, batch, m)
+        elif q.role_kind == "sampler":
+            inputs[q.leaf] = _sampled(batch.sets[q.set], m[q.set], ctx.device).to(ctx.dtype)
     for name, value in batch_fields(ctx.compiled, batch, ctx.device).items():
         inputs[name] = value
+    inputs.update(time_inputs(ctx.compiled, ctx.clock, ctx.device, ctx.dtype))
+    inputs.update(random_inputs(ctx.compiled, batch.examples, m, ctx.seed, ctx.clock.step, ctx.device, ctx.dtype,
+                                by_rows=batch.sources))
     return inputs
+
+
+def record(ctx: StepContext, batch: Batch) -> dict:
+    """The plan's per-experience outputs for this micro-batch, by no-grad forwards now: `old`
+    outputs from the policy (and its value heads) and from separate critics as they are, a
+    fixed model's from it."""
+    m = masks(ctx.compiled, batch, ctx.device)
+    wanted = [(q, _snapshot_of(q), True) for q in ctx.compiled.plan.queries
+              if q.per_experience and q.leaf not in ctx.precomputed]
+    return {leaf: t.detach() for leaf, t in _forwards(ctx, batch, wanted, m).items()}
+
+
+def _forwards(ctx, batch, wanted, m) -> dict:
+    """leaf → tensor for `wanted` (query, the role whose outputs it reads, frozen): one forward
+    per network and gradient setting, over every set asked of it."""
+    groups: dict[tuple, list] = {}
+    for q, model_name, frozen in wanted:
+        body, head = _body(ctx, model_name)
+        groups.setdefault((body, frozen), []).append((q, head))
+    out = {}
+    for (body, frozen), items in groups.items():
+        sets = sorted({q.set for q, _ in items})
+        outputs = {s: [] for s in sets}
+        head = next((h for _, h in items if h is not None), None)
+        for q, _ in items:
+            outputs[q.set].append(q.output)
+        res = _run(ctx, body, head, batch, sets, outputs, frozen)
+        for q, _ in items:
+            out[q.leaf] = _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
+    return out
+
+
+def _run(ctx, body, head, batch, sets, outputs, frozen):
+    """One forward of a network over `sets`: a separate critic, the policy (with a value head
+    when one is asked for) or a frozen model."""
+    pad = ctx.models.tokenizer.pad_token_id
+    if body in ctx.models.critics:
+        return run_critic(ctx.models.critics[body], batch.sets, sets, pad, ctx.device, frozen=frozen)
+    model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
+    return run_model(model, batch.sets, sets, outputs, pad, ctx.device, frozen=frozen or body != "policy",
+                     temperatures=ctx.temperatures, value_head=head)
+
+
+def _snapshot_of(q) -> str:
+    """The role whose outputs a query reads: `old` → policy, `old(value)` → value, else its own."""
+    if q.role_kind != "old":
+        return q.model
+    return "policy" if q.model == "old" else q.model[4:-1]
+
+
+def _sampled(rows: SetRows, mask, device):
+    """`logprobs(sampler, S)`: what the rollout recorded as it sampled, [rows, width], 0 outside."""
+    if rows.sampler_logprobs is None:  # the plan asked the rollout to keep them (experience.py)
+        raise RuntimeError("the rollout kept no sampler log-probs")
+    out = torch.zeros(mask.shape, dtype=torch.float32)
+    for i, lp in enumerate(rows.sampler_logprobs):
+        out[i, :min(len(lp), mask.shape[1])] = torch.tensor(lp[:mask.shape[1]], dtype=torch.float32)
+    return out.to(device)
 
 
 def _fit(t, mask):
@@ -107,16 +167,14 @@ def scoring_temperatures(plan, overrides: dict | None = None) -> dict:
     return out
 
 
-def _recorded(ctx, q, inputs, batch, m):
-    """`old` outputs: the current model's, detached (one optimizer step per batch)."""
-    base = "policy" if q.model == "old" else q.model[4:-1]
+def _current(ctx, q, inputs, batch, m):
+    """`old` outputs when each experience feeds one optimizer step: the current model's, detached."""
+    base = _snapshot_of(q)
     current = f"{q.output}({base}, {q.set})"
     if current in inputs:
         return inputs[current].detach()
     body, head = _body(ctx, base)
-    res = run_model(_policy(ctx), batch.sets, [q.set], {q.set: [q.output]},
-                    ctx.models.tokenizer.pad_token_id, ctx.device, frozen=True,
-                    temperatures=ctx.temperatures, value_head=head)
+    res = _run(ctx, body, head, batch, [q.set], {q.set: [q.output]}, True)
     return _fit(res[(q.output, q.set)], m[q.set]).to(ctx.dtype)
 
 
@@ -124,8 +182,9 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
     """Per-example data fields and rewards (rewards were scored at rollout time)."""
     out = {}
     token_sets = {i.name: i.set for i in compiled.inputs if i.kind == "field" and i.set}
+    rows = _field_rows(compiled)
     for f in compiled.plan.fields:
-        vals = [e.fields[f] for e in batch.examples]
+        vals = [e.fields[f] for e in batch.rows_of(rows[f])]  # a field belongs to its source
         if f in token_sets:  # one value per completion token of its set: [rows, width], padded
             out[f] = _token_field(vals, batch.sets[token_sets[f]], device)
             continue
@@ -133,11 +192,23 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
             vals = [v for vs in vals for v in vs]
         dtype = torch.bool if isinstance(vals[0], bool) else torch.float32
         out[f] = torch.tensor(vals, dtype=dtype, device=device)
+    for i in compiled.inputs:  # `sizes(R)`: each example's number of responses of its ranked list R
+        if i.kind == "sizes":
+            out[i.name] = torch.tensor(list_sizes(batch.examples, i.name[len("sizes("):-1]), device=device)
     wanted = {i.name for i in compiled.inputs if i.kind == "reward"}
     for name, values in getattr(batch, "rewards", {}).items():
         if name in wanted:
             out[name] = torch.tensor(values, dtype=torch.float32, device=device)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _field_rows(compiled) -> dict[str, str]:
+    """Each data field's row space (its source's), read once per compiled method."""
+    from ptdsl.ir.graph import leaves
+    g = compiled.graph
+    return {g.nodes[n]["attrs"]["name"]: g.nodes[n]["attrs"]["rows"] for n in leaves(g)
+            if g.nodes[n]["attrs"]["kind"] == "field"}
 
 
 def _token_field(vals, rows: SetRows, device):
@@ -149,11 +220,17 @@ def _token_field(vals, rows: SetRows, device):
     return out.to(device)
 
 
-def build_batch(compiled, examples) -> Batch:
-    batch = Batch(list(examples))
-    data_sets = [s for s in compiled.plan.sets if s not in compiled.plan.rollouts]
-    batch.sets.update(dataset_sets(batch.examples, data_sets, compiled.graph.graph["sets"]))
-    batch.rewards = {}
+def build_batch(compiled, examples, others: dict | None = None) -> Batch:
+    """A micro-batch of `examples` (the first source's) and `others` (row space → examples of
+    each other source): every dataset set the plan reads, from its own source's examples."""
+    batch = Batch(list(examples), sources=dict(others or {}))
+    info = compiled.graph.graph["sets"]
+    by_rows: dict[str, list[str]] = {}
+    for s in compiled.plan.sets:
+        if s not in compiled.plan.rollouts:
+            by_rows.setdefault(info[s].rows, []).append(s)
+    for rows, names in by_rows.items():
+        batch.sets.update(dataset_sets(batch.rows_of(rows), names, info))
     return batch
 
 
@@ -174,9 +251,7 @@ def pick_sets(compiled, batch: Batch) -> None:
                 chosen.append(max(group, key=lambda i: (scores[i], -i)))
             else:
                 chosen.append(min(group, key=lambda i: (scores[i], -i)))
-        batch.sets[s] = SetRows([rows.prompt_ids[i] for i in chosen], [rows.completion_ids[i] for i in chosen],
-                                [rows.truncated[i] for i in chosen] if rows.truncated else None,
-                                [rows.texts[i] for i in chosen] if rows.texts else None)
+        batch.sets[s] = rows.select(chosen)
         for key, values in list(batch.rewards.items()):
             if key.endswith(f"({info.base})"):
                 batch.rewards[f"{key.split('(', 1)[0]}({s})"] = [values[i] for i in chosen]

@@ -107,6 +107,8 @@ class DataDecl:
     fields: tuple[Name, ...]
     span: Span
     options: tuple[KwArg, ...] = ()   # e.g. `data ranked(size = 4)`
+    name: Name | None = None          # a named source: `data retain: sft`
+    renames: tuple[KwArg, ...] = ()   # `sft(completion = retained)`: each value a Name
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,20 @@ class RewardDecl:
 class RolloutDecl:
     name: str
     call: Call
+    span: Span
+
+
+@dataclass(frozen=True)
+class UpdateDecl:
+    """`update passes = P, minibatches = M`: how each batch of experience is used."""
+    options: tuple[KwArg, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class MixDecl:
+    """`mix forget = 1, retain = 2`: each named source's rows per micro-batch, relative to the first's."""
+    options: tuple[KwArg, ...]
     span: Span
 
 
@@ -181,7 +197,7 @@ class MetricDecl:
 
 
 Statement = Union[MethodDecl, PaperDecl, FamilyDecl, StabilityDecl, DataDecl, PolicyDecl,
-                  RoleDecl, RewardDecl, RolloutDecl, ParamDecl, LetDecl, LossDecl, MetricDecl]
+                  RoleDecl, RewardDecl, RolloutDecl, UpdateDecl, MixDecl, ParamDecl, LetDecl, LossDecl, MetricDecl]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ _WORDS = {
 }
 _EXPR_START = {"NAME", "NUMBER", "STRING", "LPAR", "MINUS", "TRUE", "FALSE", "NOT"}
 _STATEMENT_START = {"METHOD", "PAPER", "FAMILY", "STABLE", "EXPERIMENTAL", "DATA", "POLICY",
-                    "REWARD", "ROLLOUT", "PARAM", "LET", "LOSS", "METRIC"}
+                    "REWARD", "ROLLOUT", "UPDATE", "MIX", "PARAM", "LET", "LOSS", "METRIC"}
 
 
 def _describe_expected(expected: set[str]) -> str:
@@ -47,7 +47,7 @@ def _found(token: Token) -> str:
 
 # Common mistakes: (predicate on the error, message, help). Checked in order.
 _KEYWORDS = ("method", "extends", "paper", "family", "stable", "experimental", "data", "reward",
-             "rollout", "param", "let", "loss", "metric", "in", "and", "or", "not", "true", "false")
+             "rollout", "update", "mix", "param", "let", "loss", "metric", "in", "and", "or", "not", "true", "false")
 
 
 def _keyword_at(text: str, pos: int) -> str | None:
@@ -58,6 +58,9 @@ def _keyword_at(text: str, pos: int) -> str | None:
 def _common_mistake(exc, text: str) -> tuple[str, str] | None:
     prev = exc.token_history[-1] if getattr(exc, "token_history", None) else None
     expected = set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+    if isinstance(exc, UnexpectedToken) and str(exc.token) == ":":  # valid only after `data NAME`
+        return "unexpected `:`", ("ptdsl has no blocks: write each definition as `let name = expr`; "
+                                  "`NAME:` only names a data source, as in `data retain: sft`")
     if prev is not None and prev.type == "NAME" and expected == {"EQUAL"}:
         if str(prev) in ("def", "import", "return", "lambda", "if", "for", "while", "class"):
             return (f"`{prev}` is Python, not ptdsl",
@@ -66,6 +69,14 @@ def _common_mistake(exc, text: str) -> tuple[str, str] | None:
                 "statements start with a keyword (`let`, `loss`, `metric`, `param`, …) or bind a role as "
                 f"`name = frozen(policy)`; if `{prev}` belongs to the expression before it, an operator is missing")
     if isinstance(exc, UnexpectedToken):
+        if prev is not None and prev.type == "UPDATE":
+            return ("`update` takes its options as `NAME = VALUE`",
+                    "e.g. `update passes = 2, minibatches = 4` (passes over each batch of experience, "
+                    "optimizer steps per pass)")
+        if prev is not None and prev.type == "MIX":
+            return ("`mix` takes its weights as `SOURCE = WEIGHT`",
+                    "e.g. `mix forget = 1, retain = 2`: each source's rows per micro-batch, relative to the "
+                    "first source's")
         if "NAME" in expected and str(exc.token) in _KEYWORDS:
             return (f"`{exc.token}` is a keyword and cannot be used as a name",
                     f"choose another name, e.g. `{exc.token}_value`")

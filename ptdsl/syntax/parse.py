@@ -91,10 +91,15 @@ class _ToAst(Transformer):
         return ast.StabilityDecl(str(ch[0]), self._s(meta))
 
     def data_decl(self, meta, ch):
+        name = ch.pop(0) if isinstance(ch[0], ast.Name) else None  # `data NAME: KIND`
         items = ch[1] if len(ch) > 1 else ()
         fields = tuple(i for i in items if isinstance(i, ast.Name))
-        options = tuple(i for i in items if isinstance(i, ast.KwArg))
-        return ast.DataDecl(str(ch[0]), fields, self._s(meta), options)
+        options = tuple(i for i in items if isinstance(i, ast.KwArg) and isinstance(i.value, ast.Number))
+        renames = tuple(i for i in items if isinstance(i, ast.KwArg) and isinstance(i.value, ast.Name))
+        return ast.DataDecl(str(ch[0]), fields, self._s(meta), options, name, renames)
+
+    def source_name(self, meta, ch):
+        return ast.Name(str(ch[0]), _span(self.path, ch[0]))
 
     def field_list(self, meta, ch):
         return tuple(ch)
@@ -104,6 +109,10 @@ class _ToAst(Transformer):
 
     def data_option(self, meta, ch):
         value = ast.Number(number_value(str(ch[1])), _span(self.path, ch[1]))
+        return ast.KwArg(str(ch[0]), _span(self.path, ch[0]), value, self._s(meta))
+
+    def data_rename(self, meta, ch):
+        value = ast.Name(str(ch[1]), _span(self.path, ch[1]))
         return ast.KwArg(str(ch[0]), _span(self.path, ch[0]), value, self._s(meta))
 
     def policy_decl(self, meta, ch):
@@ -117,6 +126,20 @@ class _ToAst(Transformer):
 
     def rollout_decl(self, meta, ch):
         return ast.RolloutDecl(str(ch[0]), ch[1], self._s(meta))
+
+    def update_decl(self, meta, ch):
+        return ast.UpdateDecl(self._assignments(ch), self._s(meta))
+
+    def mix_decl(self, meta, ch):
+        return ast.MixDecl(self._assignments(ch), self._s(meta))
+
+    def _assignments(self, ch) -> tuple[ast.KwArg, ...]:
+        options = []
+        for name, value in zip(ch[::2], ch[1::2]):  # NAME "=" expr, repeated
+            start = _span(self.path, name)
+            span = Span(self.path, start.line, start.col, value.span.end_line, value.span.end_col)
+            options.append(ast.KwArg(str(name), start, value, span))
+        return tuple(options)
 
     def param_decl(self, meta, ch):
         name, default, rest = str(ch[0]), ch[1], ch[2:]

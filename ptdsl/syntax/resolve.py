@@ -36,23 +36,41 @@ class MethodDef:
     lets: dict[str, ast.LetDecl] = field(default_factory=dict)
     loss: ast.LossDecl | None = None
     metrics: dict[str, ast.MetricDecl] = field(default_factory=dict)
+    update: ast.UpdateDecl | None = None  # how experience is used; None: one pass, one mini-batch
+    datasets: dict[str, ast.DataDecl] = field(default_factory=dict)  # named sources, in order (`data`: the first)
+    mix: ast.MixDecl | None = None        # the named sources' rows per micro-batch
     sources: dict[str, str] = field(default_factory=dict)  # file → text, parents included
+
+
+def data_summary(m: MethodDef) -> str:
+    """The data a method reads, as the catalogue prints it: `sft`, or `forget: sft + retain: sft`."""
+    if m.datasets:
+        return " + ".join(f"{name}: {d.kind}" for name, d in m.datasets.items())
+    return m.data.kind if m.data else ""
 
 
 _NAMED = {ast.RoleDecl: "roles", ast.RewardDecl: "rewards", ast.RolloutDecl: "rollouts",
           ast.ParamDecl: "params", ast.LetDecl: "lets", ast.MetricDecl: "metrics"}
 _SINGLE = {ast.PaperDecl: "paper", ast.FamilyDecl: "family", ast.StabilityDecl: "stability",
-           ast.DataDecl: "data", ast.PolicyDecl: "policy", ast.LossDecl: "loss"}
+           ast.DataDecl: "data", ast.PolicyDecl: "policy", ast.LossDecl: "loss", ast.UpdateDecl: "update",
+           ast.MixDecl: "mix"}
 
 
 def _what(stmt) -> str:
     return {ast.PaperDecl: "`paper`", ast.FamilyDecl: "`family`", ast.StabilityDecl: "stability",
-            ast.DataDecl: "`data`", ast.PolicyDecl: "`policy`", ast.LossDecl: "`loss`"}[type(stmt)]
+            ast.DataDecl: "`data`", ast.PolicyDecl: "`policy`", ast.LossDecl: "`loss`",
+            ast.UpdateDecl: "`update`", ast.MixDecl: "`mix`"}[type(stmt)]
+
+
+def _twice_help(stmt) -> str:
+    if isinstance(stmt, ast.DataDecl):
+        return "to read several datasets, name each one as a source: `data forget: sft`, `data retain: sft`"
+    return "remove one of them, or give it another name"
 
 
 def collect(spec: ast.SpecFile, sink: Sink) -> dict:
     """Group one file's statements; report duplicates and a missing header."""
-    out: dict = {k: {} for k in _NAMED.values()}
+    out: dict = {k: {} for k in (*_NAMED.values(), "datasets")}
     first: dict[str, Span] = {}
     header = None
     for i, stmt in enumerate(spec.statements):
@@ -61,6 +79,9 @@ def collect(spec: ast.SpecFile, sink: Sink) -> dict:
                 sink.add(error("E0205", "`method` must be the first line, and appear once", stmt.span,
                                "misplaced header", help="start the file with `method NAME \"Title\"`"))
             header = header or stmt
+            continue
+        if isinstance(stmt, ast.DataDecl) and stmt.name is not None:
+            _collect_source(stmt, out["datasets"], sink)
             continue
         key = _NAMED.get(type(stmt)) or _SINGLE[type(stmt)]
         name = getattr(stmt, "name", None) if type(stmt) in _NAMED else None
@@ -72,7 +93,7 @@ def collect(spec: ast.SpecFile, sink: Sink) -> dict:
             what = f"`{name}`" if name else _what(stmt)
             sink.add(error("E0202", f"{what} is defined twice", stmt.span, "defined again here",
                            extra=(Label(prev, "first defined here", primary=False),),
-                           help="remove one of them, or give it another name"))
+                           help=_twice_help(stmt)))
             continue
         first[bind] = first[slot] = stmt.span
         if name:
@@ -83,8 +104,26 @@ def collect(spec: ast.SpecFile, sink: Sink) -> dict:
         sp = spec.statements[0].span if spec.statements else Span(spec.path, 1, 1, 1, 2)
         sink.add(error("E0205", "missing `method` header", sp, "expected `method NAME \"Title\"` first",
                        help="start the file with e.g. `method my_dpo \"My DPO variant\"`"))
+    unnamed, named = out.get("data"), list(out["datasets"].values())
+    if unnamed is not None and named:
+        later = max((unnamed, named[0]), key=lambda d: (d.span.line, d.span.col))
+        sink.add(error("E0220", "a spec reads one unnamed dataset or several named sources, not both", later.span,
+                       "this `data` line", extra=(Label((named[0] if later is unnamed else unnamed).span,
+                                                        "and this one", primary=False),),
+                       help=f"name the unnamed one too, e.g. `data main: {unnamed.kind}`"))
     out["header"] = header
     return out
+
+
+def _collect_source(stmt: ast.DataDecl, sources: dict, sink: Sink) -> None:
+    """A named source (`data retain: sft`): each name once."""
+    name = stmt.name.id
+    if name in sources:
+        sink.add(error("E0202", f"data source `{name}` is defined twice", stmt.span, "defined again here",
+                       extra=(Label(sources[name].span, "first defined here", primary=False),),
+                       help="give each source its own name"))
+        return
+    sources[name] = stmt
 
 
 Loader = Callable[[str, str], ast.SpecFile]  # (name, requesting file) → parsed parent
@@ -176,6 +215,11 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         return d
 
     stability = parts.get("stability")
+    # data lines and `mix` go together: a child that states any data line replaces all of its
+    # parent's, and the parent's `mix` with them
+    states_data = parts.get("data") is not None or bool(parts["datasets"])
+    datasets = parts["datasets"] if states_data else (parent.datasets if parent else {})
+    data = (parts.get("data") or next(iter(datasets.values()), None)) if states_data else pick("data")
     return MethodDef(
         name=header.name,
         title=header.title or (parent.title if parent else None),
@@ -186,7 +230,7 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         extends=header.extends,
         path=spec.path,
         span=header.span,
-        data=pick("data"),
+        data=data,
         policy=pick("policy"),
         roles=merged("roles"),
         rewards=merged("rewards"),
@@ -195,6 +239,9 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         lets=merged("lets"),
         loss=pick("loss"),
         metrics=merged("metrics"),
+        update=pick("update"),
+        datasets=dict(datasets),
+        mix=parts.get("mix") or (None if states_data else (parent.mix if parent else None)),
         sources={**(parent.sources if parent else {}), spec.path: spec.text},
     )
 

@@ -48,11 +48,11 @@ def test_unknown_method(capsys):
     assert "did you mean `dpo`?" in capsys.readouterr().err
 
 
-def test_show_lists_params_inputs_plan_ir(capsys):
+def test_show_lists_params_inputs_plan_training_graph_ir(capsys):
     assert main(["show", "grpo", "--set", "beta=0.04"]) == 0
     out = capsys.readouterr().out
     for text in ("params", "beta = 0.04", "inputs", "logprobs(reference, y)", "f32[token y]", "plan",
-                 "forward reference on y", "recorded at sampling", "ir", "group_std", "grpo.ptdsl:"):
+                 "forward reference on y", "= the current policy, detached", "training graph", "reuse       1 pass", "ir", "group_std", "grpo.ptdsl:"):
         assert text in out, text
 
 

@@ -95,3 +95,41 @@ def test_incompatible_sides_and_bad_conditions_are_clear_errors():
 
 def test_public_api_exports_equivalent():
     assert ptdsl.equivalent is equivalent
+
+
+def test_an_adapter_builds_the_other_layout_from_the_drawn_pairs():
+    """paired-to-unpaired stacks the chosen rows over the rejected rows, labelled true then false,
+    keeping the gradient: apo_zero_unpaired's loss on the built inputs is a plain-torch mean over
+    the 2N completions, and its gradient reaches the drawn chosen and rejected log-probs."""
+    from ptdsl.equivalence.adapters import link
+    from ptdsl.equivalence.sides import compile_side, terms_of
+    a, b = compile_side(terms_of("apo_zero")), compile_side(terms_of("apo_zero_unpaired"))
+    ln = link("paired-to-unpaired", a, b, ("apo_zero", "apo_zero_unpaired"))
+    assert ln.source == "a" and "label" not in ln.table
+    lp_c = torch.tensor([[-1.0, -2.0], [-0.5, 9.0]], dtype=torch.float64, requires_grad=True)
+    lp_r = torch.tensor([[-3.0, 9.0, 9.0], [-0.25, -0.75, -1.0]], dtype=torch.float64, requires_grad=True)
+    m_c, m_r = torch.tensor([[True, True], [True, False]]), torch.tensor([[True, False, False], [True, True, True]])
+    x = {"logprobs(policy, chosen)": lp_c, "logprobs(policy, rejected)": lp_r, "mask(chosen)": m_c,
+         "mask(rejected)": m_r, "logprobs(reference, chosen)": torch.zeros(2, 2, dtype=torch.float64),
+         "logprobs(reference, rejected)": torch.zeros(2, 3, dtype=torch.float64)}
+    built = ln.build(x)
+    assert built["mask(completion)"].tolist() == [[True, True, False], [True, False, False],
+                                                 [True, False, False], [True, True, True]]
+    assert built["label"].tolist() == [True, True, False, False]
+    loss = b[0].method.loss(built)[0]
+    h = 0.1 * torch.stack([lp_c[0].sum(), lp_c[1, 0], lp_r[0, 0], lp_r[1].sum()])
+    want = torch.cat([1 - torch.sigmoid(h[:2]), torch.sigmoid(h[2:])]).mean()
+    assert torch.allclose(loss, want)
+    g = torch.autograd.grad(loss, [lp_c, lp_r])
+    assert g[0][0, 0] != 0 and g[1][1, 2] != 0 and g[0][1, 1] == 0  # masked-out positions get none
+
+
+def test_adapter_errors_name_both_data_kinds_and_suggest_names():
+    from ptdsl.equivalence.adapters import AdapterError
+    with pytest.raises(AdapterError, match="unknown adapter `paired-to-unpaird` .*did you mean `paired-to-unpaired`"):
+        equivalent("dpo", "kto", adapter="paired-to-unpaird")
+    with pytest.raises(AdapterError, match="relates `preference` data with ranked lists, but `dpo` reads "
+                                           "`preference` data and `kto` reads `unpaired` data"):
+        equivalent("dpo", "kto", adapter="paired-to-ranked")
+    with pytest.raises(AdapterError, match="`sft` data and a one-sample rollout"):
+        equivalent("online_dpo", "dpo", adapter="paired-to-sample")

@@ -4,11 +4,13 @@ near-misses that must yield a counterexample.
 An identity is method A with params X ≡ method B (or a weighted sum of methods) with
 params Y, in value and/or gradient, under conditions that the input strategy draws by
 construction (equivalence/conditions.py: `on_policy`, `length=L`, `reference_zero`, …).
+Identities between methods whose rows are laid out differently (I12, I13, I22–I24) name a
+layout adapter (equivalence/adapters.py): the preference side's inputs are drawn and the
+other side's built from them, so both are differentiated with respect to the same tensors.
 Not covered, and why:
-  I12/I13  paired ≡ 2 × unpaired (APO-zero, BCO): needs an input adapter that stacks
-           chosen and rejected into one unpaired set of 2N rows; the engine only renames sets.
-  I22–I24  PRO/LiPO/InfoNCA with K = 2, online DPO, SPIN: the same kind of row mapping
-           (a ranked list of 2 ↔ chosen/rejected; rollouts ↔ dataset sets), also an adapter.
+  I23 (XPO with α = 0 ≡ online DPO on the (policy, reference) pair): XPO's pair is two one-sample
+           rollouts chosen between by `where` on their rewards, online DPO's a pick from one rollout
+           group; relating them needs rewards drawn consistently across the two, not a row layout.
   I8       DPO ≡ a reward model on r = β·h: the score leaves would have to be computed from
            log-prob leaves (an adapter again).
   I28, I36, I40  facts about advantages, KL estimators and ULD, not method-vs-method.
@@ -19,16 +21,33 @@ Not covered, and why:
            across inputs: at β = 1e-8 gradients differ by ~1e-5 relative.
   I7 (WPO with unit weights), I39 (SDPO, MiniLLM ≡ GRPO): no condition draws unit WPO
            weights; SDPO is not in the library and MiniLLM's reduction changes its data.
+
+Re-parameterisations are not identities. A method that `extends` another and writes no formula
+of its own (cdpo, step_dpo, tr_dpo, irpo, kd, two_grpo, reward_model_centered), or that extends
+the same parent as another and writes the same formulas word for word (bnpo and dapo, I25;
+gkd_lambda and gkd_on_policy), has the other's loss by construction: an equivalence test of the
+two could not fail. They are declared in
+REPARAMETERISATIONS, checked to be no more than that, and kept out of IDENTITIES (and of the
+identity tables in tests/methods) by a test.
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
 
+import ptdsl
+from ptdsl import library
 from ptdsl.equivalence import Term, assert_equivalent, equivalent
+from ptdsl.inspect.canon import structural_hashes
+from ptdsl.syntax import ast
+from ptdsl.syntax.parse import parse
+from ptdsl.syntax.unparse import expr_text
 
 EXAMPLES = max(60, settings().max_examples)  # 400 under HYPOTHESIS_PROFILE=slow
 CHOSEN_NLL = Term("sft", sets={"completion": "chosen"})  # SFT on the chosen completions
@@ -45,17 +64,20 @@ class Identity:
     condition: tuple[str, ...] = ()
     rtol: float = 1e-6
     note: str = ""
+    adapter: str | None = None  # a layout adapter, when A and B read differently laid-out rows
 
     def check(self, **kwargs):
         return equivalent(self.a, self.b, params_a=self.params_a or None, params_b=self.params_b or None,
-                          mode=self.mode, given=self.condition, rtol=self.rtol, **kwargs)
+                          mode=self.mode, given=self.condition, rtol=self.rtol, adapter=self.adapter, **kwargs)
 
 
 G = {"num_generations": 4}  # group size for the RL identities (they hold for any G)
+BCO_DELTA_ZERO = str(Path(__file__).parent / "specs" / "bco_delta_zero.ptdsl")  # bco with δ ≡ 0 (I13)
+# LiPO-λ on a list of 2 rated (1, 0): |G_1 − G_2| = 2¹ − 2⁰ = 1 and |1/D(1) − 1/D(2)| = 1/ln 2 − 1/ln 3
+LIPO_PAIR_WEIGHT = 1 / math.log(2) - 1 / math.log(3)
 
 IDENTITIES = [
     # ---- DPO family: reductions to DPO
-    Identity("I1", "cdpo", "dpo", {"label_smoothing": 0}, note="cDPO(ε = 0) ≡ DPO"),
     Identity("I1", "robust_dpo", "dpo", {"label_smoothing": 0}, note="robust DPO(ε = 0) ≡ DPO"),
     Identity("I2", "fdpo_alpha", "dpo", {"alpha": 1.0}, note="α-divergence at α = 1 falls back to DPO"),
     Identity("I2", "fdpo_alpha", "dpo", {"alpha": 1 + 5e-7}, note="TRL's fallback window |α − 1| < 1e-6"),
@@ -74,8 +96,7 @@ IDENTITIES = [
              note="AOT(ε) on a batch of one ≡ cDPO(ε)"),
     Identity("I6", "tdpo2", "dpo", {"alpha": 0}, note="TDPO2(α = 0) ≡ DPO"),
     Identity("I7", "odpo", "dpo", {"alpha": 0}, note="ODPO with offset 0 ≡ DPO"),
-    Identity("I7", "beta_dpo", "dpo", {"alpha": 0}, note="β-DPO(α = 0) ≡ DPO"),
-    Identity("I7", "tr_dpo", "dpo", {"ref_model_mixup_alpha": 0}, note="TR-DPO's loss is DPO's (only the reference moves)"),
+    Identity("I7", "beta_dpo", "dpo", {"alpha": 0, "rho": 0}, note="β-DPO(α = 0, no filtering) ≡ DPO"),
     Identity("I9", "hinge", Term("slic", {"delta": 10.0, "regularization_weight": 0}, 0.1), condition=("reference_zero",),
              note="hinge(β) = β·SLiC(δ = 1/β, λ = 0) on the margin"),
     Identity("I10", "sigmoid_norm", "dpo", {}, {"beta": 0.1 / 3}, condition=("length=3",),
@@ -86,7 +107,6 @@ IDENTITIES = [
              note="KTO with its reference point z0 = 0 ≡ APO-zero-unpaired"),
     Identity("I15", "mpo", (Term("dpo", weight=0.8), Term("bco_pair", weight=0.2), CHOSEN_NLL),
              note="MPO ≡ 0.8·DPO + 0.2·BCO-pair + 1.0·SFT(chosen), each batch-averaged"),
-    Identity("I15", "irpo", "rpo", {}, {"alpha": 1.0}, note="IRPO's loss ≡ RPO with η = 1"),
     Identity("P23", "rpo", (Term("dpo"), Term("sft", weight=0.005, sets={"completion": "chosen"})),
              {"alpha": 0.005}, note="RPO ≡ DPO + η·SFT(chosen)"),
     # ---- reference-free family
@@ -107,7 +127,6 @@ IDENTITIES = [
              note="TPO-L(α = 0) ≡ SimPO with γ = tpo_l_gamma"),
     Identity("I21", "orpo", CHOSEN_NLL, {"beta": 0}, note="ORPO(λ = 0) ≡ SFT on the chosen completions"),
     # ---- group-relative RL (TRL GRPOTrainer semantics, one process, no accumulation)
-    Identity("I25", "bnpo", "dapo", G, {**G, "epsilon_high": 0.2}, note="bnpo ≡ dapo aggregation"),
     Identity("I25", "grpo", "bnpo", G, G, condition=("equal_lengths",), note="equal lengths: grpo ≡ bnpo"),
     Identity("I25", "grpo", "dapo", G, {**G, "epsilon_high": 0.2}, condition=("equal_lengths",),
              note="equal lengths: grpo ≡ dapo"),
@@ -133,6 +152,21 @@ IDENTITIES = [
     # ---- distillation
     Identity("I38", "iw_opd", "opd_sampled", {"iw_opd_gamma": 0},
              note="IW-OPD(γ = 0) ≡ sampled-token reverse-KL policy gradient"),
+    # ---- across row layouts (adapters.py)
+    Identity("I12", "apo_zero", Term("apo_zero_unpaired", weight=2.0), adapter="paired-to-unpaired",
+             note="APO-zero on N pairs ≡ 2 × APO-zero-unpaired on the 2N stacked completions (λ_D = λ_U = 1)"),
+    Identity("I13", "bco_pair", Term(BCO_DELTA_ZERO, weight=2.0), adapter="paired-to-unpaired",
+             note="TRL 1.x bco_pair ≡ 2 × BCO-unpaired with δ ≡ 0 on the 2N stacked completions"),
+    Identity("I22", "pro", "simpo", {"beta": 0}, {"beta": 1.0, "gamma": 0}, adapter="paired-to-ranked",
+             note="PRO on lists of 2, no SFT term ≡ −log σ(ℓ̄_w − ℓ̄_l) = SimPO(β = 1, γ = 0)"),
+    Identity("I22", "lipo", Term("dpo", weight=LIPO_PAIR_WEIGHT), adapter="paired-to-ranked",
+             note="LiPO-λ on lists of 2 rated (1, 0) ≡ (1/ln 2 − 1/ln 3)·DPO, its constant Lambda weight"),
+    Identity("I22", "infonca", "dpo", {"alpha": 1e-3}, adapter="paired-to-ranked",
+             note="InfoNCA on lists of 2 with a one-hot target (α = 1e-3: e^(−1/α) = 0 in float64) ≡ DPO"),
+    Identity("I23", "online_dpo", "dpo", adapter="paired-to-picks",
+             note="online DPO on an already-ranked pair (best, worst) ≡ offline DPO on it"),
+    Identity("I24", "spin", "dpo", adapter="paired-to-sample",
+             note="SPIN ≡ DPO with chosen = the dataset completion, rejected = the π_t sample, reference = π_t"),
 ]
 
 
@@ -160,6 +194,20 @@ NEAR_MISSES = [
     NearMiss("alphapo0.25-vs-simpo", Identity("", "alphapo", "simpo", {"alpha": 0.25})),
     NearMiss("cal_dpo-vs-methods-md-form", Identity("", "cal_dpo", (Term("dpo", {"beta": 1.0}),
                                                                      Term("sppo_hard", {"beta": 0.002})))),
+    # the layout identities with a factor broken: each must fail
+    NearMiss("apo_zero-vs-unpaired-without-factor-2", Identity("", "apo_zero", "apo_zero_unpaired",
+                                                               adapter="paired-to-unpaired")),
+    NearMiss("bco_pair-vs-bco-delta-zero-without-factor-2", Identity("", "bco_pair", BCO_DELTA_ZERO,
+                                                                     adapter="paired-to-unpaired")),
+    NearMiss("bco_pair-vs-2-bco-running-delta", Identity("", "bco_pair", Term("bco", weight=2.0),
+                                                         adapter="paired-to-unpaired")),
+    NearMiss("pro-vs-simpo-beta-2", Identity("", "pro", "simpo", {"beta": 0}, {"beta": 2.0, "gamma": 0},
+                                             adapter="paired-to-ranked")),
+    NearMiss("lipo-vs-dpo-unit-weight", Identity("", "lipo", "dpo", adapter="paired-to-ranked")),
+    NearMiss("infonca-soft-target-vs-dpo", Identity("", "infonca", "dpo", adapter="paired-to-ranked")),
+    NearMiss("online_dpo-vs-dpo-other-beta", Identity("", "online_dpo", "dpo", {}, {"beta": 0.2},
+                                                      adapter="paired-to-picks")),
+    NearMiss("spin-vs-dpo-other-beta", Identity("", "spin", "dpo", {}, {"beta": 0.2}, adapter="paired-to-sample")),
 ]
 
 
@@ -171,7 +219,7 @@ def _id(i: Identity) -> str:
 def test_identity_holds(identity):
     assert_equivalent(identity.a, identity.b, params_a=identity.params_a or None,
                       params_b=identity.params_b or None, mode=identity.mode, given=identity.condition,
-                      rtol=identity.rtol, examples=EXAMPLES)
+                      rtol=identity.rtol, examples=EXAMPLES, adapter=identity.adapter)
 
 
 def test_at_least_25_identities():
@@ -199,3 +247,94 @@ def test_near_miss_has_a_counterexample(miss):
         gap = torch.where(m, x["logprobs(reference, chosen)"] - x["logprobs(policy, chosen)"], 0.0).sum(-1)
         assert (gap >= 0).any(), r.render()
     assert "counterexample (shrunk by hypothesis)" in r.render()
+
+
+# ---- re-parameterisations: declared, not counted as identities -------------------------
+
+
+@dataclass(frozen=True)
+class Reparameterisation:
+    child: str
+    parent: str
+    params_parent: dict   # the parent's params that make it the child (at the child's defaults)
+    what: str
+
+
+REPARAMETERISATIONS = [
+    Reparameterisation("cdpo", "dpo", {"label_smoothing": 0.1}, "DPO with label smoothing 0.1 (cDPO)"),
+    Reparameterisation("step_dpo", "dpo", {}, "DPO's loss on step-level pairs: the data differs, not the loss"),
+    Reparameterisation("tr_dpo", "dpo", {}, "DPO's loss; only the reference moves (a role option)"),
+    Reparameterisation("ppo_critic", "ppo", {}, "PPO's loss; the values come from a separate critic (a role)"),
+    Reparameterisation("irpo", "rpo", {"alpha": 1.0}, "RPO with η = 1: one iteration's loss"),
+    Reparameterisation("kd", "gkd", {"beta": 0.0}, "GKD with β = 0, the forward KL (I37)"),
+    Reparameterisation("two_grpo", "grpo", {"num_generations": 2}, "GRPO with two samples per prompt (G14)"),
+    Reparameterisation("reward_model_centered", "reward_model", {"center_rewards_coefficient": 0.01},
+                       "the Bradley–Terry reward model with η = 0.01"),
+    Reparameterisation("gkd_lambda", "gkd_on_policy", {},
+                       "GKD on the batch's completions; only the rollout's on-policy mixing differs"),
+    Reparameterisation("bnpo", "dapo", {"epsilon_high": 0.2},
+                       "GRPO's surrogate with a batch token mean (I25); DAPO adds clip-higher and masks truncations"),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(name: str) -> ast.SpecFile:
+    path = library.find(name)
+    return parse(path.read_text(), str(path))
+
+
+def _own_formulas(name: str) -> dict[str, str]:
+    """The `let`s and the `loss` a spec file writes itself, as text."""
+    return {("loss" if isinstance(st, ast.LossDecl) else st.name): expr_text(st.expr)
+            for st in _spec(name).statements if isinstance(st, (ast.LetDecl, ast.LossDecl))}
+
+
+def _extends(name: str) -> str | None:
+    return _spec(name).statements[0].extends
+
+
+def _loss_hash(name: str, params: dict) -> str:
+    g = ptdsl.compile(name, **params).graph
+    return structural_hashes(g)[g.graph["loss"]]
+
+
+def _declares_nothing(a: str, b: str) -> bool:
+    """`a` has `b`'s loss by construction: it extends `b` writing no formula, or it extends
+    `b`'s parent and writes the formulas `b` writes, word for word."""
+    parent = _extends(a)
+    if parent == b:
+        return not _own_formulas(a)
+    return parent is not None and parent == _extends(b) and _own_formulas(a) == _own_formulas(b)
+
+
+@pytest.mark.parametrize("r", REPARAMETERISATIONS, ids=[r.child for r in REPARAMETERISATIONS])
+def test_reparameterisation_adds_no_formula(r):
+    """The declaration holds: no formula of its own, and the parent's optimised loss graph."""
+    assert _declares_nothing(r.child, r.parent), f"{r.child} writes a formula: test it as an identity"
+    assert _loss_hash(r.child, {}) == _loss_hash(r.parent, r.params_parent)
+
+
+def _identity_tables():
+    from tests.methods import test_offline_batch, test_online_batch
+    yield from ((i.a, i.b) for i in IDENTITIES)
+    yield from ((i[0], i[2]) for i in test_offline_batch.IDENTITIES)
+    yield from ((i[0], i[2]) for i in test_online_batch.IDENTITIES)
+
+
+def test_no_identity_is_a_reparameterisation():
+    pairs = [(a, b) for a, b in _identity_tables() if isinstance(a, str) and isinstance(b, str)]
+    assert len(pairs) > 30
+    trivial = [(a, b) for a, b in pairs if _declares_nothing(a, b) or _declares_nothing(b, a)]
+    assert trivial == [], "holds by construction: declare it in REPARAMETERISATIONS"
+
+
+def test_every_reparameterisation_in_the_library_is_declared():
+    """A new spec that extends another without a formula of its own, or repeats a sibling's
+    formulas, is declared above (siblings that both write nothing follow from their parent)."""
+    names = library.all_names()
+    found = {(a, _extends(a)) for a in names if _extends(a) and not _own_formulas(a)}
+    found |= {tuple(sorted((a, b))) for a in names for b in names
+              if a < b and _own_formulas(a) and _declares_nothing(a, b)}
+    declared = {(r.child, r.parent) if _extends(r.child) == r.parent else tuple(sorted((r.child, r.parent)))
+                for r in REPARAMETERISATIONS}
+    assert found == declared

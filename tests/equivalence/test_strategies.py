@@ -88,3 +88,25 @@ def test_condition_parsing_and_errors():
         parse(("on_policy", "off_policy"))
     with pytest.raises(ConditionError, match="neither method reads"):
         inputs([DPO], conditions="reference_equals_policy=y")
+
+
+TIME_STATE = ptdsl.compile(str(__import__("pathlib").Path(__file__).parents[1] / "runtime" / "specs"
+                               / "time_state.ptdsl")).graph
+SAMPO = ptdsl.compile("sampo").graph
+
+
+@given(st.data())
+def test_time_is_drawn_as_the_runtime_gives_it_and_draws_in_the_unit_interval(data):
+    """`step` and `epoch` whole numbers ≥ 0, `progress` in [0, 1]; random draws in [0, 1), per
+    element of their level (token draws aligned with their set's mask)."""
+    x = data.draw(inputs([TIME_STATE]))
+    for name in ("step", "epoch"):
+        assert x[name].dim() == 0 and x[name] >= 0 and float(x[name]).is_integer()
+    assert 0 <= x["progress"] <= 1
+    (draw,) = [k for k in x if k.startswith("uniform@")]
+    assert x[draw].shape == x["mask(chosen)"].shape[:1] and ((x[draw] >= 0) & (x[draw] < 1)).all()
+    y = data.draw(inputs([SAMPO]))
+    for s in ("chosen", "rejected"):
+        (name,) = [k for k, a in leaf_table([SAMPO]).items() if a["kind"] == "uniform" and a["set"] == s]
+        m = y[f"mask({s})"]
+        assert y[name].shape == m.shape and ((y[name][m] >= 0) & (y[name][m] < 1)).all()

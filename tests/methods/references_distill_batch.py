@@ -125,6 +125,13 @@ def gkd_on_policy(x: Inputs, *, beta: float = 0.5) -> torch.Tensor:
     return _token_mean(_generalised_jsd(log_s, log_t, beta), x["mask(y)"])
 
 
+def gkd_lambda(x: Inputs, *, beta: float = 0.5) -> torch.Tensor:
+    """D3 with 0 < λ < 1: a micro-batch's completions y are the student's samples (with
+    probability λ) or the dataset's; the loss is the same divergence on whichever y holds."""
+    log_s, log_t = _log_dists(x, "y")
+    return _token_mean(_generalised_jsd(log_s, log_t, beta), x["mask(y)"])
+
+
 def opd(x: Inputs, *, beta: float = 1.0) -> torch.Tensor:
     """D4 (DistillationConfig(beta=1)): token mean of KL(p_S ‖ p_T) (JSD_β for other β) on
     student samples (the logits given are already at the sampling temperature)."""
@@ -221,5 +228,6 @@ def reward_model_centered(x: Inputs, *, center_rewards_coefficient: float = 0.01
     return (-F.logsigmoid(rw - rl)).mean() + center_rewards_coefficient * ((rw + rl) ** 2).mean()
 
 
-METHODS = {f.__name__: f for f in (online_dpo, online_ipo, xpo, spin, kd, gkd, gkd_on_policy, opd, opd_sampled,
-                                   iw_opd, minillm, distillm, seqkd, reward_model_margin, reward_model_centered)}
+METHODS = {f.__name__: f for f in (online_dpo, online_ipo, xpo, spin, kd, gkd, gkd_on_policy, gkd_lambda, opd,
+                                   opd_sampled, iw_opd, minillm, distillm, seqkd, reward_model_margin,
+                                   reward_model_centered)}

@@ -159,18 +159,7 @@ def odpo(x, *, beta=0.1, alpha=1.0):
     return -F.logsigmoid(beta * _delta(x) - offset).mean()
 
 
-# ---- P30: β-DPO -------------------------------------------------------------------------
-
-
-def beta_dpo(x, *, beta=0.1, alpha=0.6, history=()):
-    """P30 without filtering: β_b = max(β₀(1 + a(M̄ − M₀)), 1e-3), no gradient, where M̄ = mean Δ of
-    this batch and M₀ the mean of the batch means so far (``history`` + this one);
-    loss mean −log σ(β_b Δ)."""
-    delta = _delta(x)
-    batch_mean = float(delta.detach().mean())
-    baseline = (sum(history) + batch_mean) / (len(history) + 1)
-    beta_b = max(beta * (1 + alpha * (batch_mean - baseline)), 1e-3)
-    return -F.logsigmoid(beta_b * delta).mean()
+# ---- P30: β-DPO: tests/methods/references_random.py (random filtering, moving averages) --
 
 
 # ---- P31, P32: TDPO ---------------------------------------------------------------------
@@ -305,5 +294,5 @@ def cpo_ipo(x, *, beta=0.1, cpo_alpha=1.0):
 
 
 METHODS = {fn.__name__: fn for fn in (
-    aot, aot_unpaired, discopop, ld_dpo, wpo, tr_dpo, step_dpo, odpo, beta_dpo, tdpo1, tdpo2, kto_pair, slic,
+    aot, aot_unpaired, discopop, ld_dpo, wpo, tr_dpo, step_dpo, odpo, tdpo1, tdpo2, kto_pair, slic,
     gpo_exp, gpo_truncated_quadratic, gpo_savage, simper, tpo, tpo_l, bco, orm, implicit_prm, cpo_hinge, cpo_ipo)}

@@ -343,6 +343,11 @@ def ppo(x: Inputs, *, kl_coef: float = 0.05, k3_kl: bool = False, cliprange: flo
     return _batch_token_mean(x, pg) + vf_coef * _value_loss(x, returns, old_values, cliprange_value)
 
 
+def ppo_critic(x: Inputs, **kw) -> torch.Tensor:
+    """ppo with a separate critic: the formula is G2's; only the network behind V changes."""
+    return ppo(x, **kw)
+
+
 def dual_clip_ppo(x: Inputs, *, clip_ratio_c: float = 3.0, **kw) -> torch.Tensor:
     """G4: PPO whose negative-advantage tokens have their clipped loss capped at −c·A."""
     return ppo(x, dual_clip_c=clip_ratio_c, **kw)

@@ -1,7 +1,7 @@
 """The "distill" batch — online preference (online_dpo, online_ipo, xpo, spin),
 distillation (kd, seqkd, gkd, gkd_on_policy, gkd_lambda, opd, opd_sampled, iw_opd, minillm,
 distillm) and reward modelling (reward_model_margin, reward_model_centered) — checked
-three ways:
+three ways (driven through tests/trl_harness.py's stand-ins):
 
 (a) each spec against the plain-torch reference of its METHODS.md formula
     (references_distill_batch.py), loss AND gradient, float64, rtol 1e-6, on hypothesis
@@ -28,20 +28,18 @@ TRL harnesses (b)
 * iw_opd, opd_sampled: the unbound ``IWOPDTrainer._compute_iw_opd_loss`` on student
   logits, sampled tokens and teacher token log-probs (γ = 0 for opd_sampled, I38); the
   spec's leaves are built from the same logits with log_softmax + gather.
-* seqkd: ``SFTTrainer.compute_loss`` (loss_type="nll") with a stand-in fused-LM-head
-  model returning the given token log-probs (SeqKD is SFT on the teacher's answers).
-* reward models: ``RewardTrainer.compute_loss`` with a stand-in classifier returning the
-  given scores, with a ``margin`` column and ``center_rewards_coefficient``.
+* seqkd: ``SFTTrainer.compute_loss`` (loss_type="nll") through tests/trl_drivers.py
+  (SeqKD is SFT on the teacher's answers).
+* reward models (reward_model too): ``RewardTrainer.compute_loss`` with a stand-in
+  classifier returning the given scores, with a ``margin`` column and
+  ``center_rewards_coefficient``.
 Gradients are compared w.r.t. the policy's leaves (log-probs, logits or scores).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import os
 import tempfile
-import types
 import warnings
 from collections import defaultdict
 from types import SimpleNamespace
@@ -55,8 +53,9 @@ import ptdsl
 from ptdsl.equivalence.strategies import inputs as graph_inputs
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_distill_batch as R
-
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+from tests.reference_cases import REFERENCE, TRL, checks
+from tests.trl_drivers import sft_loss
+from tests.trl_harness import TRL_VERSION, Accelerator, metrics, needs_trl, stub
 
 F64 = torch.float64
 SETTINGS = settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -93,6 +92,8 @@ CASES = [
     ("gkd", {"beta": 1.0}, {}),
     ("gkd_on_policy", {}, {}),
     ("gkd_on_policy", {"beta": 0.9}, {}),
+    ("gkd_lambda", {}, {}),
+    ("gkd_lambda", {"lmbda": 0.3, "beta": 0.0}, {}),
     ("opd", {}, {}),
     ("opd", {"beta": 0.5}, {}),
     ("opd", {"beta": 0.0}, {}),
@@ -115,7 +116,7 @@ CASES = [
 ]
 # rollout options only: the inputs carry their effect (the runtime takes a rollout's
 # logits and log-probs at its sampling temperature)
-NOT_REFERENCE_PARAMS = {"num_generations", "temperature"}
+NOT_REFERENCE_PARAMS = {"num_generations", "temperature", "lmbda"}
 
 
 def _check_reference(method, params, extra, data):
@@ -133,6 +134,7 @@ def _check_reference(method, params, extra, data):
 CASE_IDS = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,extra", CASES, ids=CASE_IDS)
 @SETTINGS
 @given(data=st.data())
@@ -148,63 +150,23 @@ def test_matches_reference_long(method, params, extra, data):
     _check_reference(method, params, extra, data)
 
 
-def test_every_spec_of_the_batch_has_a_case():
-    assert {c[0] for c in CASES} == set(R.METHODS)
-
-
 # ======================================================================================
 # (b) TRL 1.16's own loss code
 # ======================================================================================
 
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import trl
-        import trl.trainer.utils as trl_utils
-        from trl.experimental.gkd import GKDTrainer
-        from trl.experimental.iw_opd import IWOPDTrainer
-        from trl.experimental.online_dpo import OnlineDPOTrainer
-        from trl.trainer.distillation_trainer import _chunked_divergence_loss
-        from trl.trainer.reward_trainer import RewardTrainer
-        from trl.trainer.sft_trainer import SFTTrainer
-    TRL_VERSION = trl.__version__
-except ImportError:
-    TRL_VERSION = None
-
-# The stand-ins follow TRL 1.16's attribute layout exactly; other versions differ.
-needs_trl = pytest.mark.skipif(TRL_VERSION != "1.16.0", reason=f"needs trl==1.16.0 (found {TRL_VERSION})")
+if TRL_VERSION is not None:
+    from trl.experimental.gkd import GKDTrainer
+    from trl.experimental.iw_opd import IWOPDTrainer
+    from trl.experimental.online_dpo import OnlineDPOTrainer
+    from trl.trainer.distillation_trainer import _chunked_divergence_loss
+    from trl.trainer.reward_trainer import RewardTrainer
 
 LOGPROB = st.floats(-8.0, -(2.0 ** -10), width=64)
 LOGIT = st.floats(-6.0, 6.0, width=64)
 
 
-class _Accelerator:
-    """Single-process pass-through for ``self.accelerator``; ``backward`` records the loss."""
-
-    device = torch.device("cpu")
-    num_processes = 1
-    process_index = 0
-    sync_gradients = True
-    parallelism_config = None
-
-    def __init__(self):
-        self.loss = None
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-    def backward(self, loss, **kwargs):
-        self.loss = loss
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-
 def _close(actual, expected, rtol, atol):
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=F64), torch.as_tensor(expected, dtype=F64),
-                               rtol=rtol, atol=atol)
+    assert_close(torch.as_tensor(actual, dtype=F64), torch.as_tensor(expected, dtype=F64), rtol=rtol, atol=atol)
 
 
 def _same_value_and_grad(trl_loss, our_loss, leaves, rtol=1e-9, atol=1e-11):
@@ -259,14 +221,14 @@ def _runtime_pick(compiled, rewards, prompts):
 def _trl_online_dpo(policy_trl, reference_trl, mask_trl, rewards_trl, loss_type, beta):
     """OnlineDPOTrainer.training_step on fixed samples, log-probs and rewards (TRL row order)."""
     rows, width = mask_trl.shape
-    recorder = _Accelerator()
+    recorder = Accelerator()
     policy_model, reference_model = SimpleNamespace(train=lambda: None), object()
     ids = torch.full((rows, width), 5)
 
     def forward(model, *args):
         return policy_trl if model is policy_model else reference_trl
 
-    stub = SimpleNamespace(
+    this = SimpleNamespace(
         args=SimpleNamespace(use_vllm=False, missing_eos_penalty=None, loss_type=loss_type, torch_empty_cache_steps=None,
                              optim="adamw_torch", n_gpu=1, gradient_accumulation_steps=1),
         _generate=lambda model, prompts, images=None: (torch.ones(rows, 1, dtype=torch.long),
@@ -282,11 +244,12 @@ def _trl_online_dpo(policy_trl, reference_trl, mask_trl, rewards_trl, loss_type,
         beta=beta,
         state=SimpleNamespace(global_step=0),
     )
-    OnlineDPOTrainer.training_step(stub, policy_model, {"prompt": ["1+1="] * (rows // 2)})
+    OnlineDPOTrainer.training_step(this, policy_model, {"prompt": ["1+1="] * (rows // 2)})
     return recorder.loss
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,loss_type", [("online_dpo", "sigmoid"), ("online_ipo", "ipo")])
 @FEW
 @given(data=_online_pairs(), beta=st.sampled_from([0.1, 0.5, 2.0]))
@@ -336,6 +299,7 @@ GKD_CASES = [("kd", None), ("gkd", None), ("gkd", 0.0), ("gkd", 1.0), ("gkd", 0.
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,beta", GKD_CASES, ids=[f"{m}-{b}" for m, b in GKD_CASES])
 @FEW
 @given(batch=_logit_batch())
@@ -355,6 +319,7 @@ def test_trl_gkd(method, beta, batch):
 
 
 @needs_trl
+@checks(TRL, "opd")
 @FEW
 @given(batch=_logit_batch(), beta=st.sampled_from([1.0, 0.0, 0.5]), temperature=st.sampled_from([1.0, 0.7, 2.0]))
 def test_trl_opd(batch, beta, temperature):
@@ -383,6 +348,7 @@ def _sampled_tokens(draw):
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,gamma", [("iw_opd", 0.5), ("iw_opd", 2.0), ("iw_opd", 0.0), ("opd_sampled", 0.0)])
 @FEW
 @given(batch=_sampled_tokens())
@@ -393,37 +359,18 @@ def test_trl_iw_opd(method, gamma, batch):
     c = _compiled(method, params)
     student_tokens = torch.log_softmax(student, -1).gather(-1, tokens[..., None]).squeeze(-1)
     our_loss = c.loss({"logprobs(policy, y)": student_tokens, "logprobs(teacher, y)": teacher, "mask(y)": mask})[0]
-    stub = SimpleNamespace(temperature=1.0, iw_opd_gamma=gamma, iw_opd_epsilon=1e-8,
-                           model=SimpleNamespace(training=True), _metrics=defaultdict(lambda: defaultdict(list)))
+    this = SimpleNamespace(temperature=1.0, iw_opd_gamma=gamma, iw_opd_epsilon=1e-8,
+                           model=SimpleNamespace(training=True), _metrics=metrics())
     labels = torch.where(mask, tokens, torch.full_like(tokens, -100))
-    trl_loss = IWOPDTrainer._compute_iw_opd_loss(stub, student, tokens, labels, teacher)
+    trl_loss = IWOPDTrainer._compute_iw_opd_loss(this, student, tokens, labels, teacher)
     _same_value_and_grad(trl_loss, our_loss, [student])
 
 
 # --- seqkd: SFTTrainer's NLL -----------------------------------------------------------------
 
 
-class _FakeFusedLM:
-    """A model patched with TRL's fused LM head, returning given per-token log-probs (column t
-    scores token t + 1), 0 where the label is −100, like the real head."""
-
-    is_gradient_checkpointing = False
-    training = True
-
-    def __init__(self, log_probs):
-        self.log_probs = log_probs
-
-    def __call__(self, input_ids=None, labels=None, fused_lm_head=False, **kwargs):
-        assert fused_lm_head, "TRL is expected to ask for the fused LM head"
-        label_mask = labels[:, 1:] != -100
-        log_probs = torch.where(label_mask, self.log_probs, torch.zeros_like(self.log_probs))
-        zeros = torch.zeros_like(log_probs).detach()
-        return trl_utils.FusedCausalLMOutput(
-            loss=-log_probs.sum() / label_mask.sum().clamp(min=1), log_probs=log_probs, entropy=zeros,
-            log_sum_sq_probs=zeros, mean_logits=zeros, is_top1=torch.zeros_like(label_mask), label_mask=label_mask)
-
-
 @needs_trl
+@checks(TRL, "seqkd")
 @FEW
 @given(data=st.data())
 def test_trl_seqkd(data):
@@ -432,17 +379,7 @@ def test_trl_seqkd(data):
     values = _values(data.draw, tuple(mask.shape), LOGPROB).requires_grad_(True)
     ours = {"logprobs(policy, y)": torch.where(mask, values, torch.full_like(values, float("nan"))), "mask(y)": mask}
     our_loss = _compiled("seqkd").loss(ours)[0]
-    rows = mask.shape[0]
-    attention = torch.cat([torch.ones(rows, 1, dtype=torch.long), mask.long()], dim=1)
-    ids = (torch.arange(attention.shape[1]) + 3).repeat(rows, 1) * attention
-    labels = ids.masked_fill(torch.cat([torch.zeros(rows, 1, dtype=torch.bool), mask], dim=1).logical_not(), -100)
-    model = _FakeFusedLM(values)
-    stub = SimpleNamespace(model=model, compute_loss_func=None, label_smoother=None, accelerator=_Accelerator(),
-                           args=SimpleNamespace(loss_type="nll", average_tokens_across_devices=True, max_length=None),
-                           _metrics=defaultdict(lambda: defaultdict(list)), _total_train_tokens=0, _tp_size=1,
-                           aux_loss_enabled=False)
-    trl_loss = SFTTrainer.compute_loss(stub, model, {"input_ids": ids, "attention_mask": attention, "labels": labels},
-                                       num_items_in_batch=None)
+    trl_loss = sft_loss(values, mask)
     _same_value_and_grad(trl_loss, our_loss, [values])
 
 
@@ -450,7 +387,9 @@ def test_trl_seqkd(data):
 
 
 @needs_trl
-@pytest.mark.parametrize("method,eta", [("reward_model_margin", None), ("reward_model_margin", 0.05),
+@checks(TRL)
+@pytest.mark.parametrize("method,eta", [("reward_model", None), ("reward_model", 0.2),
+                                        ("reward_model_margin", None), ("reward_model_margin", 0.05),
                                         ("reward_model_centered", 0.01), ("reward_model_centered", 0.5)])
 @FEW
 @given(data=st.data())
@@ -468,10 +407,8 @@ def test_trl_reward_model(method, eta, data):
     def classifier(**kwargs):
         return SimpleNamespace(logits=torch.cat([chosen, rejected])[:, None])
 
-    stub = SimpleNamespace(model=SimpleNamespace(training=True), args=SimpleNamespace(center_rewards_coefficient=eta),
-                           accelerator=_Accelerator(), _metrics=defaultdict(lambda: defaultdict(list)),
-                           _total_train_tokens=0, _tp_size=1)
-    trl_loss = RewardTrainer.compute_loss(stub, classifier, batch)
+    this = stub(model=SimpleNamespace(training=True), args=SimpleNamespace(center_rewards_coefficient=eta))
+    trl_loss = RewardTrainer.compute_loss(this, classifier, batch)
     _same_value_and_grad(trl_loss, our_loss, [chosen, rejected])
 
 
@@ -541,10 +478,10 @@ def test_xpo_without_exploration_is_online_dpo_on_the_pair(data):
 @SETTINGS
 @given(data=st.data())
 def test_distillation_identities(data):
-    """I37: kd = gkd(β = 0); gkd_on_policy(β = 1) = opd (GKD λ = 1, β = 1 ≡ DistillationConfig(beta=1));
-    I38: iw_opd(γ = 0) = opd_sampled."""
+    """I37: gkd_on_policy(β = 1) = opd (GKD λ = 1, β = 1 ≡ DistillationConfig(beta=1));
+    I38: iw_opd(γ = 0) = opd_sampled. (kd = gkd(β = 0) holds by `extends`: a declaration in
+    tests/equivalence/test_identities.py.)"""
     x = data.draw(graph_inputs([_compiled("gkd").graph]))
-    _close(_spec_loss("kd", {}, x), _spec_loss("gkd", {"beta": 0.0}, x), 1e-12, 1e-12)
     on_policy = {"logits(policy, y)": x["logits(policy, completion)"], "logits(teacher, y)": x["logits(teacher, completion)"],
                  "mask(y)": x["mask(completion)"]}
     _close(_spec_loss("gkd_on_policy", {"beta": 1.0}, on_policy), _spec_loss("opd", {}, on_policy), 1e-12, 1e-12)

@@ -9,6 +9,7 @@ import ptdsl
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references as R
 from tests.methods import strategies as S
+from tests.reference_cases import REFERENCE, checks
 
 PREFERENCE = ["dpo", "cdpo", "ipo", "simpo", "orpo"]
 ROLLOUT = ["grpo", "dr_grpo", "dapo"]
@@ -41,6 +42,7 @@ def _strategy(method, n):
     return S.rollout_inputs(n)
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,extra", CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 @given(data=st.data())

@@ -16,6 +16,7 @@ from ptdsl.runtime import embedded
 from ptdsl.runtime.rollout import GeometricMixture, pick_tokens
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import strategies as S
+from tests.reference_cases import REFERENCE, checks
 
 LP, REF, MASK = "logprobs(policy, y)", "logprobs(reference, y)", "mask(y)"
 
@@ -40,6 +41,7 @@ def nash_inputs(draw):
             "r(y_mix)": torch.tensor(draw(rewards), dtype=torch.float64)}
 
 
+@checks(REFERENCE, "nash_md")
 @pytest.mark.parametrize("beta", [0.1, 0.0, 1.5])
 @settings(max_examples=60, deadline=None)
 @given(x=nash_inputs())

@@ -1,5 +1,5 @@
 """The "offline" batch of library methods (aot, aot_unpaired, discopop, ld_dpo, wpo, tr_dpo,
-odpo, beta_dpo, tdpo1, tdpo2, kto_pair, slic, gpo_*, step_dpo, simper, bco, orm, implicit_prm,
+odpo, tdpo1, tdpo2, kto_pair, slic, gpo_*, step_dpo, simper, bco, orm, implicit_prm,
 cpo_hinge, cpo_ipo). tpo and tpo_l were written by another batch (and are tested against
 references in test_variants.py); this file adds their TRL comparison.
 
@@ -7,39 +7,25 @@ references in test_variants.py); this file adds their TRL comparison.
    (references_offline_batch.py) in loss AND gradient, float64, rtol 1e-6, on hypothesis
    inputs derived from the compiled graph (ragged masks, garbage in masked-out positions,
    logits for the vocabulary-level leaves, score columns, labels, the triple's gold set).
-   Methods with running statistics (beta_dpo, bco) are checked over several steps.
+   Methods with running statistics (bco) are checked over several steps; beta_dpo, with its
+   random filtering and moving averages, has its own file (test_random_methods.py).
 2. Every method TRL 1.16 implements is also checked against TRL's own loss code, driven
-   without a model (harness below): DPOTrainer._compute_loss for aot, aot_unpaired,
-   discopop, ld_dpo (ld_alpha), wpo (use_weighting), tr_dpo and step_dpo (sigmoid);
-   CPOTrainer for cpo_hinge and cpo_ipo; TPOTrainer for tpo and tpo_l; and TRL's
-   SyncRefModelCallback for tr_dpo's moving reference.
+   without a model (tests/trl_harness.py): CPOTrainer for cpo, cpo_simpo, alphapo,
+   cpo_hinge and cpo_ipo; TPOTrainer for tpo and tpo_l; TRL's SyncRefModelCallback for
+   tr_dpo's moving reference. DPOTrainer's loss types (aot, aot_unpaired, discopop,
+   ld_dpo, wpo, tr_dpo, step_dpo and the rest of the DPO family) are in test_dpo_trainer.py.
+   CPO and TPO compute log-probs from logits, so ``LogitsLM`` returns a fixed random logits
+   tensor (requires grad); the spec's and the reference's inputs are built from the same
+   logits with log_softmax + gather, and gradients are compared w.r.t. the logits.
 3. Identities from METHODS.md §11 and the entries' "Relation" lines, through
-   ptdsl.equivalence.
-
-Harness (how TRL runs without a model)
---------------------------------------
-TRL's loss code lives in trainer methods. We call the unbound methods with a stand-in
-``self`` (a SimpleNamespace with exactly the attributes they read and a single-process
-pass-through accelerator) and stand-in models:
-
-* ``_FusedLM`` replaces a model patched by ``add_fused_lm_head`` (what DPOTrainer calls
-  with ``fused_lm_head=True``): it looks a batch up by its ``input_ids`` and returns the
-  given per-token log-probs (and, for WPO, ``log Σ_v π²`` computed here from the logits
-  leaf with logsumexp), zeroed where the label is -100 like the real kernel. Each sequence
-  is one prompt token then the completion, so TRL's shifted completion mask is ``mask(S)``.
-* CPO and TPO compute log-probs from logits, so ``_LogitsLM`` returns a fixed random
-  logits tensor (requires grad); the spec's and the reference's inputs are built from the
-  same logits with log_softmax + gather, and gradients are compared w.r.t. the logits.
+   ptdsl.equivalence (step_dpo and tr_dpo, which are dpo's loss by `extends`, are declared
+   in tests/equivalence/test_identities.py, not tested as identities).
 """
 from __future__ import annotations
 
 import copy
-import math
 import functools
-import os
-import types
-import warnings
-from collections import defaultdict
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -50,10 +36,13 @@ from hypothesis import strategies as st
 import ptdsl
 from ptdsl.equivalence import assert_equivalent
 from ptdsl.equivalence.strategies import inputs as graph_inputs
+from tests import trl_drivers as D
 from tests.helpers import assert_close, loss_and_grads
+from tests.methods import references_offline as OFF
 from tests.methods import references_offline_batch as R
+from tests.reference_cases import REFERENCE, TRL, checks
+from tests.trl_harness import TRL_VERSION, LogitsLM, needs_trl, pad_tokens, stub
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 F64 = torch.float64
 NAN = float("nan")
 # Default run: a dozen examples per case (the whole file stays well under a minute);
@@ -103,7 +92,6 @@ CASES = [
     ("tr_dpo", {}, {}), ("tr_dpo", {"beta": 0.05, "ref_model_mixup_alpha": 1.0}, {"beta": 0.05}),
     ("step_dpo", {}, {}), ("step_dpo", {"beta": 0.5}, {"beta": 0.5}),
     ("odpo", {}, {}), ("odpo", {"alpha": 0.5, "beta": 0.5}, {"alpha": 0.5, "beta": 0.5}),
-    ("beta_dpo", {}, {}), ("beta_dpo", {"alpha": 2.0, "beta": 0.5}, {"alpha": 2.0, "beta": 0.5}),
     ("tdpo1", {}, {}), ("tdpo1", {"beta": 0.5}, {"beta": 0.5}),
     ("tdpo2", {}, {}), ("tdpo2", {"alpha": 1.0, "beta": 0.3}, {"alpha": 1.0, "beta": 0.3}),
     ("kto_pair", {}, {}), ("kto_pair", {"beta": 1.0}, {"beta": 1.0}),
@@ -134,6 +122,7 @@ def _check_reference(method, params, ref, data):
 CASE_IDS = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref", CASES, ids=CASE_IDS)
 @FEW
 @given(data=st.data())
@@ -151,13 +140,11 @@ def test_matches_reference_long(method, params, ref, data):
 
 def _history_item(method, x, ref):
     """What a running statistic of `method` has seen after batch x (see the reference's docstring)."""
-    if method == "beta_dpo":
-        return float(R._delta(x).mean())
     return ref.get("beta", 0.1) * R._h(x, "completion")
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref", [
-    ("beta_dpo", {}, {}), ("beta_dpo", {"alpha": 3.0, "beta": 0.5}, {"alpha": 3.0, "beta": 0.5}),
     ("bco", {}, {}), ("bco", {"beta": 0.5}, {"beta": 0.5}),
 ])
 @FEW
@@ -181,197 +168,12 @@ def test_running_statistics_across_steps(method, params, ref, data, steps):
 # 2. TRL 1.16's own loss code
 # ======================================================================================
 
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import trl
-        import trl.trainer.utils as trl_utils
-        from trl.experimental.cpo import CPOTrainer
-        from trl.experimental.tpo import TPOTrainer
-        from trl.trainer.callbacks import SyncRefModelCallback
-        from trl.trainer.dpo_trainer import DPOTrainer
-    TRL_VERSION = trl.__version__
-except ImportError:  # pragma: no cover
-    TRL_VERSION = None
+# DPOTrainer's loss types, weighting, LD-DPO and f-divergences: test_dpo_trainer.py.
 
-# The stand-ins follow the attribute layout of TRL 1.16 exactly; other versions differ.
-needs_trl = pytest.mark.skipif(TRL_VERSION != "1.16.0", reason=f"needs trl==1.16.0 (found {TRL_VERSION})")
-
-
-class _Accelerator:
-    """Single-process pass-through for the `self.accelerator` calls made by the loss code."""
-
-    device = torch.device("cpu")
-    num_processes = 1
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-
-def _stub(cls=None, methods=(), **attrs):
-    """A stand-in `self`: `attrs` as attributes, `methods` of `cls` bound to it."""
-    attrs.setdefault("accelerator", _Accelerator())
-    attrs.setdefault("_metrics", defaultdict(lambda: defaultdict(list)))
-    attrs.setdefault("_total_train_tokens", 0)
-    attrs.setdefault("_tp_size", 1)
-    attrs.setdefault("aux_loss_enabled", False)
-    stub = SimpleNamespace(**attrs)
-    for name in methods:
-        setattr(stub, name, types.MethodType(getattr(cls, name), stub))
-    return stub
-
-
-class _FusedLM:
-    """A model patched with `add_fused_lm_head`: per-token outputs looked up by `input_ids`."""
-
-    is_gradient_checkpointing = False
-    training = True
-    _modules: dict = {}  # read by accelerate's is_peft_model
-
-    def __init__(self, input_ids, log_probs, log_sum_sq=None):
-        self.input_ids, self.log_probs, self.log_sum_sq = input_ids, log_probs, log_sum_sq
-
-    def __call__(self, input_ids=None, labels=None, fused_lm_head=False, **kwargs):
-        assert fused_lm_head and torch.equal(input_ids, self.input_ids), "unexpected call"
-        mask = labels[:, 1:] != -100
-        zero = torch.zeros((), dtype=F64)
-        log_probs = torch.where(mask, self.log_probs, zero)
-        sq = torch.zeros_like(log_probs) if self.log_sum_sq is None else torch.where(mask, self.log_sum_sq, zero)
-        return trl_utils.FusedCausalLMOutput(
-            loss=-log_probs.sum() / mask.sum(), log_probs=log_probs, entropy=torch.zeros_like(log_probs),
-            log_sum_sq_probs=sq.detach(), mean_logits=torch.zeros_like(log_probs),
-            is_top1=torch.zeros_like(mask), label_mask=mask)
-
-
-def _layout(mask: torch.Tensor, code: int, width: int):
-    """One prompt token, the completion (left-aligned), padding: ids, attention, completion mask."""
-    rows, t = mask.shape
-    padded = torch.zeros(rows, width, dtype=torch.bool)
-    padded[:, :t] = mask
-    ones = torch.ones(rows, 1, dtype=torch.long)
-    completion = torch.cat([torch.zeros_like(ones), padded.long()], dim=1)
-    attention = torch.cat([ones, padded.long()], dim=1)
-    ids = (torch.arange(width + 1) + 1 + 100 * code).repeat(rows, 1) * attention
-    return ids, attention, completion
-
-
-def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
-    """[rows, T, ...] → [rows, width, ...], zero-padded on the token axis."""
-    pad = torch.zeros((x.shape[0], width - x.shape[1], *x.shape[2:]), dtype=x.dtype)
-    return torch.cat([x, pad], dim=1)
-
-
-def _log_sum_sq(x, s):
-    """log Σ_v π_θ(v)² per token, from the logits leaf (what TRL's fused head computes)."""
-    z = torch.where(x[f"mask({s})"].unsqueeze(-1), x[f"logits(policy, {s})"], torch.zeros((), dtype=F64))
-    return (torch.logsumexp(2 * z, -1) - 2 * torch.logsumexp(z, -1)).detach()
-
-
-def _trl_dpo(x, *, loss_type="sigmoid", beta=0.1, label_smoothing=0.0, ld_alpha=None, use_weighting=False,
-             discopop_tau=0.05):
-    """DPOTrainer._compute_loss on the leaves of `x` (a preference batch)."""
-    width = max(x["mask(chosen)"].shape[1], x["mask(rejected)"].shape[1])
-    (ids_c, att_c, comp_c), (ids_r, att_r, comp_r) = (_layout(x[f"mask({s})"], k + 1, width)
-                                                      for k, s in enumerate(("chosen", "rejected")))
-    batch = {"input_ids": torch.cat([ids_c, ids_r]), "attention_mask": torch.cat([att_c, att_r]),
-             "completion_mask": torch.cat([comp_c, comp_r])}
-
-    def both(fn):
-        return torch.cat([_pad(fn(s), width) for s in ("chosen", "rejected")])
-
-    sq = both(lambda s: _log_sum_sq(x, s)) if use_weighting else None
-    policy = _FusedLM(batch["input_ids"], both(lambda s: x[f"logprobs(policy, {s})"]), sq)
-    reference = _FusedLM(batch["input_ids"], both(lambda s: x[f"logprobs(reference, {s})"]))
-    stub = _stub(model=policy, ref_model=reference,
-                 args=SimpleNamespace(gradient_checkpointing_kwargs=None, discopop_tau=discopop_tau),
-                 precompute_ref_logps=False, ld_alpha=ld_alpha, f_divergence_type="reverse_kl",
-                 loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=label_smoothing,
-                 use_weighting=use_weighting)
-    return DPOTrainer._compute_loss(stub, policy, batch, return_outputs=False)
-
-
-# (method, spec params, DPOTrainer settings)
-DPO_TRL = [
-    ("aot", {"beta": 0.5}, dict(loss_type="aot", beta=0.5)),
-    ("aot", {"label_smoothing": 0.3}, dict(loss_type="aot", label_smoothing=0.3)),
-    ("aot_unpaired", {"beta": 0.5, "label_smoothing": 0.1}, dict(loss_type="aot_unpaired", beta=0.5, label_smoothing=0.1)),
-    ("discopop", {}, dict(loss_type="discopop")),
-    ("discopop", {"beta": 0.5, "discopop_tau": 0.5}, dict(loss_type="discopop", beta=0.5, discopop_tau=0.5)),
-    ("ld_dpo", {}, dict(ld_alpha=0.5)),
-    ("ld_dpo", {"ld_alpha": 0.0, "beta": 0.5}, dict(ld_alpha=0.0, beta=0.5)),
-    ("wpo", {}, dict(use_weighting=True)),
-    ("wpo", {"beta": 1.0}, dict(use_weighting=True, beta=1.0)),
-    ("tr_dpo", {}, {}),
-    ("step_dpo", {"beta": 0.5}, dict(beta=0.5)),
-]
-
-
-@needs_trl
-@pytest.mark.parametrize("method,params,trl_args", DPO_TRL, ids=[f"{c[0]}-{i}" for i, c in enumerate(DPO_TRL)])
-@FEW
-@given(data=st.data())
-def test_trl_dpo_trainer(method, params, trl_args, data):
-    c = _c(method, params)
-    x = data.draw(_inputs(c))
-    names = _trainable(c)
-    trl_side = loss_and_grads(lambda i: _trl_dpo(i, **trl_args), x, names)
-    ref = {k: v for k, v in params.items()}
-    _assert_same(loss_and_grads(lambda i: R.METHODS[method](i, **ref), x, names), trl_side, names, 1e-9, f"{method} ref/TRL")
-    _assert_same(loss_and_grads(lambda i: c.loss(i)[0], x, names), trl_side, names, 1e-6, f"{method} spec/TRL")
-
-
-@needs_trl
-@FEW
-@given(data=st.data())
-def test_trl_sigmoid_ignores_label_smoothing_so_wpo_is_compared_at_zero(data):
-    """TRL 1.16's sigmoid loss (with or without use_weighting) has no label smoothing; the spec
-    keeps dpo's cDPO parameter, so the TRL comparison above runs at label_smoothing = 0."""
-    c = _c("wpo")
-    x = data.draw(_inputs(c))
-    assert_close(_trl_dpo(x, use_weighting=True, label_smoothing=0.3), _trl_dpo(x, use_weighting=True), rtol=1e-12)
-
-
-# DPOTrainer's loss type for each preference spec, and the settings beside it
-DPO_LOSS_TYPES = {
-    "dpo": {}, "sigmoid_norm": dict(loss_type="sigmoid_norm"), "ipo": dict(loss_type="ipo"),
-    "robust_dpo": dict(loss_type="robust"), "hinge": dict(loss_type="hinge"), "exo_pair": dict(loss_type="exo_pair"),
-    "nca_pair": dict(loss_type="nca_pair"), "bco_pair": dict(loss_type="bco_pair"),
-    "sppo_hard": dict(loss_type="sppo_hard"), "apo_zero": dict(loss_type="apo_zero"),
-    "apo_down": dict(loss_type="apo_down"), "discopop": dict(loss_type="discopop"), "aot": dict(loss_type="aot"),
-    "aot_unpaired": dict(loss_type="aot_unpaired"), "ld_dpo": dict(ld_alpha=0.5), "wpo": dict(use_weighting=True),
-}
-
-
-@st.composite
-def _thinned_inputs(draw, c):
-    """Inputs whose completion masks are random subsets of the drawn ones: rows without any
-    token, holes, and completions that start late (left padding), as TRL's batches may be."""
-    from tests.methods.strategies import thinned
-    x = draw(_inputs(c))
-    for s in ("chosen", "rejected"):
-        x[f"mask({s})"] = draw(thinned(x[f"mask({s})"], empty_rows=draw(st.integers(0, 1))))
-    return x
-
-
-@needs_trl
-@pytest.mark.parametrize("method", sorted(DPO_LOSS_TYPES))
-@FEW
-@given(data=st.data())
-def test_trl_dpo_trainer_on_empty_completions_holes_and_left_padding(method, data):
-    """Each preference spec at its defaults against DPOTrainer._compute_loss, loss and gradient, on
-    masks with empty completions (sigmoid_norm used to divide 0 by a length of 0 where TRL clamps
-    the length at 1), holes and late starts (LD-DPO's shared prefix counts valid tokens)."""
-    c = _c(method)
-    x = data.draw(_thinned_inputs(c))
-    names = _trainable(c)
-    settings_ = {"beta": c.params["beta"], "label_smoothing": c.params.get("label_smoothing", 0.0),
-                 **DPO_LOSS_TYPES[method]}
-    if method == "discopop":
-        settings_["discopop_tau"] = c.params["discopop_tau"]
-    trl_side = loss_and_grads(lambda i: _trl_dpo(i, **settings_), x, names)
-    _assert_same(loss_and_grads(lambda i: c.loss(i)[0], x, names), trl_side, names, 1e-6, f"{method} spec/TRL")
+if TRL_VERSION is not None:
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.tpo import TPOTrainer
+    from trl.trainer.callbacks import SyncRefModelCallback
 
 
 def _ld_dpo_bf16_batch():
@@ -408,19 +210,6 @@ def test_generated_ld_dpo_counts_exactly_with_bfloat16_inputs():
 # --- CPO and TPO trainers, from logits ---------------------------------------------------
 
 
-class _LogitsLM:
-    """A causal LM returning fixed logits for the batch it expects."""
-
-    training = True
-
-    def __init__(self, logits, input_ids):
-        self.logits, self.input_ids = logits, input_ids
-
-    def __call__(self, input_ids, attention_mask=None, use_cache=None, **kwargs):
-        assert torch.equal(input_ids, self.input_ids)
-        return SimpleNamespace(logits=self.logits)
-
-
 VOCAB = 7
 
 
@@ -448,10 +237,14 @@ def _leaves(ids, attention, logits, s):
     return {f"logprobs(policy, {s})": torch.where(mask, per_token, torch.full_like(per_token, NAN)), f"mask({s})": mask}
 
 
+def _reference(method):
+    return R.METHODS.get(method) or getattr(OFF, method)
+
+
 def _spec_and_ref(method, params, leaves_of, logits):
     c = _c(method, params)
     spec = c.loss(leaves_of(logits))[0]
-    ref = R.METHODS[method](leaves_of(logits), **params)
+    ref = _reference(method)(leaves_of(logits), **params)
     return spec, ref
 
 
@@ -465,11 +258,29 @@ def _check_against_trl(trl_loss, spec, ref, logits, what):
     assert_close(g_spec, g_trl, rtol=1e-6, what=f"{what} spec/TRL grad")
 
 
+# spec → CPOConfig settings beyond beta and label_smoothing, from the spec's bound params
+CPO_SETTINGS = {
+    "cpo": lambda p: dict(loss_type="sigmoid", cpo_alpha=p["cpo_alpha"]),
+    "cpo_simpo": lambda p: dict(loss_type="simpo", cpo_alpha=p["cpo_alpha"], simpo_gamma=p["gamma"]),
+    "alphapo": lambda p: dict(loss_type="simpo", simpo_gamma=p["gamma"], alpha=p["alpha"]),
+    "cpo_hinge": lambda p: dict(loss_type="hinge", cpo_alpha=p["cpo_alpha"]),
+    "cpo_ipo": lambda p: dict(loss_type="ipo", cpo_alpha=p["cpo_alpha"]),
+}
+CPO_CASES = [
+    ("cpo", {}), ("cpo", {"cpo_alpha": 0.0, "label_smoothing": 0.2, "beta": 0.5}),
+    ("cpo_simpo", {}), ("cpo_simpo", {"cpo_alpha": 0.3, "gamma": 1.0, "beta": 2.0}),
+    ("alphapo", {}), ("alphapo", {"alpha": 0.25, "beta": 2.5, "gamma": 0.1}), ("alphapo", {"alpha": -0.5}),
+    ("cpo_hinge", {}), ("cpo_hinge", {"beta": 0.5, "cpo_alpha": 0.0}),
+    ("cpo_ipo", {}), ("cpo_ipo", {"beta": 0.5, "cpo_alpha": 0.2}),
+]
+
+
 @needs_trl
-@pytest.mark.parametrize("method,loss_type", [("cpo_hinge", "hinge"), ("cpo_ipo", "ipo")])
+@checks(TRL)
+@pytest.mark.parametrize("method,params", CPO_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CPO_CASES)])
 @FEW
-@given(data=_token_batch(("chosen", "rejected")), beta=st.sampled_from([0.1, 0.5]), cpo_alpha=st.sampled_from([0.0, 1.0]))
-def test_trl_cpo_trainer(method, loss_type, data, beta, cpo_alpha):
+@given(data=_token_batch(("chosen", "rejected")))
+def test_trl_cpo_trainer(method, params, data):
     sets, gen, scale = data
     batch = {}
     for s, (ids, attention) in sets.items():
@@ -478,11 +289,11 @@ def test_trl_cpo_trainer(method, loss_type, data, beta, cpo_alpha):
         batch.update({f"{s}_input_ids": ids, f"{s}_attention_mask": attention, f"{s}_labels": labels})
     rows, width = batch["chosen_input_ids"].shape[0], max(v[0].shape[1] for v in sets.values())
     logits = (scale * torch.randn(2 * rows, width, VOCAB, generator=gen, dtype=F64)).requires_grad_(True)
-    ids = CPOTrainer.concatenated_inputs(batch, padding_value=0)["concatenated_input_ids"]
-    stub = _stub(CPOTrainer, methods=("concatenated_forward", "cpo_loss"), is_encoder_decoder=False,
-                 concatenated_inputs=CPOTrainer.concatenated_inputs, get_batch_logps=CPOTrainer.get_batch_logps,
-                 pad_token_id=0, alpha=0.0, loss_type=loss_type, beta=beta, label_smoothing=0.0, cpo_alpha=cpo_alpha)
-    trl_loss, _ = CPOTrainer.get_batch_loss_metrics(stub, _LogitsLM(logits, ids), batch)
+    p = _c(method, params).params
+    # what a spec has no param for is off (no NLL term, no AlphaPO reward shaping); then the spec's
+    attrs = {"alpha": 0.0, "cpo_alpha": 0.0, "simpo_gamma": 0.5, "beta": p["beta"],
+             "label_smoothing": p.get("label_smoothing", 0.0), **CPO_SETTINGS[method](p)}
+    trl_loss = D.paired_from_logits(CPOTrainer, attrs, batch, logits)
 
     def leaves_of(lg):
         out = {}
@@ -491,11 +302,12 @@ def test_trl_cpo_trainer(method, loss_type, data, beta, cpo_alpha):
             out.update(_leaves(ids_s, att_s, lg[k * rows:(k + 1) * rows, : ids_s.shape[1]], s))
         return out
 
-    spec, ref = _spec_and_ref(method, {"beta": beta, "cpo_alpha": cpo_alpha}, leaves_of, logits)
+    spec, ref = _spec_and_ref(method, params, leaves_of, logits)
     _check_against_trl(trl_loss, spec, ref, logits, method)
 
 
 @needs_trl
+@checks(TRL)
 @pytest.mark.parametrize("method,loss_type", [("tpo", "sigmoid"), ("tpo_l", "tpo-l")])
 @FEW
 @given(data=_token_batch(("chosen", "rejected", "gold")), beta=st.sampled_from([0.01, 0.5]),
@@ -504,16 +316,16 @@ def test_trl_tpo_trainer(method, loss_type, data, beta, label_smoothing, tpo_alp
     sets, gen, scale = data
     order = ("chosen", "rejected", "gold") if tpo_alpha != 0 else ("chosen", "rejected")  # TRL drops gold at α = 0
     width = max(sets[s][0].shape[1] for s in order)
-    ids = torch.cat([_pad(sets[s][0], width) for s in order])
-    attention = torch.cat([_pad(sets[s][1], width) for s in order])
+    ids = torch.cat([pad_tokens(sets[s][0], width) for s in order])
+    attention = torch.cat([pad_tokens(sets[s][1], width) for s in order])
     completion = attention.clone()
     completion[:, 0] = 0
     rows = sets["chosen"][0].shape[0]
     logits = (scale * torch.randn(len(order) * rows, width, VOCAB, generator=gen, dtype=F64)).requires_grad_(True)
-    model = _LogitsLM(logits, ids)
-    stub = _stub(model=model, loss_type=loss_type, beta=beta, label_smoothing=label_smoothing, tpo_alpha=tpo_alpha,
+    model = LogitsLM(logits, ids)
+    this = stub(model=model, loss_type=loss_type, beta=beta, label_smoothing=label_smoothing, tpo_alpha=tpo_alpha,
                  tpo_l_gamma=0.5)
-    trl_loss = TPOTrainer._compute_loss(stub, model, {"input_ids": ids, "attention_mask": attention,
+    trl_loss = TPOTrainer._compute_loss(this, model, {"input_ids": ids, "attention_mask": attention,
                                                       "completion_mask": completion}, return_outputs=False)
 
     def leaves_of(lg):
@@ -579,10 +391,8 @@ IDENTITIES = [
     ("ld_dpo", {"ld_alpha": 1.0}, "dpo", {}, ()),                                 # P20: α = 1 ⇒ DPO
     ("ld_dpo", {"ld_alpha": 0.2}, "dpo", {}, ("equal_lengths",)),                 # P20: equal lengths ⇒ DPO
     ("tdpo2", {"alpha": 0.0}, "dpo", {}, ()),                                     # P32: α = 0 ⇒ DPO
-    ("beta_dpo", {"alpha": 0.0}, "dpo", {}, ()),                                  # P30: a = 0 ⇒ DPO
+    ("beta_dpo", {"alpha": 0.0, "rho": 0.0}, "dpo", {}, ()),                      # P30: a = 0, ρ = 0 ⇒ DPO
     ("odpo", {"alpha": 0.0}, "dpo", {}, ()),                                      # P27: α = 0 ⇒ DPO
-    ("step_dpo", {}, "dpo", {}, ()),                                              # P33: the DPO loss
-    ("tr_dpo", {}, "dpo", {}, ()),                                                # P22: the DPO loss
     ("cpo_hinge", {"cpo_alpha": 0.0}, "hinge", {}, ("reference_zero",)),          # P6 / R1: hinge without ℓ_ref
     ("tpo", {"tpo_alpha": 0.0, "beta": 0.3}, "cpo", {"cpo_alpha": 0.0, "beta": 0.3}, ()),   # I20
     ("tpo_l", {"tpo_alpha": 0.0}, "simpo", {"beta": 0.01, "gamma": 0.5}, ()),     # I20

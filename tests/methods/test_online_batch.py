@@ -5,7 +5,9 @@ rtol 1e-6, on hypothesis inputs with ragged masks, garbage outside the masks and
 of rollout rows.
 
 Methods TRL 1.16 implements (GRPOTrainer settings: lite_ppo, two_grpo, grpo_delta, vespo,
-gdpo, entropy_8020) are also compared with TRL's own code, driven without a model:
+gdpo, entropy_8020, and grpo, bnpo, dr_grpo, dapo, gspo, luspo, cispo, sapo on masks with
+empty rows and holes) are also compared with TRL's own code, driven without a model
+(tests/trl_drivers.py; RLOO and GMPO, which have trainers of their own, in test_rloo_gmpo_trl.py):
 
 * advantages come from ``GRPOTrainer._generate_and_score_completions`` itself — a
   stand-in ``self`` whose ``_generate`` returns fixed token ids and whose
@@ -21,30 +23,26 @@ tensors), so TRL comparisons use rtol 1e-6 with atol 1e-9, like the rest.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
-import os
 import subprocess
 import sys
-import types
-import warnings
-from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 import ptdsl
+from tests import trl_drivers as D
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_online as ON
 from tests.methods import references_online_batch as REF
 from tests.methods import strategies as S
+from tests.reference_cases import REFERENCE, TRL, checks
+from tests.trl_harness import TRL_VERSION, needs_trl, stub
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 F64 = torch.float64
 
 # ======================================================================================
@@ -133,6 +131,7 @@ CASES = [
     ("ppo", {}, {}, 1, ("values",)),
     ("ppo", {"k3_kl": True, "gamma": 0.9, "lam": 0.5, "vf_coef": 0.5, "cliprange_value": 0.1},
      {"k3_kl": True, "gamma": 0.9, "lam": 0.5, "vf_coef": 0.5, "cliprange_value": 0.1}, 1, ("values",)),
+    ("ppo_critic", {"critic_lr_scale": 2.0, "critic_warmup_steps": 3}, {}, 1, ("values",)),
     ("dual_clip_ppo", {}, {}, 1, ("values",)),
     ("dual_clip_ppo", {"clip_ratio_c": 1.05, "cliprange": 0.01},
      {"clip_ratio_c": 1.05, "cliprange": 0.01}, 1, ("values",)),
@@ -161,6 +160,7 @@ def _check(c, reference, x, what, rtol=1e-6):
         assert_close(got_g[n], want_g[n], rtol=rtol, what=f"{what} grad {n}")
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref,n,extra", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 @given(data=st.data())
 def test_matches_reference(method, params, ref, n, extra, data):
@@ -169,125 +169,20 @@ def test_matches_reference(method, params, ref, n, extra, data):
     _check(c, lambda i: getattr(REF, method)(i, **ref), x, method)
 
 
-def test_every_method_of_the_batch_is_covered():
-    from ptdsl import library
+def test_headers():
     from ptdsl.compiler import define
-    batch = {c[0] for c in CASES}
-    assert batch <= set(library.all_names())
-    for name in batch:
-        assert define(name).name == name and define(name).family in ("online RL", "online preference")
-    experimental = {name for name in batch if define(name).stability == "experimental"}
-    assert experimental == {"reinforce_pp_baseline", "gpg", "grpo_k1", "kimi_k15"}
+    experimental = {name for name in {c[0] for c in CASES} if define(name).stability == "experimental"}
+    assert experimental == {"reinforce_pp_baseline", "gpg", "grpo_k1", "kimi_k15", "ppo_critic"}
 
 
 # ======================================================================================
 # (b) TRL 1.16's own code
 # ======================================================================================
 
-try:
-    import trl
+if TRL_VERSION is not None:
     from trl.trainer.grpo_trainer import GRPOTrainer
-    TRL_VERSION = trl.__version__
-except ImportError:  # pragma: no cover
-    TRL_VERSION = None
 
-# The stand-ins follow TRL 1.16's attribute layout exactly; other versions differ.
-needs_trl = pytest.mark.skipif(TRL_VERSION != "1.16.0", reason=f"needs trl==1.16.0 (found {TRL_VERSION})")
 FEW = settings(max_examples=25)
-
-
-class _Accelerator:
-    """Single process: every collective is the identity."""
-
-    device = torch.device("cpu")
-    num_processes = 1
-    process_index = 0
-    sync_gradients = True
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-    def reduce(self, x, reduction="sum"):
-        return x
-
-    def pad_across_processes(self, x, dim=0, pad_index=0):
-        return x
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-
-def trl_advantages(rewards_per_func: torch.Tensor, n: int, *, scale_rewards="group",
-                   aggregation="sum_then_normalize", weights=None) -> torch.Tensor:
-    """TRL's advantages for ``rewards_per_func`` [rows, K]: ``_generate_and_score_completions`` on a
-    stand-in whose generation is fixed and whose reward functions return the given columns."""
-    rows, k = rewards_per_func.shape
-    weights = torch.ones(k, dtype=F64) if weights is None else torch.tensor(weights, dtype=F64)
-
-    def generate(prompts):  # prompt ids, completion ids, tool mask, texts, sampling logps, extras, images, tool images
-        k = len(prompts)
-        return [[1]] * k, [[2, 3]] * k, None, ["c"] * k, None, {}, None, [[]] * k
-
-    stub = SimpleNamespace(
-        accelerator=_Accelerator(), model=SimpleNamespace(training=True, is_gradient_checkpointing=False),
-        environment_factories=None, tools=None, environments=None, _generate=generate,
-        _tokenizer=SimpleNamespace(pad_token_id=0), pad_to_multiple_of=None, mask_truncated_completions=False,
-        eos_token_ids=[3], num_iterations=1, use_vllm=False, vllm_importance_sampling_correction=False, beta=0.0,
-        args=SimpleNamespace(steps_per_generation=1, gradient_accumulation_steps=1, per_device_train_batch_size=rows,
-                             gradient_checkpointing_kwargs=None),
-        _calculate_rewards=lambda inputs, prompts, completions, ids: rewards_per_func.clone(),
-        num_generations=n, multi_objective_aggregation=aggregation, reward_weights=weights, scale_rewards=scale_rewards,
-        reward_funcs=[None] * k, reward_func_names=[f"reward_{i}" for i in range(k)],
-        _metrics=defaultdict(lambda: defaultdict(list)), _pending_extra_logs={}, _pending_metrics={},
-        log_multimodal=False,
-        _logs={"prompt": [], "completion": [], "rewards": defaultdict(list), "advantages": [],
-               "extra": defaultdict(list), "images": []},
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = GRPOTrainer._generate_and_score_completions(stub, [{"prompt": "p"}] * rows)
-    return out["advantages"]
-
-
-def trl_loss(x: dict, advantages: torch.Tensor, *, loss_type: str, beta=0.0, epsilon=0.2, epsilon_high=0.2,
-             delta=None, top_entropy_quantile=1.0, vespo=(2.0, 3.0, 3.0, 2.0), importance_sampling_level="token",
-             max_completion_length=None, sapo=(1.0, 1.05)) -> torch.Tensor:
-    """``GRPOTrainer._compute_loss`` on the test's log-probs (and entropies), with TRL's own
-    entropy mask and VESPO gamma weights bound to the stand-in. ``max_completion_length``
-    (dr_grpo's divisor) defaults to the batch's width."""
-    mask = x["mask(y)"]
-
-    def clean(key):  # a real model returns finite numbers on padding; TRL masks them afterwards
-        return torch.where(mask, x[key], torch.zeros((), dtype=F64))
-
-    policy = clean("logprobs(policy, y)")
-    entropies = clean("entropy(policy, y)") if "entropy(policy, y)" in x else torch.zeros_like(policy)
-    rows, width = mask.shape
-    batch = {
-        "prompt_ids": torch.ones(rows, 1, dtype=torch.long), "prompt_mask": torch.ones(rows, 1, dtype=torch.long),
-        "completion_ids": torch.ones(rows, width, dtype=torch.long), "completion_mask": mask.long(),
-        "advantages": advantages, "old_per_token_logps": clean("logprobs(old, y)"),
-        "ref_per_token_logps": clean("logprobs(reference, y)"), "num_items_in_batch": mask.sum(),
-    }
-    k_pos, lambda_pos, k_neg, lambda_neg = vespo
-    stub = SimpleNamespace(
-        accelerator=_Accelerator(), model=SimpleNamespace(training=True), aux_loss_enabled=False,
-        _get_per_token_logps_and_entropies=lambda *a, **k: (policy, entropies, None),
-        get_gamma_weights=GRPOTrainer.get_gamma_weights,
-        args=SimpleNamespace(use_bias_correction_kl=True, delta=delta, steps_per_generation=1,
-                             vespo_k_pos=k_pos, vespo_lambda_pos=lambda_pos, vespo_k_neg=k_neg,
-                             vespo_lambda_neg=lambda_neg, sapo_temperature_pos=sapo[0], sapo_temperature_neg=sapo[1]),
-        top_entropy_quantile=top_entropy_quantile, off_policy_mask_threshold=None,
-        importance_sampling_level=importance_sampling_level,
-        beta=beta, loss_type=loss_type, epsilon_low=epsilon, epsilon_high=epsilon_high, use_vllm=False,
-        vllm_importance_sampling_correction=False, current_gradient_accumulation_steps=1,
-        max_completion_length=max_completion_length or width, _entropy_bonus_enabled=False,
-        _metrics=defaultdict(lambda: defaultdict(list)),
-    )
-    stub.get_high_entropy_mask = types.MethodType(GRPOTrainer.get_high_entropy_mask, stub)
-    return GRPOTrainer._compute_loss(stub, None, batch)
 
 
 def _three_way(method, spec_params, ref_kw, x, trl_fn, reference=None):
@@ -317,44 +212,48 @@ def _rewards(x, key="r(y)"):
 
 
 @needs_trl
+@checks(TRL, "lite_ppo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, clips=_CLIPS)
 def test_trl_lite_ppo(data, n, beta, clips):
     """GRPOConfig(scale_rewards="batch", loss_type="dapo")."""
     x = data.draw(online_inputs(n))
     eps, eps_high = clips
-    adv = trl_advantages(_rewards(x), n, scale_rewards="batch")
+    adv = D.grpo_advantages(_rewards(x), n, scale_rewards="batch")
     _three_way("lite_ppo", {"num_generations": n, "beta": beta, "epsilon": eps, "epsilon_high": eps_high},
                {"n": n, "beta": beta, "epsilon": eps, "epsilon_high": eps_high}, x,
-               lambda i: trl_loss(i, adv, loss_type="dapo", beta=beta, epsilon=eps, epsilon_high=eps_high))
+               lambda i: D.grpo_loss(i, adv, loss_type="dapo", beta=beta, epsilon=eps, epsilon_high=eps_high))
 
 
 @needs_trl
+@checks(TRL, "two_grpo")
 @FEW
 @given(data=st.data(), beta=_BETAS, clips=_CLIPS)
 def test_trl_two_grpo(data, beta, clips):
     """GRPOConfig(num_generations=2, loss_type="grpo")."""
     x = data.draw(online_inputs(2))
     eps, eps_high = clips
-    adv = trl_advantages(_rewards(x), 2)
+    adv = D.grpo_advantages(_rewards(x), 2)
     _three_way("two_grpo", {"beta": beta, "epsilon": eps, "epsilon_high": eps_high},
                {"beta": beta, "epsilon": eps, "epsilon_high": eps_high}, x,
-               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta, epsilon=eps, epsilon_high=eps_high))
+               lambda i: D.grpo_loss(i, adv, loss_type="grpo", beta=beta, epsilon=eps, epsilon_high=eps_high))
 
 
 @needs_trl
+@checks(TRL, "grpo_delta")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, delta=st.sampled_from([1.05, 1.3, 4.0]))
 def test_trl_grpo_delta(data, n, beta, delta):
     """GRPOConfig(delta=δ, loss_type="grpo")."""
     x = data.draw(online_inputs(n))
-    adv = trl_advantages(_rewards(x), n)
+    adv = D.grpo_advantages(_rewards(x), n)
     _three_way("grpo_delta", {"num_generations": n, "beta": beta, "delta": delta},
                {"n": n, "beta": beta, "delta": delta}, x,
-               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta, delta=delta))
+               lambda i: D.grpo_loss(i, adv, loss_type="grpo", beta=beta, delta=delta))
 
 
 @needs_trl
+@checks(TRL, "vespo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS,
        kernel=st.sampled_from([(2.0, 3.0, 3.0, 2.0), (1.0, 0.5, 0.0, 4.0)]),
@@ -367,14 +266,15 @@ def test_trl_vespo(data, n, beta, kernel, far):
         shift = S._token_values(data.draw, x["mask(y)"], st.floats(-12, 12, width=64), F64)
         x["logprobs(old, y)"] = torch.where(x["mask(y)"], x["logprobs(old, y)"] + shift, shift)
     k_pos, l_pos, k_neg, l_neg = kernel
-    adv = trl_advantages(_rewards(x), n)
+    adv = D.grpo_advantages(_rewards(x), n)
     _three_way("vespo", {"num_generations": n, "beta": beta, "vespo_k_pos": k_pos, "vespo_lambda_pos": l_pos,
                          "vespo_k_neg": k_neg, "vespo_lambda_neg": l_neg},
                {"n": n, "beta": beta, "k_pos": k_pos, "lambda_pos": l_pos, "k_neg": k_neg, "lambda_neg": l_neg}, x,
-               lambda i: trl_loss(i, adv, loss_type="vespo", beta=beta, vespo=kernel))
+               lambda i: D.grpo_loss(i, adv, loss_type="vespo", beta=beta, vespo=kernel))
 
 
 @needs_trl
+@checks(TRL, "gdpo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS,
        weights=st.sampled_from([(1.0, 1.0), (2.0, 0.5), (1.0, -0.3)]))
@@ -382,26 +282,28 @@ def test_trl_gdpo(data, n, beta, weights):
     """GRPOConfig(multi_objective_aggregation="normalize_then_sum", loss_type="grpo"), two rewards."""
     x = data.draw(online_inputs(n, ("gdpo",)))
     rewards = torch.stack([x["correct(y)"], x["format(y)"]], dim=1)
-    adv = trl_advantages(rewards, n, aggregation="normalize_then_sum", weights=list(weights))
+    adv = D.grpo_advantages(rewards, n, aggregation="normalize_then_sum", weights=list(weights))
     _three_way("gdpo", {"num_generations": n, "beta": beta, "correct_weight": weights[0], "format_weight": weights[1]},
                {"n": n, "beta": beta, "correct_weight": weights[0], "format_weight": weights[1]}, x,
-               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta))
+               lambda i: D.grpo_loss(i, adv, loss_type="grpo", beta=beta))
 
 
 @needs_trl
+@checks(TRL, "entropy_8020")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS, rho=st.sampled_from([0.2, 0.5, 0.9, 1.0]))
 def test_trl_entropy_8020(data, n, beta, rho):
     """GRPOConfig(top_entropy_quantile=ρ, loss_type="dapo", epsilon_high=0.28) (TRL switches the mask
     off at ρ = 1; the spec's quantile-0 threshold keeps every token, the same loss)."""
     x = data.draw(online_inputs(n, ("entropy",)))
-    adv = trl_advantages(_rewards(x), n)
+    adv = D.grpo_advantages(_rewards(x), n)
     _three_way("entropy_8020", {"num_generations": n, "beta": beta, "top_entropy_quantile": rho},
                {"n": n, "beta": beta, "rho": rho}, x,
-               lambda i: trl_loss(i, adv, loss_type="dapo", beta=beta, epsilon_high=0.28, top_entropy_quantile=rho))
+               lambda i: D.grpo_loss(i, adv, loss_type="dapo", beta=beta, epsilon_high=0.28, top_entropy_quantile=rho))
 
 
 @needs_trl
+@checks(TRL, "gspo")
 @FEW
 @given(data=st.data(), n=st.integers(2, 4), beta=_BETAS)
 def test_trl_gspo_adds_nothing_for_a_fully_masked_completion(data, n, beta):
@@ -411,9 +313,9 @@ def test_trl_gspo_adds_nothing_for_a_fully_masked_completion(data, n, beta):
     the mean over rows. The spec used to add −min(r·A, clip(r)·A) = −A for it (r = 1)."""
     x = data.draw(online_inputs(n))
     x["mask(y)"] = data.draw(S.thinned(x["mask(y)"], empty_rows=1))
-    adv = trl_advantages(_rewards(x), n)
+    adv = D.grpo_advantages(_rewards(x), n)
     _three_way("gspo", {"num_generations": n, "beta": beta}, {"n": n, "beta": beta}, x,
-               lambda i: trl_loss(i, adv, loss_type="grpo", beta=beta, epsilon=3e-4, epsilon_high=4e-4,
+               lambda i: D.grpo_loss(i, adv, loss_type="grpo", beta=beta, epsilon=3e-4, epsilon_high=4e-4,
                                   importance_sampling_level="sequence"), reference=ON.gspo)
 
 
@@ -433,11 +335,22 @@ TRL_GRPO_FAMILY = [
     ("vespo", {}, dict(loss_type="vespo"), "group"),
     ("grpo_delta", {}, dict(loss_type="grpo", delta=4.0), "group"),
     ("entropy_8020", {}, dict(loss_type="dapo", epsilon_high=0.28, top_entropy_quantile=0.2), "group"),
+    # and away from the defaults
+    ("bnpo", {"epsilon": 0.1, "epsilon_high": 0.28}, dict(loss_type="bnpo", epsilon=0.1, epsilon_high=0.28), "group"),
+    ("luspo", {"epsilon": 0.1, "epsilon_high": 0.3}, dict(loss_type="luspo", epsilon=0.1, epsilon_high=0.3,
+                                                          importance_sampling_level="sequence"), "group"),
+    ("cispo", {"epsilon_high": 0.28}, dict(loss_type="cispo", epsilon_high=0.28), "group"),
+    ("sapo", {"sapo_temperature_pos": 2.0, "sapo_temperature_neg": 0.5}, dict(loss_type="sapo", sapo=(2.0, 0.5)),
+     "group"),
+    ("gspo", {"epsilon": 0.1, "epsilon_high": 0.2}, dict(loss_type="grpo", epsilon=0.1, epsilon_high=0.2,
+                                                         importance_sampling_level="sequence"), "group"),
 ]
 
 
 @needs_trl
-@pytest.mark.parametrize("method,params,trl_kw,scale", TRL_GRPO_FAMILY, ids=[c[0] for c in TRL_GRPO_FAMILY])
+@checks(TRL)
+@pytest.mark.parametrize("method,params,trl_kw,scale", TRL_GRPO_FAMILY,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(TRL_GRPO_FAMILY)])
 @settings(max_examples=15)
 @given(data=st.data(), beta=st.sampled_from([0.0, 0.04]))
 def test_trl_grpo_family_on_masks_with_empty_rows_and_holes(method, params, trl_kw, scale, data, beta):
@@ -448,11 +361,11 @@ def test_trl_grpo_family_on_masks_with_empty_rows_and_holes(method, params, trl_
     extra = ("entropy",) if method == "entropy_8020" else ()
     x = data.draw(online_inputs(n, extra))
     x["mask(y)"] = data.draw(S.thinned(x["mask(y)"], empty_rows=data.draw(st.integers(0, 2), label="empty rows")))
-    adv = trl_advantages(_rewards(x), n, scale_rewards=scale)
+    adv = D.grpo_advantages(_rewards(x), n, scale_rewards=scale)
     spec_params = {**params, "beta": beta, **({} if method == "two_grpo" else {"num_generations": n})}
     c = _compiled(method, tuple(sorted(spec_params.items())))
     # TRL builds SAPO's τ with torch.where on Python floats, i.e. in float32 (1.05 to ~1e-8)
-    _check(c, lambda i: trl_loss(i, adv, beta=beta, **trl_kw), x, f"{method} vs TRL",
+    _check(c, lambda i: D.grpo_loss(i, adv, beta=beta, **trl_kw), x, f"{method} vs TRL",
            rtol=1e-5 if method == "sapo" else 1e-6)
 
 
@@ -467,8 +380,7 @@ def _bf16_entropy_batch():
 
 
 def _trl_forking(x, rho):
-    stub = SimpleNamespace(accelerator=_Accelerator())
-    return GRPOTrainer.get_high_entropy_mask(stub, x["entropy(policy, y)"], x["mask(y)"].long(), 1 - rho)
+    return GRPOTrainer.get_high_entropy_mask(stub(), x["entropy(policy, y)"], x["mask(y)"].long(), 1 - rho)
 
 
 @needs_trl
@@ -486,7 +398,7 @@ def test_trl_entropy_8020_in_bfloat16_compares_with_the_float32_quantile():
     # entropies): −0.085 with TRL's two tokens, −0.170 with all four; bfloat16 arithmetic ~1e-2
     wide = {k: v if k.startswith("entropy") or not v.is_floating_point() else v.double() for k, v in x.items()}
     wide["logprobs(reference, y)"] = wide["logprobs(policy, y)"]  # β = 0: unused
-    trl_value = trl_loss(wide, trl_advantages(_rewards(wide), 2), loss_type="dapo", epsilon_high=0.28,
+    trl_value = D.grpo_loss(wide, D.grpo_advantages(_rewards(wide), 2), loss_type="dapo", epsilon_high=0.28,
                          top_entropy_quantile=0.5)
     assert abs(trl_value.item() + 0.0848) < 1e-3
     assert_close(loss.double(), trl_value, rtol=2e-2, atol=0, what="entropy_8020 bf16 vs TRL loss")
@@ -506,6 +418,7 @@ def test_trl_defaults_match_the_specs():
     """The params that are TRL 1.16 GRPOConfig fields keep TRL's defaults (grpo_delta's δ and the
     DAPO recipe of entropy_8020 are the papers' values; TRL leaves delta unset)."""
     import tempfile
+    import warnings
 
     from trl import GRPOConfig
 
@@ -535,8 +448,6 @@ def _loss_and_policy_grad(method, params, x):
 
 
 IDENTITIES = [
-    # G14: 2-GRPO is GRPO with two samples
-    ("two_grpo", {"beta": 0.04}, "grpo", {"num_generations": 2, "beta": 0.04}, 2, ()),
     # G16: with sequence-level advantages GSPO-token equals GSPO in value and gradient (β = 0)
     ("gspo_token", {"num_generations": 3}, "gspo", {"num_generations": 3}, 3, ()),
     # G29: a cap above every ratio is no cap

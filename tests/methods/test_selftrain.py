@@ -2,8 +2,8 @@
 METHODS.md formulas (references_selftrain.py): loss AND gradient, float64, rtol 1e-6, on
 hypothesis inputs from the equivalence engine's strategy (ragged masks, garbage outside
 them). DFT, which TRL 1.16 implements (SFTConfig(loss_type="dft")), is also compared with
-SFTTrainer.compute_loss, driven through the same stand-in fused LM as the SFT test. RAFT's
-best-of-K pick is the runtime's pick_sets, checked here for K > 2."""
+SFTTrainer.compute_loss (tests/trl_drivers.py). RAFT's best-of-K pick is the runtime's
+pick_sets, checked here for K > 2."""
 from __future__ import annotations
 
 import functools
@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as graph_inputs
-from tests.helpers import assert_close, loss_and_grads
+from tests import trl_drivers as D
+from tests.helpers import assert_close, assert_same, loss_and_grads, trainable
 from tests.methods import references_selftrain as R
 from tests.methods import strategies as strat
-from tests.methods.test_references_selfcheck import (
-    FEW, _assert_same_value_and_grad, _FakeFusedLM, _layout, _policy_leaves, _stub, needs_trl)
+from tests.reference_cases import REFERENCE, TRL, checks
+from tests.trl_harness import needs_trl
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 CASES = [("dft", {}), ("raft", {}), ("raft", {"num_generations": 3}), ("rest_em", {}),
@@ -32,6 +33,7 @@ def _compiled(method: str, params: tuple = ()):
     return ptdsl.compile(method, **dict(params))
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params", CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CASES)])
 @SETTINGS
 @given(data=st.data())
@@ -49,10 +51,6 @@ def test_matches_reference(method, params, data):
     assert_close(got, want, rtol=1e-6, what=f"{method} loss")
     for n in names:
         assert_close(got_g[n], want_g[n], rtol=1e-6, what=f"{method} grad {n}")
-
-
-def test_every_spec_of_the_batch_has_a_case():
-    assert {m for m, _ in CASES} == set(R.METHODS)
 
 
 def test_rest_em_with_nothing_kept_is_zero_without_nan():
@@ -81,18 +79,14 @@ def test_raft_keeps_the_first_highest_scored_sample_of_each_group(k, prompts, da
 
 
 @needs_trl
-@FEW
+@checks(TRL, "dft")
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(strat.sft_inputs())
-def test_trl_dft(inputs):
-    """TRL 1.16 SFTTrainer with loss_type="dft" vs the reference (and so the spec)."""
-    from types import SimpleNamespace
-
-    from trl.trainer.sft_trainer import SFTTrainer
-    strat.requires_grad_(inputs)
-    ids, attention, completion = _layout(inputs["mask(completion)"], 1)
-    batch = {"input_ids": ids, "attention_mask": attention, "labels": ids.masked_fill(completion == 0, -100)}
-    model = _FakeFusedLM([(ids, inputs["logprobs(policy, completion)"])])
-    stub = _stub(model=model, compute_loss_func=None, label_smoother=None,
-                 args=SimpleNamespace(loss_type="dft", average_tokens_across_devices=True, max_length=None))
-    trl_loss = SFTTrainer.compute_loss(stub, model, batch, num_items_in_batch=None)
-    _assert_same_value_and_grad(trl_loss, R.dft(inputs), _policy_leaves(inputs))
+def test_trl_dft(x):
+    """TRL 1.16 SFTTrainer with loss_type="dft" against the reference and the spec."""
+    c = _compiled("dft")
+    names = trainable(c)
+    theirs = loss_and_grads(lambda i: D.sft_loss(i["logprobs(policy, completion)"], i["mask(completion)"], "dft"),
+                            x, names)
+    assert_same(loss_and_grads(R.dft, x, names), theirs, names, 1e-9, 1e-11, "dft reference vs TRL")
+    assert_same(loss_and_grads(lambda i: c.loss(i)[0], x, names), theirs, names, 1e-6, 1e-9, "dft spec vs TRL")

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 import ptdsl
 from tests.helpers import assert_close, loss_and_grads
 from tests.methods import strategies as S
+from tests.reference_cases import REFERENCE, checks
 
 LP = "logprobs(policy, y)"
 
@@ -22,6 +23,7 @@ def sppo_reference(x, n, beta):
     return ((ratio - (win - 0.5) / beta) ** 2).mean()
 
 
+@checks(REFERENCE, "sppo")
 @pytest.mark.parametrize("n,beta", [(5, 0.001), (2, 0.5), (3, 2.0)])
 @settings(max_examples=50, deadline=None)
 @given(data=st.data())

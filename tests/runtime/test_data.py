@@ -54,3 +54,43 @@ def test_tokenize_masks_truncates_and_counts_skips():
     first = ex[0]
     assert first.prompt_ids[0] == TOK.bos_token_id and first.completions["completion"][-1] == TOK.eos_token_id
     assert len(ex[1].prompt_ids) + len(ex[1].completions["completion"]) == 16  # truncated to max_length
+
+
+class _Counting:
+    """The tokenizer, remembering every text it was called on."""
+
+    def __init__(self, tok):
+        self.tok, self.texts = tok, []
+
+    def __call__(self, text, **kw):
+        self.texts.append(text)
+        return self.tok(text, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def test_a_limit_keeps_the_first_usable_rows_and_tokenises_no_further():
+    """--max-examples N: the first N rows that fit (skipped rows do not count), and the rows
+    after them are never tokenised, so a small N on a large dataset is cheap."""
+    rows = [{"prompt": f"{i}+1=", "completion": "" if i % 3 == 0 else str(i + 1)} for i in range(1000)]
+    tok = _Counting(TOK)
+    ex, skipped = tokenize(rows, tok, "sft", (), max_length=16, max_prompt_length=None, limit=4)
+    assert [e.index for e in ex] == [1, 2, 4, 5] and skipped.empty_completion == 2
+    assert max(int(t.split("+")[0]) for t in tok.texts if "+" in t) == 5   # rows 6..999 untouched
+    everything, _ = tokenize(rows, TOK, "sft", (), max_length=16, max_prompt_length=None)
+    assert [e.completions for e in ex] == [e.completions for e in everything[:4]]
+
+
+def test_ranked_lists_of_two_to_size_responses_are_kept_others_skipped_and_counted():
+    """A ranked list holds 2 to `size` (K_max) responses, each example its own K; a list of one
+    ranks nothing and a list longer than `size` would not fit the method's bound: both skipped,
+    each counted by its reason."""
+    lists = [["2"], ["2", "3"], ["2", "3", "4"], ["2", "3", "4", "5"], ["2", "3", "4", "5", "6"]]
+    rows = [r for resp in lists for r in normalise({"prompt": "1+1=", "responses": resp}, "ranked", TOK)]
+    examples, skipped = tokenize(rows, TOK, "ranked", ("rating",), 64, None, list_size=4)
+    assert [len(e.completions["responses"]) for e in examples] == [2, 3, 4]
+    assert [e.fields["rating"] for e in examples][1] == [2.0, 1.0, 0.0]  # default ratings: the ranks
+    assert (skipped.list_too_short, skipped.list_too_long) == (1, 1)
+    assert str(skipped) == ("skipped rows: 1 whose list has fewer than 2 responses, "
+                            "1 whose list has more responses than the method's `size`")

@@ -2,7 +2,10 @@
 token counts given to the compiled loss, the gradients of the micro-batch losses
 sum to the full-batch gradient — for a per-sequence mean (DPO, GRPO), a token
 mean over the batch (SFT, DAPO) and a constant denominator (Dr. GRPO) — for
-accumulation 1, 2 and 4. (2 processes: test_multiprocess.py.)"""
+accumulation 1, 2 and 4, and for listwise losses over ranked lists of varying length. Random draws are per row (runtime/draws.py), so methods that
+draw (SamPO's token subsets; random tokens of a grouped rollout) split exactly too.
+(2 processes: test_train.py::test_two_processes_match_one.)"""
+from pathlib import Path
 import copy
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 
 import ptdsl
 from ptdsl.runtime import rollout
-from ptdsl.runtime.batch import Batch, SetRows
+from ptdsl.runtime.batch import Batch, SetRows, list_sizes
 from ptdsl.runtime.loop import _global_counts
 from ptdsl.runtime.rewards import RewardSources
 from ptdsl.runtime.setup import load_examples, load_models
@@ -75,10 +78,16 @@ def _grads(compiled, models, batches):
 @pytest.mark.parametrize("method,params", [
     ("dpo", {}), ("sft", {}), ("grpo", {"num_generations": 4}), ("dapo", {"num_generations": 4}),
     ("dr_grpo", {"num_generations": 4, "max_completion_length": 5}),
+    ("sampo", {}), (str(Path(__file__).parent / "specs" / "grpo_token_dropout.ptdsl"), {}),
+    # ranked lists of 2, 3 and 4 responses (the embedded lists vary), so micro-batches hold
+    # different numbers of response rows: each list's loss averaged over lists still splits exactly
+    ("pro", {}), ("rrhf", {}), ("lipo", {}), ("infonca", {}),
 ])
 def test_accumulation_gives_the_full_batch_gradient(method, params):
     compiled = ptdsl.compile(method, **params)
     models, batch = _full_batch(compiled)
+    if compiled.plan.data == "ranked":
+        assert len(set(list_sizes(batch.examples, "responses"))) == 3  # lists of 2, 3 and 4 in one batch
     full_loss, full = _grads(compiled, models, [batch])
     assert any(g.abs().sum() > 0 for g in full.values())
     for k in (2, 4):
