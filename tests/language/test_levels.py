@@ -4,6 +4,7 @@ feature (E0214, where the use is written, a parent's line included); a file's `r
 bounds the features it may use (E0215) and the ptdsl it runs on (E0216); deprecated forms
 warn (W0203), fail `check --strict`, and `ptdsl migrate` rewrites the mechanical ones into a
 spec with the same loss."""
+import os
 import re
 from pathlib import Path
 
@@ -228,3 +229,38 @@ def test_show_lists_the_experimental_features_a_method_uses(capsys):
     assert main(["show", "beta_dpo"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "experimental features" in x)
     assert "random draw `uniform`" in line and "scan `ema`" in line
+
+
+# ---- the docs' table of the features that are not stable-since-0.1 --------------------------
+
+DOCS = Path(ptdsl.__file__).parents[1] / "docs" / "language.md"
+BLOCK = re.compile(r"(<!-- features:begin -->\n)(.*?)(<!-- features:end -->)", re.S)
+
+
+def _notable() -> list[tuple[str, str, Feature]]:
+    """(what, name, Feature) for every feature that is experimental, newer than 0.1 or deprecated."""
+    rows = [("statement", "data NAME: KIND" if form == "data_source" else form.removesuffix("_decl"), f)
+            for form, f in ast.STATEMENT_FORMS.items()]
+    rows += [(label, name, f) for label, t in B.FEATURE_TABLES for name, f in t.features.items()]
+    rows += [("data kind", k.name, k.feature) for k in DATA_KINDS.values()]
+    rows += [(f"`{scan}` with options the loss computes, operation", op, OPS[op].feature)
+             for scan, op in B.VARYING_SCANS.items()]  # the ops no builtin spells
+    return [r for r in rows if r[2] != Feature(STABLE, "0.1")]
+
+
+def features_markdown() -> str:
+    lines = ["| feature | level | since | deprecated |", "|---|---|---|---|"]
+    for what, name, f in _notable():
+        dep = f"use `{f.deprecated.replacement}`; removed in {f.deprecated.removal}" if f.deprecated else ""
+        lines.append(f"| {what} `{name}` | {f.level} | {f.since} | {dep} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_docs_list_every_feature_that_is_not_stable_since_0_1():
+    text = DOCS.read_text(encoding="utf-8")
+    m = BLOCK.search(text)
+    expected = features_markdown()
+    if os.environ.get("PTDSL_UPDATE_DOCS") and m.group(2) != expected:
+        DOCS.write_text(text[:m.start(2)] + expected + text[m.end(2):], encoding="utf-8")
+        return
+    assert m.group(2) == expected, "docs/language.md's feature table is stale (PTDSL_UPDATE_DOCS=1 rewrites it)"
