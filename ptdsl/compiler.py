@@ -136,7 +136,7 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
     sources = m.sources
     sink = Sink()
     try:
-        passes.run("requires", check_requires, m, sink)          # first: a newer spec may not parse as ours
+        passes.run("requires", check_requires, m, sink)          # first: a newer spec's features are unknown names here
         _fail(sink, sources)
         params = passes.run("params", bind, m, dict(overrides or {}), sink)  # defaults, overrides, constraints
         _fail(sink, sources)

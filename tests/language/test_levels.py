@@ -153,7 +153,13 @@ def test_requires_twice_is_defined_twice(tmp_path):
 LONG = GRPO.replace("logprobs(old, y)", "logprobs(old(policy), y)")
 
 
-def test_the_library_does_not_use_the_deprecated_spelling():
+def test_the_library_uses_no_deprecated_feature():
+    from ptdsl import library
+    from ptdsl.compiler import define
+    from ptdsl.passes.feature_uses import feature_uses
+    used = {(name, u.title) for name in library.all_names() for u in feature_uses(define(name))
+            if u.feature.deprecated is not None}
+    assert not used
     assert "old(policy)" not in GRPO and LONG.count("old(policy)") >= 1
 
 
