@@ -89,8 +89,10 @@ def _inherited(use: Use, m: MethodDef) -> tuple[str, ...]:
 
 def _experimental(uses: list[Use], m: MethodDef) -> Diagnostic:
     u = uses[0]
+    marked = (Label(m.stability_span, "the method is marked stable here", primary=False),) \
+        if m.stability_span else ()
     return error("E0214", f"stable method `{m.name}` uses the experimental {u.title}", u.span,
-                 f"experimental (since {u.feature.since})",
+                 f"experimental (since {u.feature.since})", extra=marked,
                  notes=(f"{C2}: a stable method uses only stable features, whose meaning is kept "
                         f"within a major version",) + _inherited(u, m) + _elsewhere(uses),
                  help=f"mark the method `experimental` (its header line), or write it without the {u.title}")

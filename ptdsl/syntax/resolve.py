@@ -43,6 +43,7 @@ class MethodDef:
     # file → its `requires` line. Not inherited: a version is a statement about the text of the
     # file that states it, so each file's uses are checked against its own (passes/features.py)
     requires: dict[str, ast.RequiresDecl] = field(default_factory=dict)
+    stability_span: Span | None = None  # the `stable`/`experimental` line it takes its level from
 
 
 def data_summary(m: MethodDef) -> str:
@@ -230,6 +231,8 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         family=pick("family", "text"),
         stability=stability.value if isinstance(stability, ast.StabilityDecl) else
         (parent.stability if parent else "experimental"),
+        stability_span=stability.span if isinstance(stability, ast.StabilityDecl) else
+        (parent.stability_span if parent else None),
         extends=header.extends,
         path=spec.path,
         span=header.span,
