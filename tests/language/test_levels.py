@@ -143,6 +143,13 @@ def test_the_installed_version_is_read_from_the_package(tmp_path, monkeypatch):
     assert "this is ptdsl 0.6.9" in _errors(path)[0].message
 
 
+@pytest.mark.parametrize("line,message", [("requires 0.2", "`requires` takes `ptdsl >= VERSION`"),
+                                          ("let requires = 1", "`requires` is a keyword")])
+def test_requires_mistakes_get_their_own_message(tmp_path, line, message):
+    (d,) = _errors(_spec(tmp_path, DPO.format(header=line + "\n", extra="")))
+    assert d.code == "E0102" and message in d.message
+
+
 def test_requires_twice_is_defined_twice(tmp_path):
     (d,) = _errors(_spec(tmp_path, DPO.format(header="requires ptdsl >= 0.1\nrequires ptdsl >= 0.2\n", extra="")))
     assert d.code == "E0202"
