@@ -21,4 +21,4 @@ def train(method, model=None, data=None, **options):
 
 __all__ = ["load", "compile", "equivalent", "train", "SpecError", "Diagnostic", "Method", "CompiledMethod", "Input", "Param",
            "InputError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
