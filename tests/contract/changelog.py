@@ -81,5 +81,5 @@ def section(version: str, sections: list[Section] | None = None) -> Section | No
 
 
 def mentions(text: str, name: str) -> bool:
-    """`name` written as code (`dpo`) or as a word of its own in `text`."""
-    return f"`{name}`" in text or re.search(rf"(?<![\w.`-]){re.escape(name)}(?![\w`-])", text) is not None
+    """`name` as a word of its own in `text` (`dpo`, not `cdpo`, `dpo_sft` or `--model` in `--model-path`)."""
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
