@@ -1,9 +1,10 @@
 """Write the golden records of the stable methods' numbers (tests/contract/numbers/<method>.json).
 
-    python tests/contract/regenerate_numbers.py [--method M ...] [--breaking] [--since VERSION]
+    python tests/contract/regenerate_numbers.py [--method M ...] [--breaking] [--since VERSION] [--release]
 
-A stable method without a record gets one (`since` and `changed_in`: --since, default the
-current version). A record whose numbers still hold is left as it is. A record whose numbers
+A stable method without a record gets one (`since` and `changed_in`: --since, default
+"unreleased": name the method under [Unreleased] in CHANGELOG.md; at the release, --release
+stamps "unreleased" with the version). A record whose numbers still hold is left as it is. A record whose numbers
 changed is NOT rewritten unless --breaking: changing a stable method's numbers breaks stability
 contract C1 (docs/stability.md#c1-numbers). With --breaking the record takes the new numbers and
 `changed_in` = ptdsl.__version__, which must be a new breaking version (major, or minor before
@@ -47,6 +48,13 @@ def regenerate(method: str, breaking: bool, since: str) -> tuple[str, list[str]]
     return "changed", diffs
 
 
+def _stamp(method: str) -> None:
+    rec = N.load(method) if N.path(method).exists() else None
+    if rec and "unreleased" in (rec["since"], rec["changed_in"]):
+        rec.update({k: __version__ for k in ("since", "changed_in") if rec[k] == "unreleased"})
+        N.path(method).write_text(N.dump(rec))
+
+
 def _ordered(rec: dict, since: str) -> dict:
     head = {"method": rec["method"], "since": since, "changed_in": rec["changed_in"]}
     return {**head, **{k: v for k, v in rec.items() if k not in head}}
@@ -57,7 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--method", action="append", help="only this stable method (repeatable)")
     ap.add_argument("--breaking", action="store_true",
                     help=f"accept changed numbers: their records get changed_in = {__version__}")
-    ap.add_argument("--since", default=__version__, help="`since` and `changed_in` of new records")
+    ap.add_argument("--since", default="unreleased", help="`since` and `changed_in` of new records")
+    ap.add_argument("--release", action="store_true", help=f"stamp \"unreleased\" records with {__version__}")
     args = ap.parse_args(argv)
     stable = N.stable_methods()
     unknown = sorted(set(args.method or ()) - set(stable))
@@ -70,6 +79,9 @@ def main(argv=None) -> int:
         refused += what == "refused"
         if what != "same":
             print(f"{what}: {method}" + "".join(f"\n    {d}" for d in diffs))
+    if args.release:
+        for method in stable:
+            _stamp(method)
     for stale in sorted(p.stem for p in N.DIR.glob("*.json") if p.stem not in stable):
         print(f"stale: {stale} is not a stable method: remove tests/contract/numbers/{stale}.json")
     if refused:

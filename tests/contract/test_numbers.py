@@ -69,7 +69,7 @@ def announcement_problem(rec: dict, sections) -> str | None:
     version, method = rec["changed_in"], rec["method"]
     if version == "0.1.0":
         return None
-    s = CL.section(version, sections)
+    s = CL.section("Unreleased" if version == "unreleased" else version, sections)
     if s is None:
         return f"its numbers changed in {version}, but CHANGELOG.md has no `## [{version}]` section"
     if version == rec["since"]:
@@ -102,6 +102,9 @@ def test_announcement_rules():
     assert "does not name `cdpo`" in announcement_problem(rec("cdpo", "0.1.0", "0.3.0"), sections)
     assert "no `## [0.4.0]` section" in announcement_problem(rec("dpo", "0.1.0", "0.4.0"), sections)
     assert "not in its section" in announcement_problem(rec("npo", "0.2.0", "0.2.0"), sections)
+    assert "not in its section" in announcement_problem(rec("npo", "unreleased", "unreleased"), sections)
+    sections[0].text += "- `npo` is stable\n"
+    assert announcement_problem(rec("npo", "unreleased", "unreleased"), sections) is None
 
 
 def test_a_changed_number_is_reported_by_name():
