@@ -112,13 +112,14 @@ def differences(old: dict, new: dict) -> list[str]:
     out = []
     for label in SETTINGS:
         a, b = old["settings"][label], new["settings"][label]
-        where = f"{old['method']} ({label}{_params(a['params'])})"
+        where = f"{old['method']} ({label})"
         out += [f"{where}: {what}" for what in _diff_setting(a, b)]
     return out
 
 
-def _params(p: dict) -> str:
-    return ": " + ", ".join(f"{k} = {v}" for k, v in p.items()) if p else ""
+def setting_text(rec: dict, label: str) -> str:
+    p = rec["settings"][label]["params"]
+    return ", ".join(f"{k} = {v}" for k, v in p.items()) or "the defaults"
 
 
 def _diff_setting(a: dict, b: dict) -> list[str]:

@@ -44,7 +44,7 @@ def test_stable_method_keeps_its_numbers(method):
     diffs = N.differences(old, new)
     shown = diffs[:SHOWN] + ([f"… and {len(diffs) - SHOWN} more"] if len(diffs) > SHOWN else [])
     assert not diffs, (f"stable method `{method}` changed its numbers, against {RULE}:\n  " + "\n  ".join(shown)
-                       + "\n" + _what_to_do(method))
+                       + f"\n(moved: {N.setting_text(old, 'moved')})\n" + _what_to_do(method))
 
 
 def test_no_record_for_a_method_that_is_not_stable():
@@ -118,4 +118,5 @@ def test_a_changed_number_is_reported_by_name():
     diffs = N.differences(old, new)
     assert len(diffs) == 2, diffs
     assert diffs[0].startswith("dpo (defaults): loss ") and " → " in diffs[0]
-    assert diffs[1].startswith("dpo (moved: ") and f"grad sum of {leaf} " in diffs[1]
+    assert diffs[1].startswith("dpo (moved): ") and f"grad sum of {leaf} " in diffs[1]
+    assert N.setting_text(old, "moved") == "beta = 0.125, label_smoothing = 0.1"
