@@ -9,7 +9,8 @@ torch.Generators, not hypothesis draws (those change between hypothesis versions
 - every sequence set is TOKENS wide with a ragged, left-aligned mask (1 … TOKENS tokens a row),
   and every token tensor holds GARBAGE outside it, which a correct loss never reads;
 - log-probs in [-8, -2⁻¹⁰]; `old` ones the policy's plus noise in [-0.4, 0.4] (off-policy, so
-  ratios and clipping act); rewards, scores, values, logits, entropies in the strategies' ranges;
+  ratios and clipping act); rewards, scores, values, logits, entropies in the strategies' ranges,
+  and on grouped rows the first group's rewards all tied (a group with no spread: std 0);
   labels fair coin flips; the training time step = 7, epoch = 1, progress = 0.35; draws in [0, 1).
 
 A leaf's values come from its own generator, seeded by its canonical name (and what it is drawn
@@ -68,7 +69,7 @@ def build(compiled) -> dict[str, torch.Tensor]:
         elif a["kind"] == "sizes":
             out[name] = sizes[name[len("sizes("):-1]]
         else:
-            out[name] = value(name, a, rows, masks, policy)
+            out[name] = value(name, a, rows, masks, policy, sizes)
             if a["kind"] == "logprobs" and a.get("model") == "policy":
                 policy[a["set"]] = out[name]
     return out
@@ -94,7 +95,7 @@ def mask(s: str, n_rows: int) -> torch.Tensor:
     return torch.arange(TOKENS)[None, :] < lengths[:, None]
 
 
-def value(name: str, a: dict, rows: dict, masks: dict, policy: dict) -> torch.Tensor:
+def value(name: str, a: dict, rows: dict, masks: dict, policy: dict, sizes: dict) -> torch.Tensor:
     kind, level, s = a["kind"], a["level"], a.get("set")
     n = rows[a["rows"]] if a.get("rows") else None
     shape = ((n,) if n else ()) + ((TOKENS,) if level in ("token", "vocab") else ()) \
@@ -110,6 +111,9 @@ def value(name: str, a: dict, rows: dict, masks: dict, policy: dict) -> torch.Te
     else:
         lo, hi = RANGES.get(kind, (-2.0, 2.0))
         x = lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)
+    if kind == "reward" and a.get("group"):  # one group of ties: the zero-spread case of group normalisation
+        first = int(sizes[a["rows"]][0]) if a["rows"] in sizes else a["group"]
+        x[:first] = x[0]
     if level in ("token", "vocab") and s in masks:
         m = masks[s] if x.dim() == 2 else masks[s][..., None].expand(x.shape)
         x = torch.where(m, x, torch.full_like(x, GARBAGE))
