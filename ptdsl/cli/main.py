@@ -1,5 +1,6 @@
 """The `ptdsl` command line.
 
+    ptdsl --version
     ptdsl list [--family F] [--stability S] [--format text|markdown|json]
     ptdsl check FILE_OR_NAME... [--set k=v ...] [--format text|json] [--strict]
     ptdsl show METHOD [--set k=v ...] [--unoptimised]    (params, inputs, plan, training graph, IR)
@@ -211,7 +212,9 @@ EXTRA_COMMANDS: list[str] = [
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
+    from ptdsl import __version__
     p = argparse.ArgumentParser(prog="ptdsl", description="A compiler for LLM post-training methods.")
+    p.add_argument("--version", action="version", version=f"ptdsl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="the method catalogue")
