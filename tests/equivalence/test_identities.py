@@ -105,6 +105,8 @@ IDENTITIES = [
              note="LN-DPO with every completion of length L ≡ DPO with β/L"),
     Identity("I11", "cal_dpo", (Term("dpo", {"beta": 1.0}), Term("sppo_hard", {"beta": 0.002}, 0.5)),
              note="Cal-DPO(β) ≡ DPO(β = 1) + ½·SPPO-hard(β) (the authors' code; METHODS.md omits the ½)"),
+    Identity("P15", "discopop", (Term("dpo", weight=0.5), Term("gpo_exp", weight=0.5)), {"discopop_tau": 1e9},
+             note="DiscoPOP blends logistic and exponential by σ(z/τ): as τ → ∞ the blend is ½·DPO + ½·GPO-exp (limit)"),
     Identity("I14", "kto", "apo_zero_unpaired", condition=("reference_equals_policy=mismatched(completion)",),
              note="KTO with its reference point z0 = 0 ≡ APO-zero-unpaired"),
     Identity("I15", "mpo", (Term("dpo", weight=0.8), Term("bco_pair", weight=0.2), CHOSEN_NLL),
@@ -143,6 +145,13 @@ IDENTITIES = [
              note="on-policy, β = 0: ∇L_RLOO = G/(G−1)·L_max·∇L_DrGRPO"),
     Identity("I27", "rloo", Term("reinforce", G, 4 / 3), {**G, "beta": 0}, mode="gradient", condition=("on_policy",),
              note="on-policy, β = 0: RLOO's leave-one-out advantage is G/(G−1) times REINFORCE's group-mean one"),
+    Identity("G23", "opo", Term("reinforce", G, 1 / 3), G, mode="gradient", condition=("on_policy", "length=3"),
+             note="on-policy, every length L: OPO's length-weighted baseline is the group mean, its token mean 1/L of "
+                  "REINFORCE's sequence sum"),
+    Identity("G13", "lite_ppo", "bnpo", G, G, condition=("rows=1",),
+             note="one prompt's group: Lite PPO's batch std is the group std, so it is BNPO"),
+    Identity("G13", "lite_ppo", "bnpo", {**G, "scale_rewards": False}, {**G, "scale_rewards": False},
+             note="without std scaling Lite PPO is BNPO (group-mean baseline, batch token mean)"),
     Identity("I29", "gspo", "grpo", G, G, condition=("on_policy",), note="on-policy GSPO ≡ GRPO"),
     Identity("I30", "gspo_token", "gspo", G, G, note="GSPO-token ≡ GSPO for sequence-level advantages, any ratio"),
     Identity("I35", "grpo_delta", "grpo", G, G,
@@ -210,6 +219,7 @@ NEAR_MISSES = [
     NearMiss("cispo-vs-dapo-value", Identity("", "cispo", "dapo", {**G, "epsilon_high": 5.0}, G, mode="value",
                                              condition=("on_policy",))),
     NearMiss("gspo-vs-grpo-off-policy", Identity("", "gspo", "grpo", G, G, condition=("off_policy",))),
+    NearMiss("lite_ppo-vs-bnpo-several-groups", Identity("", "lite_ppo", "bnpo", G, G), "several-groups"),
     NearMiss("alphapo0.25-vs-simpo", Identity("", "alphapo", "simpo", {"alpha": 0.25})),
     NearMiss("tdpo1-vs-tdpo2-alpha-1-gradient", Identity("", "tdpo1", "tdpo2", {}, {"alpha": 1.0}, mode="gradient")),
     # TRL's optional margin column shifts the margin: only a non-zero margin separates the two
@@ -270,6 +280,8 @@ def test_near_miss_has_a_counterexample(miss):
         assert any(n != 3 for s in ("chosen", "rejected") for n in _lengths(x, s)), r.render()
     if miss.holds_when == "some-length-not-1":  # TRL's online IPO does not divide by the lengths
         assert any(n != 1 for s in ("chosen", "rejected") for n in _lengths(x, s)), r.render()
+    if miss.holds_when == "several-groups":  # with one group the batch std is the group std
+        assert x["mask(y)"].shape[0] > miss.identity.params_a["num_generations"], r.render()
     if miss.holds_when == "margin-nonzero":
         assert (x["margin"] != 0).any(), r.render()
     if miss.holds_when == "several-rows":
