@@ -442,7 +442,7 @@ def test_headers():
 
     experimental = {"odpo", "beta_dpo", "slic", "implicit_prm",
                     # demoted by the graduation audit (docs/stability.md#graduation): no identity or near-miss
-                    "discopop", "gpo_exp", "gpo_savage", "gpo_truncated_quadratic", "kto_pair", "orm",
+                    "gpo_savage", "gpo_truncated_quadratic", "kto_pair", "orm",
                     "simper", "step_dpo", "tr_dpo", "wpo"}
     for name in MINE:
         m = define(name)
