@@ -113,6 +113,7 @@ IDENTITIES = [
              note="MPO ≡ 0.8·DPO + 0.2·BCO-pair + 1.0·SFT(chosen), each batch-averaged"),
     Identity("P23", "rpo", (Term("dpo"), Term("sft", weight=0.005, sets={"completion": "chosen"})),
              {"alpha": 0.005}, note="RPO ≡ DPO + η·SFT(chosen)"),
+    Identity("I15", "irpo", (Term("dpo"), CHOSEN_NLL), note="IRPO ≡ RPO with η = 1 ≡ DPO + SFT(chosen)"),
     # ---- reference-free family
     Identity("I16", "cpo", "dpo", {"cpo_alpha": 0}, condition=("reference_zero",),
              note="CPO(α = 0) ≡ DPO with ℓ_ref ≡ 0"),
@@ -173,8 +174,13 @@ IDENTITIES = [
              note="on the same completions GKD's JSD_β is the distillation loss at the same β (λ only picks them)"),
     Identity("I37", Term("kd", sets={"completion": "y"}), "opd", {}, {"beta": 0.0},
              note="β = 0: KD's forward KL is the distillation loss's on the same completions"),
+    Identity("I37", Term("gkd_lambda", sets={"completion": "y"}), "opd", {}, {"beta": 0.5},
+             note="GKD with on-policy mixing: the same JSD_β on whichever completions λ picks"),
     Identity("D2", "seqkd", Term("sft", sets={"completion": "y"}),
              note="SeqKD ≡ SFT on the teacher's samples (METHODS.md D2: generate with the teacher, then SFT)"),
+    # ---- reward models
+    Identity("M5", "prm_last_step", "prm", condition=("length=1",),
+             note="solutions of one step: the last step is every step"),
     Identity("I38", "iw_opd", "opd_sampled", {"iw_opd_gamma": 0},
              note="IW-OPD(γ = 0) ≡ sampled-token reverse-KL policy gradient"),
     # ---- across row layouts (adapters.py)
@@ -220,6 +226,7 @@ NEAR_MISSES = [
                                              condition=("on_policy",))),
     NearMiss("gspo-vs-grpo-off-policy", Identity("", "gspo", "grpo", G, G, condition=("off_policy",))),
     NearMiss("lite_ppo-vs-bnpo-several-groups", Identity("", "lite_ppo", "bnpo", G, G), "several-groups"),
+    NearMiss("prm_last_step-vs-prm-several-steps", Identity("", "prm_last_step", "prm"), "some-length-not-1"),
     NearMiss("alphapo0.25-vs-simpo", Identity("", "alphapo", "simpo", {"alpha": 0.25})),
     NearMiss("tdpo1-vs-tdpo2-alpha-1-gradient", Identity("", "tdpo1", "tdpo2", {}, {"alpha": 1.0}, mode="gradient")),
     # TRL's optional margin column shifts the margin: only a non-zero margin separates the two
@@ -278,8 +285,9 @@ def test_near_miss_has_a_counterexample(miss):
         assert len({n for s in sets for n in _lengths(x, s)}) > 1, r.render()
     if miss.holds_when == "some-length-not-3":
         assert any(n != 3 for s in ("chosen", "rejected") for n in _lengths(x, s)), r.render()
-    if miss.holds_when == "some-length-not-1":  # TRL's online IPO does not divide by the lengths
-        assert any(n != 1 for s in ("chosen", "rejected") for n in _lengths(x, s)), r.render()
+    if miss.holds_when == "some-length-not-1":  # online IPO's unnormalised margin; PRM's earlier steps
+        sets = [n[5:-1] for n in x if n.startswith("mask(")]
+        assert any(n != 1 for s in sets for n in _lengths(x, s)), r.render()
     if miss.holds_when == "several-groups":  # with one group the batch std is the group std
         assert x["mask(y)"].shape[0] > miss.identity.params_a["num_generations"], r.render()
     if miss.holds_when == "margin-nonzero":
