@@ -146,6 +146,9 @@ IDENTITIES = [
              note="on-policy, β = 0: ∇L_RLOO = G/(G−1)·L_max·∇L_DrGRPO"),
     Identity("I27", "rloo", Term("reinforce", G, 4 / 3), {**G, "beta": 0}, mode="gradient", condition=("on_policy",),
              note="on-policy, β = 0: RLOO's leave-one-out advantage is G/(G−1) times REINFORCE's group-mean one"),
+    Identity("O7", "rebel", Term("rloo", {"num_generations": 2, "beta": 0}, 4.0), {"beta": 0}, mode="gradient",
+             condition=("on_policy",),
+             note="on-policy, β = 0: REBEL's regression gradient −(2/η)·Δr·(∇ℓ(y) − ∇ℓ(y′)) is 4/η times RLOO's on the pair"),
     Identity("G23", "opo", Term("reinforce", G, 1 / 3), G, mode="gradient", condition=("on_policy", "length=3"),
              note="on-policy, every length L: OPO's length-weighted baseline is the group mean, its token mean 1/L of "
                   "REINFORCE's sequence sum"),
