@@ -174,7 +174,7 @@ def test_headers():
     experimental = {name for name in {c[0] for c in CASES} if define(name).stability == "experimental"}
     assert experimental == {"reinforce_pp_baseline", "gpg", "grpo_k1", "kimi_k15", "ppo_critic",
                             # demoted by the graduation audit (docs/stability.md#graduation): no identity or near-miss
-                            "gdpo", "rebel", "reinforce_pp", "remax", "two_grpo"}
+                            "gdpo", "reinforce_pp", "remax", "two_grpo"}
 
 
 # ======================================================================================
