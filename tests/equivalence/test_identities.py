@@ -106,7 +106,7 @@ IDENTITIES = [
     Identity("I11", "cal_dpo", (Term("dpo", {"beta": 1.0}), Term("sppo_hard", {"beta": 0.002}, 0.5)),
              note="Cal-DPO(β) ≡ DPO(β = 1) + ½·SPPO-hard(β) (the authors' code; METHODS.md omits the ½)"),
     Identity("P15", "discopop", (Term("dpo", weight=0.5), Term("gpo_exp", weight=0.5)), {"discopop_tau": 1e9},
-             note="DiscoPOP blends logistic and exponential by σ(z/τ): as τ → ∞ the blend is ½·DPO + ½·GPO-exp (limit)"),
+             note="DiscoPOP blends logistic and exponential by σ(z/τ): as τ → ∞, ½·DPO + ½·GPO-exp (limit)"),
     Identity("I14", "kto", "apo_zero_unpaired", condition=("reference_equals_policy=mismatched(completion)",),
              note="KTO with its reference point z0 = 0 ≡ APO-zero-unpaired"),
     Identity("I15", "mpo", (Term("dpo", weight=0.8), Term("bco_pair", weight=0.2), CHOSEN_NLL),
@@ -148,7 +148,7 @@ IDENTITIES = [
              note="on-policy, β = 0: RLOO's leave-one-out advantage is G/(G−1) times REINFORCE's group-mean one"),
     Identity("O7", "rebel", Term("rloo", {"num_generations": 2, "beta": 0}, 4.0), {"beta": 0}, mode="gradient",
              condition=("on_policy",),
-             note="on-policy, β = 0: REBEL's regression gradient −(2/η)·Δr·(∇ℓ(y) − ∇ℓ(y′)) is 4/η times RLOO's on the pair"),
+             note="on-policy, β = 0: REBEL's gradient −(2/η)·Δr·(∇ℓ(y) − ∇ℓ(y′)) is 4/η times RLOO's on the pair"),
     Identity("G23", "opo", Term("reinforce", G, 1 / 3), G, mode="gradient", condition=("on_policy", "length=3"),
              note="on-policy, every length L: OPO's length-weighted baseline is the group mean, its token mean 1/L of "
                   "REINFORCE's sequence sum"),
