@@ -9,9 +9,10 @@ A method may be `stable` only if the tests hold it in place (docs/stability.md#g
                    holds, so the reference has a source to be checked against;
   (c) equivalence  one side of a checked identity or near-miss: a row of an `IDENTITIES` or
                    `NEAR_MISSES` table of a test module under tests/equivalence or tests/methods
-                   (each row is a parametrized test). A declared re-parameterisation does not
-                   count: it has its parent's loss by construction and no formula of its own, so
-                   its check says nothing about numbers the method computes itself.
+                   (each row is a parametrized test); either side counts, whatever the other's
+                   level. A declared re-parameterisation (REPARAMETERISATIONS) does not count: it
+                   has its parent's loss by construction, so its check says nothing about numbers
+                   the method computes itself; it needs an identity of its own.
   (d) numbers      a golden record, tests/contract/numbers/<method>.json; tests/contract/test_numbers.py
                    fails for a stable method without one, so it is not re-checked here.
 
