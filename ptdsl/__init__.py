@@ -1,7 +1,9 @@
 """ptdsl: a compiler for LLM post-training methods.
 
-The stable API (keep these names; code outside this repository calls them):
-`load`, `compile`, `equivalent`, `train`, `SpecError`, `Method`, `CompiledMethod`, `InputError`.
+The stable API is `__all__` (keep these names; code outside this repository calls them):
+`load`, `compile`, `equivalent`, `train`, `SpecError`, `Diagnostic`, `Method`, `CompiledMethod`,
+`Input`, `Param`, `InputError`; tests/contract/surface.json snapshots it with the signatures
+(stability contract C3, docs/stability.md#c3-names).
 Importing ptdsl does not import torch (nor hypothesis: `equivalent` loads it on use).
 """
 from ptdsl import rewards  # `@ptdsl.rewards.register("name")` after a plain `import ptdsl` (no torch)
@@ -21,4 +23,4 @@ def train(method, model=None, data=None, **options):
 
 __all__ = ["load", "compile", "equivalent", "train", "SpecError", "Diagnostic", "Method", "CompiledMethod", "Input", "Param",
            "InputError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the single source: pyproject.toml, `ptdsl --version`, CHANGELOG.md agree (tests/contract)

@@ -1,7 +1,8 @@
 """The pipeline: the compiler's table of contents.
 
     text ─parse─▶ AST (limits checked first) ─resolve─▶ MethodDef (extends merged)
-         ─bind─▶ params ─lower─▶ IR ─levels─▶ typed IR ─gradient─▶ (checked)
+         ─requires─▶ (the stated version is ours) ─bind─▶ params ─lower─▶ IR
+         ─features─▶ (levels, versions, deprecations) ─levels─▶ typed IR ─gradient─▶ (checked)
          ─optimise─▶ IR (fold · rewrite · cse · dce, to a fixpoint) ─gradient─▶ (still trains)
          ─plan─▶ Plan (with the update schedule) ─warnings─▶ (never stop) ─codegen─▶ source
 Every stage is a pure function; each collects its diagnostics, and the pipeline
@@ -20,6 +21,7 @@ from ptdsl.diagnostics import Sink, SpecError, did_you_mean, error
 from ptdsl.ir.lower import lower
 from ptdsl.passes.cse import eliminate_common
 from ptdsl.passes.dce import eliminate_dead
+from ptdsl.passes.features import check_features, check_requires
 from ptdsl.passes.fold import fold_constants
 from ptdsl.passes.gradflow import check_gradient, check_gradient_survives
 from ptdsl.passes.levels import check_levels
@@ -134,9 +136,15 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
     sources = m.sources
     sink = Sink()
     try:
+        passes.run("requires", check_requires, m, sink)          # first: a newer spec's features are unknown names here
+        _fail(sink, sources)
         params = passes.run("params", bind, m, dict(overrides or {}), sink)  # defaults, overrides, constraints
         _fail(sink, sources)
         g = passes.run("lower", lower, m, params, sink)          # names → IR
+        _fail(sink, sources)
+        found = passes.run("features", check_features, m, g)   # levels, versions, deprecation (contract C2)
+        for d in (d for d in found if d.severity == "error"):
+            sink.add(d)
         _fail(sink, sources)
         typed = passes.run("levels", check_levels, g, sink)      # levels as types; explicit masks
         _fail(sink, sources, g, m)
@@ -147,7 +155,8 @@ def compile_definition(m: MethodDef, overrides: dict | None = None) -> Compiled:
         passes.run("gradient", check_gradient_survives, graph, typed, sink)  # still, after folding
         _fail(sink, sources)
         plan = passes.run("plan", make_plan, graph)
-        warnings = passes.run("warnings", training_warnings, graph, plan)  # compiles, but cannot do what it says
+        warnings = [d for d in found if d.severity == "warning"]  # deprecations first: they are about the text
+        warnings += passes.run("warnings", training_warnings, graph, plan)  # compiles, but cannot do what it says
         source, variables = passes.run("codegen", emit_source, graph, sources)
     except passes.InternalError as exc:
         raise SpecError([exc.diagnostic], sources) from None

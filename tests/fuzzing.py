@@ -201,6 +201,8 @@ def generated(draw):
     kind = DATA_KINDS[pick(draw, sorted(DATA_KINDS))]
     scope = _Scope(kind)
     lines = ['method fuzz "generated"', f"data {kind.name}" + ("(size = 2)" if kind.list_rows else ""), "policy"]
+    if below(draw, 4) == 0:  # the language version: what is generated here is all 0.1
+        lines.insert(1, "requires ptdsl >= 0.1")
     if kind.list_rows:
         scope.sets = {s: kind.list_rows for s in kind.sets}
         scope.grouped |= set(kind.sets)
@@ -325,7 +327,8 @@ def ast_mutated(draw):
 TOKENS = ["(", ")", ",", "=", "+", "-", "*", "/", "^", ">", "<", "<=", "==", "in", "[", "let", "loss", "policy",
           "chosen", "logp", "mean", "y", "r", "0", "1e-4", '"', "#", "\n", "not", "and", "where", "extends",
           "dpo", "fuzz", "sample", "n", "old", "stopgrad", "group_std", "mismatched", "param", "metric",
-          "1e400", "9" * 4400, "reference", "\ufeff", "\x00", "é", "\t", "method", "(" * 200, "-" * 150, ""]
+          "1e400", "9" * 4400, "reference", "\ufeff", "\x00", "é", "\t", "method", "(" * 200, "-" * 150, "",
+          "requires", "\nrequires ptdsl >= 0.1\n", "\nrequires ptdsl >= 9.9\n", "\nstable\n", "old(policy)"]
 
 
 @st.composite

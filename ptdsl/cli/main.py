@@ -1,7 +1,8 @@
 """The `ptdsl` command line.
 
+    ptdsl --version
     ptdsl list [--family F] [--stability S] [--format text|markdown|json]
-    ptdsl check FILE_OR_NAME... [--set k=v ...] [--format text|json]
+    ptdsl check FILE_OR_NAME... [--set k=v ...] [--format text|json] [--strict]
     ptdsl show METHOD [--set k=v ...] [--unoptimised]    (params, inputs, plan, training graph, IR)
     ptdsl compile METHOD --emit python|ir [--set k=v ...]
 
@@ -62,6 +63,8 @@ def cmd_check(args) -> int:
             m = load(target)
             compiled = compile_method(m, **overrides) if overrides else None
             warnings = unknown_verifiers(m.definition) + (compiled.warnings if compiled else m.warnings)
+            if args.strict and warnings:  # every warning an error: the spec fails the check
+                raise SpecError([_strict(d) for d in warnings], m.definition.sources)
             results.append({"target": target, "method": m.name, "file": m.path, "ok": True,
                             "diagnostics": [d.to_json() for d in warnings]})
             if args.format == "text":
@@ -77,6 +80,11 @@ def cmd_check(args) -> int:
     if args.format == "json":
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def _strict(d: Diagnostic) -> Diagnostic:
+    from dataclasses import replace
+    return replace(d, severity="error", notes=d.notes + ("`--strict` makes every warning an error",))
 
 
 def cmd_list(args) -> int:
@@ -149,7 +157,8 @@ def cmd_show(args) -> int:
     m = c.method
     out = [f"method {m.name}" + (f" extends {m.extends}" if m.extends else "") + f" \"{m.title or ''}\"",
            f"  file       {m.path}", f"  paper      {m.paper or '-'}", f"  family     {m.family or '-'}",
-           f"  stability  {m.stability}", f"  data       {m.data}", "", "params"]
+           f"  stability  {m.stability}", f"  data       {m.data}",
+           f"  experimental features  {_experimental_features(c)}", "", "params"]
     for p in m.params.values():
         value = c.params[p.name]
         extra = f"  {p.constraint}" if p.constraint else ""
@@ -165,6 +174,15 @@ def cmd_show(args) -> int:
         out += ["", "rewrites applied: " + ", ".join(c.rewrites)]
     print("\n".join(out))
     return 0
+
+
+def _experimental_features(c) -> str:
+    """The experimental features the method uses (passes/feature_uses.py), each once, or `none`."""
+    from ptdsl.passes.feature_uses import feature_uses
+    uses = [u for u in feature_uses(c.method.definition, c.unoptimised_graph) if u.feature.level == "experimental"]
+    listed = {u.title for u in uses}
+    titles = dict.fromkeys(u.title for u in uses if u.within not in listed)  # not a listed call's options
+    return ", ".join(titles) or "none"
 
 
 def _fmt(v) -> str:
@@ -188,12 +206,15 @@ EXTRA_COMMANDS: list[str] = [
     "ptdsl.cli.train",
     "ptdsl.cli.inspect",
     "ptdsl.cli.equiv",
+    "ptdsl.cli.migrate",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
+    from ptdsl import __version__
     p = argparse.ArgumentParser(prog="ptdsl", description="A compiler for LLM post-training methods.")
+    p.add_argument("--version", action="version", version=f"ptdsl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="the method catalogue")
@@ -206,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("targets", nargs="+", metavar="FILE_OR_NAME")
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="check with a parameter override")
     s.add_argument("--format", choices=["text", "json"], default="text")
+    s.add_argument("--strict", action="store_true",
+                   help="treat warnings (deprecations included) as errors: exit 1 if there are any")
     s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("show", help="a method's params, inputs, plan, training graph and IR")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ptdsl.syntax.features import EXPERIMENTAL_02, STABLE_01, STABLE_02, Feature
+
 
 @dataclass(frozen=True)
 class Op:
@@ -19,10 +21,14 @@ class Op:
     rule: str                 # level rule, see passes/levels.py
     diff: tuple[int, ...]     # operand positions gradients flow through
     doc: str
+    # Level and version (syntax/features.py). A spec reaches an op through the builtin that
+    # spells it (ir/builtins.py has that builtin's feature); this one is checked for ops the
+    # lowering picks by the form of the arguments (gae_varying). Unstated: an op of 0.1.
+    feature: Feature = STABLE_01
 
 
-def _ops(rule: str, arity: int, diff, rows: list[tuple[str, str]]) -> list[Op]:
-    return [Op(name, arity, rule, tuple(diff), doc) for name, doc in rows]
+def _ops(rule: str, arity: int, diff, rows: list[tuple[str, str]], feature: Feature = STABLE_01) -> list[Op]:
+    return [Op(name, arity, rule, tuple(diff), doc, feature) for name, doc in rows]
 
 
 OPS: dict[str, Op] = {op.name: op for op in [
@@ -78,7 +84,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
                               "log Σ exp over this row and the rows after it in its group (Plackett–Luce)")]),
     # -- a group's rows → one value per example (a list's loss is the sum over its responses)
     *_ops("group_reduce", 1, (0,), [("sum_group", "Σ over the rows of each example's group: seq[R] → seq[examples]"),
-                                    ("mean_group", "mean over the rows of each example's group: seq[R] → seq[examples]")]),
+                                    ("mean_group", "mean over the rows of each example's group: seq[R] → seq[examples]")],
+          STABLE_02),
     # -- vocabulary level
     *_ops("vocab_map", 1, (0,), [("softmax", "softmax over the vocabulary"),
                                  ("log_softmax", "log-softmax over the vocabulary")]),
@@ -87,16 +94,19 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("at_last", 2, "at_last", (0,), "a per-sequence value placed at the last completion token, 0 elsewhere"),
     Op("gae", 3, "gae", (0, 1), "generalised advantage estimate: reverse scan δ_t + γλ Â_{t+1} (attrs gamma, lam)"),
     Op("gae_varying", 5, "gae_varying", (0, 1),
-       "gae whose γ and λ are operands 2 and 3 (per step, row or token; broadcast over the row's tokens)"),
+       "gae whose γ and λ are operands 2 and 3 (per step, row or token; broadcast over the row's tokens)",
+       EXPERIMENTAL_02),
     Op("discounted_sum", 2, "scan", (0,), "reverse discounted cumulative sum Σ_{s≥t} γ^{s-t} x_s (attr gamma)"),
     Op("whiten", 2, "whiten", (0,), "(x - mean) / std over the batch's completion tokens"),
     Op("positions", 1, "positions", (), "each completion token's index 0, 1, … within its sequence"),
     Op("token_quantile", 2, "token_reduce", (), "the q-quantile of x over the batch's completion tokens (attr q)"),
     # -- rows
     Op("sort_rows", 1, "sort_rows", (0,), "the per-sequence values sorted ascending over the batch"),
-    Op("row_rank", 1, "sort_rows", (), "0-based rank of the row's value among the batch's rows, largest first"),
-    Op("num_rows", 1, "rows", (), "the number of rows in the batch"),
-    Op("token_rank", 2, "scan", (), "0-based rank of each completion token's value within its row, largest first"),
+    Op("row_rank", 1, "sort_rows", (), "0-based rank of the row's value among the batch's rows, largest first",
+       EXPERIMENTAL_02),
+    Op("num_rows", 1, "rows", (), "the number of rows in the batch", EXPERIMENTAL_02),
+    Op("token_rank", 2, "scan", (), "0-based rank of each completion token's value within its row, largest first",
+       EXPERIMENTAL_02),
     Op("expand_rows", 1, "expand_rows", (0,), "a per-example value repeated for each of a rollout's n samples"),
     # -- pairs within a group (a ranked list, a rollout's samples): row i with each row j of its group
     Op("pair_other", 1, "pair_other", (0,), "x_j: for row i, the value of each row j of its group"),
@@ -104,11 +114,14 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("group_rank", 1, "group", (), "0-based rank of the row's value within its group, largest first"),
     # -- state kept across steps (keyed by the call site, attr key; no gradient)
     Op("running_mean", 1, "running_mean", (), "mean of every value seen so far, this batch included"),
-    Op("running_var", 1, "running_mean", (), "Bessel-corrected variance of every value seen so far, this batch included"),
-    Op("ema", 1, "running_mean", (), "exponential moving average of the batch means (attrs decay, init)"),
+    Op("running_var", 1, "running_mean", (), "Bessel-corrected variance of every value seen so far, this batch included",
+       EXPERIMENTAL_02),
+    Op("ema", 1, "running_mean", (), "exponential moving average of the batch means (attrs decay, init)",
+       EXPERIMENTAL_02),
     # -- random draws: U[0, 1) at the operand's level; the level checker replaces the op by a
     #    leaf of that level, which the runtime supplies (seeded), so codegen stays pure
-    Op("uniform", 1, "random", (), "independent U[0, 1) draws, one per element of the operand's level"),
+    Op("uniform", 1, "random", (), "independent U[0, 1) draws, one per element of the operand's level",
+       EXPERIMENTAL_02),
 ]}
 
 # Named op sets, used by passes instead of repeated tuples.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from ptdsl.diagnostics import Span
+from ptdsl.syntax.features import EXPERIMENTAL_02, STABLE_01, STABLE_02, STABLE_03
 
 # ---- expressions --------------------------------------------------------------
 
@@ -98,6 +99,16 @@ class FamilyDecl:
 @dataclass(frozen=True)
 class StabilityDecl:
     value: str  # "stable" | "experimental"
+    span: Span
+
+
+@dataclass(frozen=True)
+class RequiresDecl:
+    """`requires ptdsl >= 0.2`: the language version this file's text needs."""
+    package: Name        # `ptdsl`; anything else is an error of the check
+    op: str              # `>=`; other comparisons are an error of the check
+    version: str         # as written, e.g. "0.2"
+    version_span: Span
     span: Span
 
 
@@ -196,8 +207,18 @@ class MetricDecl:
     span: Span
 
 
-Statement = Union[MethodDecl, PaperDecl, FamilyDecl, StabilityDecl, DataDecl, PolicyDecl,
+Statement = Union[MethodDecl, PaperDecl, FamilyDecl, StabilityDecl, RequiresDecl, DataDecl, PolicyDecl,
                   RoleDecl, RewardDecl, RolloutDecl, UpdateDecl, MixDecl, ParamDecl, LetDecl, LossDecl, MetricDecl]
+
+# Each statement form's Feature (syntax/features.py), keyed by its grammar rule; a named data
+# source (`data NAME: KIND`, with `mix`) is a form of its own. passes/features.py reads it.
+STATEMENT_FORMS = {
+    "method_decl": STABLE_01, "paper_decl": STABLE_01, "family_decl": STABLE_01, "stability_decl": STABLE_01,
+    "requires_decl": STABLE_03, "data_decl": STABLE_01, "data_source": EXPERIMENTAL_02,
+    "policy_decl": STABLE_01, "role_decl": STABLE_01, "reward_decl": STABLE_01, "rollout_decl": STABLE_01,
+    "update_decl": STABLE_02, "mix_decl": EXPERIMENTAL_02, "param_decl": STABLE_01, "let_decl": STABLE_01,
+    "loss_decl": STABLE_01, "metric_decl": STABLE_01,
+}
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def _found(token: Token) -> str:
 
 
 # Common mistakes: (predicate on the error, message, help). Checked in order.
-_KEYWORDS = ("method", "extends", "paper", "family", "stable", "experimental", "data", "reward",
+_KEYWORDS = ("method", "extends", "paper", "family", "stable", "experimental", "requires", "data", "reward",
              "rollout", "update", "mix", "param", "let", "loss", "metric", "in", "and", "or", "not", "true", "false")
 
 
@@ -73,6 +73,9 @@ def _common_mistake(exc, text: str) -> tuple[str, str] | None:
             return ("`update` takes its options as `NAME = VALUE`",
                     "e.g. `update passes = 2, minibatches = 4` (passes over each batch of experience, "
                     "optimizer steps per pass)")
+        if prev is not None and prev.type == "REQUIRES":
+            return ("`requires` takes `ptdsl >= VERSION`",
+                    "e.g. `requires ptdsl >= 0.2`: the language version (MAJOR.MINOR) the spec needs")
         if prev is not None and prev.type == "MIX":
             return ("`mix` takes its weights as `SOURCE = WEIGHT`",
                     "e.g. `mix forget = 1, retain = 2`: each source's rows per micro-batch, relative to the "

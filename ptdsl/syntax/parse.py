@@ -90,6 +90,10 @@ class _ToAst(Transformer):
     def stability_decl(self, meta, ch):
         return ast.StabilityDecl(str(ch[0]), self._s(meta))
 
+    def requires_decl(self, meta, ch):
+        package = ast.Name(str(ch[0]), _span(self.path, ch[0]))
+        return ast.RequiresDecl(package, str(ch[1]), str(ch[2]), _span(self.path, ch[2]), self._s(meta))
+
     def data_decl(self, meta, ch):
         name = ch.pop(0) if isinstance(ch[0], ast.Name) else None  # `data NAME: KIND`
         items = ch[1] if len(ch) > 1 else ()

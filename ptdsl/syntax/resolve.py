@@ -40,6 +40,10 @@ class MethodDef:
     datasets: dict[str, ast.DataDecl] = field(default_factory=dict)  # named sources, in order (`data`: the first)
     mix: ast.MixDecl | None = None        # the named sources' rows per micro-batch
     sources: dict[str, str] = field(default_factory=dict)  # file → text, parents included
+    # file → its `requires` line. Not inherited: a version is a statement about the text of the
+    # file that states it, so each file's uses are checked against its own (passes/features.py)
+    requires: dict[str, ast.RequiresDecl] = field(default_factory=dict)
+    stability_span: Span | None = None  # the `stable`/`experimental` line it takes its level from
 
 
 def data_summary(m: MethodDef) -> str:
@@ -53,13 +57,13 @@ _NAMED = {ast.RoleDecl: "roles", ast.RewardDecl: "rewards", ast.RolloutDecl: "ro
           ast.ParamDecl: "params", ast.LetDecl: "lets", ast.MetricDecl: "metrics"}
 _SINGLE = {ast.PaperDecl: "paper", ast.FamilyDecl: "family", ast.StabilityDecl: "stability",
            ast.DataDecl: "data", ast.PolicyDecl: "policy", ast.LossDecl: "loss", ast.UpdateDecl: "update",
-           ast.MixDecl: "mix"}
+           ast.MixDecl: "mix", ast.RequiresDecl: "requires"}
 
 
 def _what(stmt) -> str:
     return {ast.PaperDecl: "`paper`", ast.FamilyDecl: "`family`", ast.StabilityDecl: "stability",
             ast.DataDecl: "`data`", ast.PolicyDecl: "`policy`", ast.LossDecl: "`loss`",
-            ast.UpdateDecl: "`update`", ast.MixDecl: "`mix`"}[type(stmt)]
+            ast.UpdateDecl: "`update`", ast.MixDecl: "`mix`", ast.RequiresDecl: "`requires`"}[type(stmt)]
 
 
 def _twice_help(stmt) -> str:
@@ -227,6 +231,8 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         family=pick("family", "text"),
         stability=stability.value if isinstance(stability, ast.StabilityDecl) else
         (parent.stability if parent else "experimental"),
+        stability_span=stability.span if isinstance(stability, ast.StabilityDecl) else
+        (parent.stability_span if parent else None),
         extends=header.extends,
         path=spec.path,
         span=header.span,
@@ -243,6 +249,8 @@ def _merge(parent: MethodDef | None, header: ast.MethodDecl, parts: dict, spec: 
         datasets=dict(datasets),
         mix=parts.get("mix") or (None if states_data else (parent.mix if parent else None)),
         sources={**(parent.sources if parent else {}), spec.path: spec.text},
+        requires={**(parent.requires if parent else {}),
+                  **({spec.path: parts["requires"]} if parts.get("requires") else {})},
     )
 
 

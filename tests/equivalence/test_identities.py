@@ -15,7 +15,7 @@ Not covered, and why:
            log-prob leaves (an adapter again).
   I28, I36, I40  facts about advantages, KL estimators and ULD, not method-vs-method.
   I6 (TDPO1 at D = 0): needs logits drawn equal for policy and reference while their
-           log-probs differ; only TDPO2(α = 0) ≡ DPO is covered.
+           log-probs differ; TDPO2(α = 0) ≡ DPO and TDPO1 = TDPO2(α = 1) in value are covered.
   I37      kd is gkd with β = 0 by definition (`extends`); the β → 0 limit JSD_β/β → forward KL
            is ill-conditioned in float64 (the mixture's log cancels), so no tolerance holds it
            across inputs: at β = 1e-8 gradients differ by ~1e-5 relative.
@@ -95,6 +95,8 @@ IDENTITIES = [
     Identity("I5", "aot", "cdpo", {"label_smoothing": 0.2}, {"label_smoothing": 0.2}, condition=("rows=1",),
              note="AOT(ε) on a batch of one ≡ cDPO(ε)"),
     Identity("I6", "tdpo2", "dpo", {"alpha": 0}, note="TDPO2(α = 0) ≡ DPO"),
+    Identity("I6", "tdpo1", "tdpo2", {}, {"alpha": 1.0}, mode="value",
+             note="TDPO1 = TDPO2(α = 1) in value; TDPO2's stop-gradient changes only the gradient"),
     Identity("I7", "odpo", "dpo", {"alpha": 0}, note="ODPO with offset 0 ≡ DPO"),
     Identity("I7", "beta_dpo", "dpo", {"alpha": 0, "rho": 0}, note="β-DPO(α = 0, no filtering) ≡ DPO"),
     Identity("I9", "hinge", Term("slic", {"delta": 10.0, "regularization_weight": 0}, 0.1), condition=("reference_zero",),
@@ -103,17 +105,22 @@ IDENTITIES = [
              note="LN-DPO with every completion of length L ≡ DPO with β/L"),
     Identity("I11", "cal_dpo", (Term("dpo", {"beta": 1.0}), Term("sppo_hard", {"beta": 0.002}, 0.5)),
              note="Cal-DPO(β) ≡ DPO(β = 1) + ½·SPPO-hard(β) (the authors' code; METHODS.md omits the ½)"),
+    Identity("P15", "discopop", (Term("dpo", weight=0.5), Term("gpo_exp", weight=0.5)), {"discopop_tau": 1e9},
+             note="DiscoPOP blends logistic and exponential by σ(z/τ): as τ → ∞, ½·DPO + ½·GPO-exp (limit)"),
     Identity("I14", "kto", "apo_zero_unpaired", condition=("reference_equals_policy=mismatched(completion)",),
              note="KTO with its reference point z0 = 0 ≡ APO-zero-unpaired"),
     Identity("I15", "mpo", (Term("dpo", weight=0.8), Term("bco_pair", weight=0.2), CHOSEN_NLL),
              note="MPO ≡ 0.8·DPO + 0.2·BCO-pair + 1.0·SFT(chosen), each batch-averaged"),
     Identity("P23", "rpo", (Term("dpo"), Term("sft", weight=0.005, sets={"completion": "chosen"})),
              {"alpha": 0.005}, note="RPO ≡ DPO + η·SFT(chosen)"),
+    Identity("I15", "irpo", (Term("dpo"), CHOSEN_NLL), note="IRPO ≡ RPO with η = 1 ≡ DPO + SFT(chosen)"),
     # ---- reference-free family
     Identity("I16", "cpo", "dpo", {"cpo_alpha": 0}, condition=("reference_zero",),
              note="CPO(α = 0) ≡ DPO with ℓ_ref ≡ 0"),
     Identity("I16", "cpo", "cdpo", {"cpo_alpha": 0, "label_smoothing": 0.2}, {"label_smoothing": 0.2},
              condition=("reference_zero",), note="… with the same label smoothing"),
+    Identity("I16", "cpo_ipo", "ipo", {"cpo_alpha": 0}, condition=("reference_zero",),
+             note="CPO-IPO(α = 0) ≡ IPO with ℓ_ref ≡ 0 (both divide by the lengths)"),
     Identity("I17", "simpo", "sigmoid_norm", {"gamma": 0}, condition=("reference_zero",),
              note="SimPO(γ = 0) ≡ LN-DPO with ℓ_ref ≡ 0"),
     Identity("I18", "cpo_simpo", "simpo", {"cpo_alpha": 0}, note="CPO-SimPO(α = 0) ≡ SimPO"),
@@ -137,6 +144,18 @@ IDENTITIES = [
     Identity("I27", "rloo", Term("dr_grpo", {"num_generations": 2, "max_completion_length": 4}, 2 / 1 * 4),
              {"beta": 0}, mode="gradient", condition=("on_policy",),
              note="on-policy, β = 0: ∇L_RLOO = G/(G−1)·L_max·∇L_DrGRPO"),
+    Identity("I27", "rloo", Term("reinforce", G, 4 / 3), {**G, "beta": 0}, mode="gradient", condition=("on_policy",),
+             note="on-policy, β = 0: RLOO's leave-one-out advantage is G/(G−1) times REINFORCE's group-mean one"),
+    Identity("O7", "rebel", Term("rloo", {"num_generations": 2, "beta": 0}, 4.0), {"beta": 0}, mode="gradient",
+             condition=("on_policy",),
+             note="on-policy, β = 0: REBEL's gradient −(2/η)·Δr·(∇ℓ(y) − ∇ℓ(y′)) is 4/η times RLOO's on the pair"),
+    Identity("G23", "opo", Term("reinforce", G, 1 / 3), G, mode="gradient", condition=("on_policy", "length=3"),
+             note="on-policy, every length L: OPO's length-weighted baseline is the group mean, its token mean 1/L of "
+                  "REINFORCE's sequence sum"),
+    Identity("G13", "lite_ppo", "bnpo", G, G, condition=("rows=1",),
+             note="one prompt's group: Lite PPO's batch std is the group std, so it is BNPO"),
+    Identity("G13", "lite_ppo", "bnpo", {**G, "scale_rewards": False}, {**G, "scale_rewards": False},
+             note="without std scaling Lite PPO is BNPO (group-mean baseline, batch token mean)"),
     Identity("I29", "gspo", "grpo", G, G, condition=("on_policy",), note="on-policy GSPO ≡ GRPO"),
     Identity("I30", "gspo_token", "gspo", G, G, note="GSPO-token ≡ GSPO for sequence-level advantages, any ratio"),
     Identity("I35", "grpo_delta", "grpo", G, G,
@@ -146,10 +165,25 @@ IDENTITIES = [
              note="on-policy, SAPO's gate has slope 1: same gradient as GRPO"),
     Identity("I33", "cispo", "dapo", {**G, "epsilon_high": 5.0}, G, mode="gradient", condition=("on_policy",),
              note="on-policy with cap ≥ 1: CISPO's gradient = DAPO's"),
+    Identity("I33", "vespo", "cispo", G, {**G, "epsilon_high": 5.0}, condition=("on_policy",),
+             note="on-policy, φ(1) = 1: VESPO's per-token loss is CISPO's −A·ℓ_θ"),
     Identity("I34", "luspo", Term("dr_grpo", {**G, "scale_rewards": True, "max_completion_length": 4}, 4.0), G,
              mode="gradient", condition=("on_policy",),
              note="on-policy LUSPO: gradient of −(1/B) Σ A_i ℓ_θ(y_i) (= L_max·Dr.GRPO with group-scaled A)"),
     # ---- distillation
+    Identity("I37", Term("gkd_on_policy", sets={"completion": "y"}), "opd", {"beta": 1.0},
+             note="GKD(λ = 1, β = 1) ≡ DistillationTrainer(β = 1) on the same student samples, temperature 1"),
+    Identity("I37", Term("gkd", sets={"completion": "y"}), "opd", {}, {"beta": 0.5},
+             note="on the same completions GKD's JSD_β is the distillation loss at the same β (λ only picks them)"),
+    Identity("I37", Term("kd", sets={"completion": "y"}), "opd", {}, {"beta": 0.0},
+             note="β = 0: KD's forward KL is the distillation loss's on the same completions"),
+    Identity("I37", Term("gkd_lambda", sets={"completion": "y"}), "opd", {}, {"beta": 0.5},
+             note="GKD with on-policy mixing: the same JSD_β on whichever completions λ picks"),
+    Identity("D2", "seqkd", Term("sft", sets={"completion": "y"}),
+             note="SeqKD ≡ SFT on the teacher's samples (METHODS.md D2: generate with the teacher, then SFT)"),
+    # ---- reward models
+    Identity("M5", "prm_last_step", "prm", condition=("length=1",),
+             note="solutions of one step: the last step is every step"),
     Identity("I38", "iw_opd", "opd_sampled", {"iw_opd_gamma": 0},
              note="IW-OPD(γ = 0) ≡ sampled-token reverse-KL policy gradient"),
     # ---- across row layouts (adapters.py)
@@ -165,6 +199,9 @@ IDENTITIES = [
              note="InfoNCA on lists of 2 with a one-hot target (α = 1e-3: e^(−1/α) = 0 in float64) ≡ DPO"),
     Identity("I23", "online_dpo", "dpo", adapter="paired-to-picks",
              note="online DPO on an already-ranked pair (best, worst) ≡ offline DPO on it"),
+    Identity("I23", "online_ipo", "ipo", condition=("length=1",), adapter="paired-to-picks",
+             note="online IPO ≡ offline IPO on a ranked pair of one-token completions (only the latter "
+                  "divides by the lengths)"),
     Identity("I24", "spin", "dpo", adapter="paired-to-sample",
              note="SPIN ≡ DPO with chosen = the dataset completion, rejected = the π_t sample, reference = π_t"),
 ]
@@ -191,7 +228,16 @@ NEAR_MISSES = [
     NearMiss("cispo-vs-dapo-value", Identity("", "cispo", "dapo", {**G, "epsilon_high": 5.0}, G, mode="value",
                                              condition=("on_policy",))),
     NearMiss("gspo-vs-grpo-off-policy", Identity("", "gspo", "grpo", G, G, condition=("off_policy",))),
+    NearMiss("lite_ppo-vs-bnpo-several-groups", Identity("", "lite_ppo", "bnpo", G, G), "several-groups"),
+    NearMiss("prm_last_step-vs-prm-several-steps", Identity("", "prm_last_step", "prm"), "some-length-not-1"),
     NearMiss("alphapo0.25-vs-simpo", Identity("", "alphapo", "simpo", {"alpha": 0.25})),
+    NearMiss("tdpo1-vs-tdpo2-alpha-1-gradient", Identity("", "tdpo1", "tdpo2", {}, {"alpha": 1.0}, mode="gradient")),
+    # TRL's optional margin column shifts the margin: only a non-zero margin separates the two
+    NearMiss("reward_model_margin-vs-reward_model", Identity("", "reward_model_margin", "reward_model"),
+             "margin-nonzero"),
+    NearMiss("reward_model_margin-vs-reward_model_centered",
+             Identity("", "reward_model_margin", "reward_model_centered", {"center_rewards_coefficient": 0.01}),
+             "margin-nonzero"),
     NearMiss("cal_dpo-vs-methods-md-form", Identity("", "cal_dpo", (Term("dpo", {"beta": 1.0}),
                                                                      Term("sppo_hard", {"beta": 0.002})))),
     # the layout identities with a factor broken: each must fail
@@ -205,6 +251,8 @@ NEAR_MISSES = [
                                              adapter="paired-to-ranked")),
     NearMiss("lipo-vs-dpo-unit-weight", Identity("", "lipo", "dpo", adapter="paired-to-ranked")),
     NearMiss("infonca-soft-target-vs-dpo", Identity("", "infonca", "dpo", adapter="paired-to-ranked")),
+    NearMiss("online_ipo-vs-ipo-longer", Identity("", "online_ipo", "ipo", adapter="paired-to-picks"),
+             "some-length-not-1"),
     NearMiss("online_dpo-vs-dpo-other-beta", Identity("", "online_dpo", "dpo", {}, {"beta": 0.2},
                                                       adapter="paired-to-picks")),
     NearMiss("spin-vs-dpo-other-beta", Identity("", "spin", "dpo", {}, {"beta": 0.2}, adapter="paired-to-sample")),
@@ -240,6 +288,13 @@ def test_near_miss_has_a_counterexample(miss):
         assert len({n for s in sets for n in _lengths(x, s)}) > 1, r.render()
     if miss.holds_when == "some-length-not-3":
         assert any(n != 3 for s in ("chosen", "rejected") for n in _lengths(x, s)), r.render()
+    if miss.holds_when == "some-length-not-1":  # online IPO's unnormalised margin; PRM's earlier steps
+        sets = [n[5:-1] for n in x if n.startswith("mask(")]
+        assert any(n != 1 for s in sets for n in _lengths(x, s)), r.render()
+    if miss.holds_when == "several-groups":  # with one group the batch std is the group std
+        assert x["mask(y)"].shape[0] > miss.identity.params_a["num_generations"], r.render()
+    if miss.holds_when == "margin-nonzero":
+        assert (x["margin"] != 0).any(), r.render()
     if miss.holds_when == "several-rows":
         assert x["mask(chosen)"].shape[0] > 1, r.render()
     if miss.holds_when == "chosen-below-reference":

@@ -62,7 +62,8 @@ def _module(path: Path):
     """The test module at `path`: the copy pytest already imported (under its basename), else
     an import under its dotted name."""
     for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == path:
+        file = getattr(module, "__file__", None)  # the name first: resolving every module's path is slow
+        if file and file.endswith(path.name) and Path(file).resolve() == path:
             return module
     return importlib.import_module(".".join(path.relative_to(TESTS.parent).with_suffix("").parts))
 

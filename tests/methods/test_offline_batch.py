@@ -440,7 +440,10 @@ def test_headers():
     """Stability, family and paper of every method of the batch (see the report for why)."""
     from ptdsl.compiler import define
 
-    experimental = {"odpo", "beta_dpo", "slic", "implicit_prm"}
+    experimental = {"odpo", "beta_dpo", "slic", "implicit_prm",
+                    # demoted by the graduation audit (docs/stability.md#graduation): no identity or near-miss
+                    "gpo_savage", "gpo_truncated_quadratic", "kto_pair", "orm",
+                    "simper", "step_dpo", "tr_dpo", "wpo"}
     for name in MINE:
         m = define(name)
         assert m.name == name

@@ -83,6 +83,7 @@ def test_the_mixture_records_its_mixed_distribution():
 
 
 SPEC = """method sampler_gap extends grpo "GRPO that logs how far old is from the sampler"
+experimental
 metric sampler_gap = token_mean(abs(logprobs(sampler, y) - logprobs(old, y)))
 metric sampler_mean = token_mean(logprobs(sampler, y))
 """
