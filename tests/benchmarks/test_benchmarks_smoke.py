@@ -3,10 +3,7 @@ round, tiny) and reports its contenders, and drives ptdsl through its public API
 (a benchmark rebuilt from private runtime functions broke silently at issue 14)."""
 import ast
 import importlib.util
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,17 +80,17 @@ def test_every_benchmark_is_discovered_and_checked():
 
 @pytest.mark.integration
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
-def test_benchmark_smoke_run(script, tmp_path):
-    out = tmp_path / "result.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+def test_benchmark_smoke_run(script, monkeypatch):
+    """Through run_all.py's own runner (`run_all.py --smoke` runs each script so)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    result = RUN_ALL.run_one(script, "smoke", timeout=300)
+    assert "error" not in result, result.get("error")
     mod = module(script.stem)
     assert result["section"] == mod.SECTION
     assert "smoke: not a measurement" in result["markdown"]
     CHECKS[script.stem](result, mod)
+    report = RUN_ALL.report([(script, result)], [], {"cpu": "?"}, "smoke", result["wall_s"])
+    assert "Smoke mode" in report and result["markdown"].strip() in report
 
 
 # ---- public API only -------------------------------------------------------------------
