@@ -43,7 +43,8 @@ which the report names). `ptdsl.train` turns malloc's mmap path off at start-up
 (runtime/alloc.py); it starts before any timed step, so in the timing process every contender
 runs with that setting alike (before issue 14 all ran with glibc's defaults there).
 "start-up s" of a ptdsl contender is `train`'s call to its first step: compiling the method,
-loading the models from DIR, tokenising the data, and (ptdsl) the reference precompute.
+loading the models from DIR, tokenising the data, and (ptdsl) the reference precompute; the
+first ptdsl contender built also pays for importing accelerate and the compiler.
 Peak memory: each (size, precision, contender) runs a few steps in its own subprocess and reads
 getrusage(RUSAGE_SELF).ru_maxrss; every such process imports the same libraries and builds the
 policy and the reference, so the numbers differ only by what the step itself allocates.
