@@ -3,9 +3,13 @@ an interleaved timer, peak-RSS measurement in a subprocess, machine/version info
 `--quick` / `--json PATH` interface every benchmark script implements.
 
 A benchmark script is a module under benchmarks/ with `BENCHMARK = True` at module level
-and a `main()` that accepts `--quick` and `--json PATH`; it writes
+and a `main()` that accepts `--quick`, `--smoke` and `--json PATH`; it writes
 {"section": title, "markdown": section text, "data": raw numbers} to PATH. run_all.py
-discovers scripts by that marker.
+discovers scripts by that marker. `--smoke` runs one round on the tiny model in seconds and
+writes the same JSON and markdown, marked SMOKE_NOTE: the default test suite runs every
+script that way (tests/benchmarks/test_benchmarks_smoke.py), so a broken benchmark fails CI.
+ptdsl is driven through its public API only (`ptdsl.train` with `callbacks=`, `ptdsl.compile`);
+the same test fails on imports of private ptdsl names.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # this checkout's ptdsl, not an installed copy
@@ -34,8 +39,13 @@ SIZES = {
 PAD, BOS, EOS, FIRST = 0, 1, 2, 3   # special token ids; ordinary tokens are FIRST..vocab-1
 
 
-def setup_env():
-    """Offline, deterministic thread count (every contender sees the same)."""
+def setup_env(smoke: bool = False):
+    """Offline, deterministic thread count (every contender sees the same). A smoke run
+    (which only checks that the script runs) uses one OpenMP thread in every process it
+    starts: on a busy machine torch's threads spin at barriers while a sibling waits for a
+    core, and smoke steps ran 10-40× slower with two."""
+    if smoke:
+        os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -97,7 +107,22 @@ def text(ids) -> str:
     return " ".join(f"t{i}" for i in ids)
 
 
+SMOKE_NOTE = "smoke: not a measurement"
+
+
+def mode_note(quick: bool = False, smoke: bool = False) -> str:
+    """What to append to a section's settings line in --quick or --smoke mode."""
+    return f" (**{SMOKE_NOTE}**)" if smoke else " (**--quick: not a measurement**)" if quick else ""
+
+
 # ---- timing --------------------------------------------------------------------------
+
+class Timed(NamedTuple):
+    """What a step function returns when it times itself (a step observed through
+    ptdsl.train's callbacks): `interleaved` then records these, not its own stopwatch."""
+    wall_ms: float
+    cpu_ms: float
+
 
 def summarise(times_ms: list[float]) -> dict:
     t = sorted(times_ms)
@@ -109,7 +134,7 @@ def interleaved(contenders: dict, rounds: int, warmup: int = 2) -> dict:
     """Time each contender's step function round-robin (A, B, C, A, B, C, …) so that drift in
     machine load hits all of them alike. Each function takes the step index. Returns
     {name: summarise(wall ms per step) + {"cpu": summarise(process CPU ms per step)}}; the
-    first `warmup` rounds are not counted. CPU time (all threads, user + system) separates
+    first `warmup` rounds are not counted. A function that returns `Timed` is timed by itself. CPU time (all threads, user + system) separates
     a step's own work from waiting for the CPU, but only with one thread: torch's OpenMP
     threads spin at barriers while a sibling is descheduled, so on a busy machine a
     multi-threaded step's CPU time inflates along with its wall time."""
@@ -118,8 +143,10 @@ def interleaved(contenders: dict, rounds: int, warmup: int = 2) -> dict:
     for r in range(warmup + rounds):
         for name, fn in contenders.items():
             c0, t0 = time.process_time(), time.perf_counter()
-            fn(r)
+            own = fn(r)
             dt, dc = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+            if isinstance(own, Timed):
+                dt, dc = own
             if r >= warmup:
                 wall[name].append(dt)
                 cpu[name].append(dc)
@@ -195,6 +222,7 @@ def machine_info() -> dict:
 def cli(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--quick", action="store_true", help="few steps, tiny model only (development)")
+    ap.add_argument("--smoke", action="store_true", help="one round, tiny: checks the script runs (the test suite)")
     ap.add_argument("--json", metavar="PATH", help="write {section, markdown, data} to PATH")
     return ap
 

@@ -1,7 +1,7 @@
 """Compiler speed: the whole method library through parse + check + compile, and the
 start-up time of `ptdsl check`.
 
-    python benchmarks/compiler.py [--quick] [--json PATH]
+    python benchmarks/compiler.py [--quick | --smoke] [--json PATH]
 
 - library, warm: in this process, after one untimed pass, `ptdsl.compile(path)` for every
   spec in methods/ (parse, resolve `extends`, bind, lower, level and gradient checks,
@@ -52,10 +52,10 @@ def specs() -> list[Path]:
     return sorted((ROOT / "methods").glob("*.ptdsl"))
 
 
-def library_warm(repeats: int) -> dict:
+def library_warm(repeats: int, warm_up: bool = True) -> dict:
     import ptdsl
     paths = [str(p) for p in specs()]
-    for p in paths:  # untimed: imports, lark grammar
+    for p in paths if warm_up else ():  # untimed: imports, lark grammar
         ptdsl.compile(p)
     times = []
     for _ in range(repeats):
@@ -128,7 +128,7 @@ def _summary(xs: list[float]) -> dict:
     return {"median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2], "n": len(s)}
 
 
-def markdown(d: dict, quick: bool) -> str:
+def markdown(d: dict, quick: bool, smoke: bool = False) -> str:
     warm, cold, st = d["warm"], d["cold"], d["startup"]
     check, floor, imp = st["check"]["median"], st["python"]["median"], st["import_ptdsl"]["median"]
     lib = warm["seconds"]["median"]
@@ -154,7 +154,7 @@ def markdown(d: dict, quick: bool) -> str:
     slow = ", ".join(f"{n} ({ms:.0f} ms)" for ms, n in warm["slowest_ms"][:3])
     tops = ", ".join(f"`{m}` {ms:.0f} ms" for ms, m in heavy.get("check_top_imports_ms", [])[:4])
     lines = [f"## {SECTION}", "",
-             "Medians [quartiles]" + (" (**--quick: not a measurement**)" if quick else "") + ".", "",
+             "Medians [quartiles]" + common.mode_note(quick, smoke) + ".", "",
              common.table(["what", "median", "quartiles", "target", ""], rows), "",
              "What the numbers say:",
              f"- The whole library ({warm['specs']} specs) compiles in {lib:.2f} s warm, "
@@ -169,10 +169,11 @@ def markdown(d: dict, quick: bool) -> str:
 
 def main(argv=None):
     args = common.cli(__doc__.splitlines()[0]).parse_args(argv)
-    warm_n, cold_n, start_n = (2, 2, 3) if args.quick else (5, 5, 10)
-    data = {"warm": library_warm(warm_n), "cold": library_cold(cold_n), "startup": startup(start_n),
-            "heavy_imports": heavy_imports(), "quick": args.quick, "machine": common.machine_info()}
-    common.emit(args.json, SECTION, markdown(data, args.quick), data)
+    warm_n, cold_n, start_n = (1, 1, 1) if args.smoke else (2, 2, 3) if args.quick else (5, 5, 10)
+    data = {"warm": library_warm(warm_n, warm_up=not args.smoke), "cold": library_cold(cold_n), "startup": startup(start_n),
+            "heavy_imports": heavy_imports(), "quick": args.quick, "smoke": args.smoke,
+            "machine": common.machine_info()}
+    common.emit(args.json, SECTION, markdown(data, args.quick, args.smoke), data)
 
 
 if __name__ == "__main__":

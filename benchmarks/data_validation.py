@@ -79,7 +79,7 @@ def measure(n: int, conversational: bool, tok, repeats: int, tmp: Path) -> dict:
 
 
 def markdown(results: list[dict], mode: str) -> str:
-    lines = [f"# {SECTION}", "", f"Mode: {mode}. Preference rows (`dpo`), JSON Lines; median seconds per stage "
+    lines = [f"# {SECTION}", "", f"Mode: {mode}{common.mode_note(smoke=mode == 'smoke')}. Preference rows (`dpo`), JSON Lines; median seconds per stage "
              "and microseconds per row. Validation is every row's every column checked against the data "
              "kind's schema (runtime/validate.py); tokenisation is normalise + tokenize.", ""]
     body = [[r["format"], f"{r['rows']:,}", f"{r['read_s']:.3f}", f"{r['validate_s']:.3f}",
@@ -98,9 +98,8 @@ def markdown(results: list[dict], mode: str) -> str:
 
 def main(argv=None):
     ap = common.cli(__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="100 and 400 rows once: checks the script runs")
     args = ap.parse_args(argv)
-    common.setup_env()
+    common.setup_env(args.smoke)
     sizes, repeats, mode = ((100, 400), 1, "smoke") if args.smoke else \
         ((2000, 10000), 3, "quick") if args.quick else ((10000, 50000, 100000), 3, "full")
     tok = common.word_tokenizer(VOCAB)

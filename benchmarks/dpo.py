@@ -1,6 +1,6 @@
 """DPO step: ptdsl vs a minimal hand-written torch step vs TRL 1.16's DPOTrainer, side by side.
 
-    python benchmarks/dpo.py [--quick] [--json PATH]
+    python benchmarks/dpo.py [--quick | --smoke] [--json PATH]
 
 Setup (PERF.md's): Llama-style models built from a config with random weights (tiny ≈1.3M,
 small ≈20M), batches of 8 preference pairs of exact-length sequences (prompt L/2 + completion
@@ -12,10 +12,19 @@ Contenders (each with its own copy of the same initial model, reference and opti
                full log-softmax over the completion positions, AdamW, clip.
 - policy_only: the same with the reference log-probs precomputed before the timed loop: the
                floor of any step with a precomputed reference.
-- ptdsl_live:  the body of ptdsl's training loop (runtime/loop.py: build_batch, global counts,
-               loss_inputs, the compiled loss, backward, metrics .item(), clip, AdamW), with
-               the reference run every step (`precompute=False`).
-- ptdsl:       the same with ptdsl's default reference precompute (runtime/precompute.py).
+- ptdsl_live:  the product: `ptdsl.train("dpo", model=DIR, data=FILE, precompute=False, …)`
+               (the policy saved once to DIR with the word-level tokenizer, the same triples
+               written to FILE as text), with the reference run every step. Each step is timed
+               through the public step callbacks, from `on_step_begin` to `on_step_end`: the
+               whole optimizer step of runtime/loop.py (collating the mini-batch, global
+               counts, the compiled loss, backward, the non-finite guard, clip, AdamW, the
+               lr schedule, metrics reduced and appended to metrics.jsonl). `train` runs in a
+               thread of the timing process that the driver releases one step at a time, so
+               the contenders still interleave step by step. Tokenising and loading the data
+               happen in `train`'s start-up, before step 0, as before. Before issue 14 this
+               contender rebuilt the step from private runtime functions (no guard, schedule
+               or metrics.jsonl in the timed region).
+- ptdsl:       the same with ptdsl's default reference precompute (`precompute=True`).
 - trl_live:    TRL's DPOTrainer built through its public API (in-memory model, explicit
                ref_model, a local word-level tokenizer, an in-memory `datasets.Dataset`,
                HF_HUB_OFFLINE=1); a step is `trainer.training_step(model, batch)` on a batch
@@ -29,10 +38,13 @@ TRL's default is the live reference, so the "ptdsl default / TRL default" ratio 
 Timing: all contenders of one (size, precision) run in one subprocess, interleaved step by step
 (A, B, C, …, A, B, C, …) after warm-up rounds; medians and quartiles of the per-step wall time,
 and the median process CPU time. All contenders
-use the same AdamW (ptdsl's loop._adamw: fused where torch has it; TRL uses its default, which
-the report names). The timing process keeps glibc's default malloc settings for everyone:
-`ptdsl.train` turns malloc's mmap path off at start-up (runtime/alloc.py), which in a shared
-process would speed up every contender alike; the ptdsl memory processes do turn it on.
+use the same AdamW (fused where torch has it, as ptdsl.train builds it; TRL uses its default,
+which the report names). `ptdsl.train` turns malloc's mmap path off at start-up
+(runtime/alloc.py); it starts before any timed step, so in the timing process every contender
+runs with that setting alike (before issue 14 all ran with glibc's defaults there).
+"start-up s" of a ptdsl contender is `train`'s call to its first step: compiling the method,
+loading the models from DIR, tokenising the data, and (ptdsl) the reference precompute; the
+first ptdsl contender built also pays for importing accelerate and the compiler.
 Peak memory: each (size, precision, contender) runs a few steps in its own subprocess and reads
 getrusage(RUSAGE_SELF).ru_maxrss; every such process imports the same libraries and builds the
 policy and the reference, so the numbers differ only by what the step itself allocates.
@@ -60,6 +72,7 @@ PAIRS, BETA, LR = 8, 0.1, 1e-6
 # ~10 minutes on the 2-core reference machine (small fp32: 6 contenders ≈ 9 s per round).
 FULL = {("tiny", "fp32"): 40, ("tiny", "bf16"): 40, ("small", "fp32"): 12, ("small", "bf16"): 16}
 QUICK = {("tiny", "fp32"): 6, ("tiny", "bf16"): 6}
+SMOKE = {("tiny", "fp32"): 1}   # one round, no warm-up; peak RSS: the timing process's, for all
 WARMUP = 2
 MEM_STEPS = 3
 
@@ -67,23 +80,22 @@ MEM_STEPS = 3
 # ---- contenders -------------------------------------------------------------------
 
 class Examples:
+    """`n_batches` × PAIRS preference triples of token ids (prompt, chosen, rejected)."""
+
     def __init__(self, size, n_batches):
-        from ptdsl.runtime.data import Example
-        triples = C.preference_data(size, n_batches * PAIRS)
-        self.triples = triples
-        self.examples = [Example(i, "", p, {"chosen": c, "rejected": r}) for i, (p, c, r) in enumerate(triples)]
-        self.batches = [self.examples[b * PAIRS:(b + 1) * PAIRS] for b in range(n_batches)]
+        self.triples = C.preference_data(size, n_batches * PAIRS)
+        self.batches = [self.triples[b * PAIRS:(b + 1) * PAIRS] for b in range(n_batches)]
+        self.prompt_len = len(self.triples[0][0])
 
 
 def adamw(params):
-    """The optimizer ptdsl's loop builds (loop._adamw: the fused AdamW kernel where torch has
-    one), given to the hand-written steps too: the comparison holds the optimizer fixed."""
+    """The optimizer ptdsl.train builds (the fused AdamW kernel where torch has one, else
+    plain AdamW), given to the hand-written steps too: the comparison holds it fixed."""
     import torch
     try:
-        from ptdsl.runtime.loop import _adamw
-    except ImportError:  # an older runtime: plain AdamW
+        return torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True)
+    except (RuntimeError, ValueError):
         return torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-    return _adamw(params, LR, 0.0)
 
 
 def autocast(precision):
@@ -97,9 +109,9 @@ def _seq_logps(model, ids, P):
     return torch.log_softmax(logits, -1).gather(-1, ids[:, P:, None])[..., 0].sum(-1)
 
 
-def _ids(exs):
+def _ids(triples):
     import torch
-    return torch.tensor([e.prompt_ids + e.completions[s] for s in ("chosen", "rejected") for e in exs])
+    return torch.tensor([p + c for p, c, _ in triples] + [p + r for p, _, r in triples])
 
 
 def make_hand(size, precision, data, policy_only=False):
@@ -107,7 +119,7 @@ def make_hand(size, precision, data, policy_only=False):
     policy = C.make_model(size)
     ref = C.frozen_copy(policy)
     opt = adamw(list(policy.parameters()))
-    P = len(data.examples[0].prompt_ids)
+    P = data.prompt_len
     startup = 0.0
     pre = None
     if policy_only:  # the reference's sequence log-probs, once, before training
@@ -137,59 +149,83 @@ def make_hand(size, precision, data, policy_only=False):
     return step, startup
 
 
-class _OneProcess:
-    """What loop._global_counts needs of accelerate in a single process."""
-    device = "cpu"
-    num_processes = 1
+class ProductSteps:
+    """`ptdsl.train` in a thread of this process, released one optimizer step per call and
+    timed by its public step callbacks (on_step_begin → on_step_end), so that it interleaves
+    with the other contenders. Construction returns once the loop reaches step 0 (its
+    start-up: compile, load, tokenise, precompute); a call runs exactly one step and returns
+    its `C.Timed`. Calls beyond `steps` are an error (the loop has ended)."""
 
-    def reduce(self, t, op):
-        return t
+    def __init__(self, train_kwargs: dict):
+        import threading
+        self.go, self.parked = threading.Semaphore(0), threading.Semaphore(0)
+        self.error, self.timed, self.t0 = None, None, time.perf_counter()
+        self.startup = 0.0
+        self.thread = threading.Thread(target=self._train, args=(train_kwargs,), daemon=True)
+        self.thread.start()
+        self._wait()
+
+    def _train(self, kwargs):
+        import ptdsl
+        try:
+            ptdsl.train("dpo", callbacks=[self], **kwargs)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the driver's thread
+            self.error = e
+        finally:
+            self.parked.release()  # the loop has ended (or failed)
+
+    def on_step_begin(self, step):
+        if step == 0:
+            self.startup = time.perf_counter() - self.t0
+        self.parked.release()
+        self.go.acquire()  # wait here, untimed, for the driver
+        self.c0, self.w0 = time.process_time(), time.perf_counter()
+
+    def on_step_end(self, step, metrics):
+        self.timed = C.Timed((time.perf_counter() - self.w0) * 1000, (time.process_time() - self.c0) * 1000)
+
+    def __call__(self, i):
+        if not self.thread.is_alive():
+            raise RuntimeError("ptdsl.train has already finished its steps")
+        self.go.release()
+        self._wait()
+        return self.timed
+
+    def _wait(self):
+        self.parked.acquire()
+        if self.error is not None:
+            raise self.error
 
 
-def make_ptdsl(size, precision, data, precompute: bool):
-    import torch
-    import ptdsl
-    from ptdsl.runtime.loop import _global_counts
-    from ptdsl.runtime.precompute import precompute as run_precompute
-    from ptdsl.runtime.queries import Trunk
-    from ptdsl.runtime.setup import Models
-    from ptdsl.runtime.step import StepContext, build_batch, loss_inputs
-    compiled = ptdsl.compile("dpo")
-    policy = C.make_model(size)
-    ref = C.frozen_copy(policy)
-    tok = type("Tok", (), {"pad_token_id": C.PAD})()
-    models = Models(policy, tok, frozen={"reference": ref})
-    models.trunk = Trunk(policy)  # as loop.py: the policy as one module returning hidden states
-    cache, positions, startup = {}, {}, 0.0
-    if precompute:  # what ptdsl.train does by default (16 examples per forward, no disk cache here)
-        t0 = time.perf_counter()
-        pre = [q for q in compiled.plan.queries if q.precomputable]
-        positions = {e.index: i for i, e in enumerate(data.examples)}
-        with autocast(precision):
-            cache = run_precompute(pre, models.frozen, data.examples, compiled.graph.graph["sets"], C.PAD, "cpu",
-                                   16, None, {"reference": "bench"}, lambda it, **kw: it)
-        startup = time.perf_counter() - t0
-    ctx = StepContext(compiled, models, "cpu", cache, positions)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = adamw(params)
-    state: dict = {}
-    acc = _OneProcess()
+def product_files(size, data, workdir: Path) -> tuple[str, str]:
+    """The model directory (the same initial weights as C.make_model(size), the word-level
+    tokenizer) and a JSON Lines file of the triples as text, for `ptdsl.train`. ptdsl adds BOS
+    to the prompt and EOS to each completion, so the first prompt id and the last completion
+    id are left out of the text: every sequence keeps its L tokens."""
+    import json
+    model = C.make_model(size)
+    model.save_pretrained(workdir / "model")
+    C.word_tokenizer(C.SIZES[size]["vocab_size"]).save_pretrained(workdir / "model")
+    path = workdir / "pairs.jsonl"
+    with open(path, "w") as f:
+        for p, c, r in data.triples:
+            f.write(json.dumps({"prompt": C.text(p[1:]), "chosen": C.text(c[:-1]), "rejected": C.text(r[:-1])}) + "\n")
+    return str(workdir / "model"), str(path)
 
-    def step(i):
-        batch = build_batch(compiled, data.batches[i % len(data.batches)])
-        norm = _global_counts(compiled, [batch], acc)
-        with autocast(precision):
-            inputs = loss_inputs(ctx, batch)
-            loss, metrics = compiled.loss(inputs, normalizers=norm, state=state)
-        loss.backward()
-        out = loss.item()
-        for v in metrics.values():
-            v.float().item()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return out
-    return step, startup
+
+def train_kwargs(size, precision, data, precompute: bool, n_steps: int) -> dict:
+    import tempfile
+    workdir = Path(tempfile.mkdtemp(prefix="ptdsl-dpo-bench-"))
+    model, path = product_files(size, data, workdir)
+    return dict(model=model, data=path, output=str(workdir / "out"), steps=n_steps, batch_size=PAIRS,
+                learning_rate=LR, warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0,
+                mixed_precision="bf16" if precision == "bf16" else "no", precompute=precompute,
+                params={"beta": BETA}, log_steps=10 ** 9, quiet=True)
+
+
+def make_ptdsl(size, precision, data, precompute: bool, n_steps: int):
+    steps = ProductSteps(train_kwargs(size, precision, data, precompute, n_steps))
+    return steps, steps.startup
 
 
 startup_info: dict = {}
@@ -242,50 +278,54 @@ def build(name, size, precision, data, n_steps):
     if name in ("hand", "policy_only"):
         return make_hand(size, precision, data, policy_only=name == "policy_only")
     if name in ("ptdsl", "ptdsl_live"):
-        return make_ptdsl(size, precision, data, precompute=name == "ptdsl")
+        return make_ptdsl(size, precision, data, precompute=name == "ptdsl", n_steps=n_steps)
     return make_trl(size, precision, data, precompute=name == "trl", n_steps=n_steps)
 
 
 # ---- workers (one subprocess each) -------------------------------------------------
 
-def worker_time(size, precision, rounds, contenders):
-    data = Examples(size, WARMUP + rounds)
+def worker_time(size, precision, rounds, contenders, warmup=WARMUP):
+    data = Examples(size, warmup + rounds)
     fns, startup = {}, {}
+    base = C.peak_rss_mb()
     for name in contenders:
-        fns[name], startup[name] = build(name, size, precision, data, WARMUP + rounds)
-    res = C.interleaved(fns, rounds, WARMUP)
-    return {"steps": res, "startup_s": startup, "info": startup_info}
+        fns[name], startup[name] = build(name, size, precision, data, warmup + rounds)
+    res = C.interleaved(fns, rounds, warmup)
+    return {"steps": res, "startup_s": startup, "info": startup_info,
+            "shared_memory": {"peak_mb": C.peak_rss_mb(), "before_models_mb": base}}
 
 
 def worker_mem(size, precision, name):
     import torch  # noqa: F401 - every memory process imports the same libraries
     import datasets  # noqa: F401
     import trl  # noqa: F401
-    import ptdsl  # noqa: F401
-    if name.startswith("ptdsl"):  # as ptdsl.train does at start-up (runtime/alloc.py)
-        from ptdsl.runtime.alloc import tune_malloc
-        tune_malloc()
+    import ptdsl
     data = Examples(size, MEM_STEPS)
     base = C.peak_rss_mb()
-    fn, _ = build(name, size, precision, data, MEM_STEPS)
-    for i in range(MEM_STEPS):
-        fn(i)
+    if name.startswith("ptdsl"):  # the product, its own loop (with its start-up allocator tuning)
+        ptdsl.train("dpo", **train_kwargs(size, precision, data, name == "ptdsl", MEM_STEPS))
+    else:
+        fn, _ = build(name, size, precision, data, MEM_STEPS)
+        for i in range(MEM_STEPS):
+            fn(i)
     return {"peak_mb": C.peak_rss_mb(), "before_models_mb": base}
 
 
 # ---- driver -------------------------------------------------------------------------
 
-def run(quick: bool) -> dict:
-    plan = QUICK if quick else FULL
-    out = {"quick": quick, "configs": {}, "rounds": {f"{s} {p}": n for (s, p), n in plan.items()}, "warmup": WARMUP,
-           "mem_steps": MEM_STEPS}
+def run(quick: bool, smoke: bool = False) -> dict:
+    plan = SMOKE if smoke else QUICK if quick else FULL
+    warmup = 0 if smoke else WARMUP
+    out = {"quick": quick, "smoke": smoke, "configs": {}, "rounds": {f"{s} {p}": n for (s, p), n in plan.items()},
+           "warmup": warmup, "mem_steps": MEM_STEPS}
     for (size, precision), rounds in plan.items():
         key = f"{size} {precision}"
         print(f"[dpo] timing {key}: {rounds} rounds × {len(CONTENDERS)} contenders", file=sys.stderr, flush=True)
         t = C.run_json_subprocess([__file__, "--worker", "time", "--size", size, "--precision", precision,
-                                   "--rounds", str(rounds)])
-        mem = {}
-        for name in CONTENDERS:
+                                   "--rounds", str(rounds), "--warmup", str(warmup)])
+        shared = t.pop("shared_memory")
+        mem = {name: shared for name in CONTENDERS} if smoke else {}  # smoke: no memory processes (seconds)
+        for name in [] if smoke else CONTENDERS:
             print(f"[dpo] memory {key} {name}", file=sys.stderr, flush=True)
             mem[name] = C.run_json_subprocess([__file__, "--worker", "mem", "--size", size, "--precision",
                                                precision, "--contender", name])
@@ -309,12 +349,13 @@ def markdown(data: dict) -> str:
              "exact-length sequences per step; AdamW, clip 1.0, β = 0.1. Per-step wall time, contenders "
              f"interleaved step by step in one process after {data['warmup']} warm-up rounds; rounds per "
              f"configuration: {', '.join(f'{k} {v}' for k, v in data['rounds'].items())}"
-             + (" (**--quick: not a measurement**)" if data.get("quick") else "") + ". Peak RSS: each "
+             + C.mode_note(data.get("quick"), data.get("smoke")) + ". Peak RSS: each "
              f"contender alone in its own process ({data['mem_steps']} steps), same imports and models. "
+             "ptdsl is `ptdsl.train` itself, each optimizer step timed from its `on_step_begin` to its "
+             "`on_step_end` callback (the loop's whole step, metrics.jsonl included). "
              "TRL is timed as `trainer.training_step` + clip + optimizer/scheduler step on batches from "
-             "its own dataloader (its inner loop without logging callbacks). Every contender keeps glibc's "
-             "default malloc settings while timed (ptdsl.train's start-up allocator tuning, runtime/alloc.py, "
-             "would speed up all of them in one process); ptdsl's memory processes apply it, as train does. "
+             "its own dataloader (its inner loop without logging callbacks). ptdsl.train's start-up allocator "
+             "tuning (runtime/alloc.py) applies to every contender of the timing process alike. "
              f"TRL's optimizer: {_trl_opt(data)}. See the docstring of benchmarks/dpo.py.", ""]
     ratios = []
     for key, cfg in data["configs"].items():
@@ -397,21 +438,22 @@ def main():
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=WARMUP)
     ap.add_argument("--contender", default="ptdsl")
     ap.add_argument("--only", help="comma-separated contenders (a --worker time run, for profiling)")
     args = ap.parse_args()
-    C.setup_env()
+    C.setup_env(args.smoke)
     if args.worker == "time":
         import json
         names = args.only.split(",") if args.only else CONTENDERS
-        print(json.dumps(worker_time(args.size, args.precision, args.rounds, names)))
+        print(json.dumps(worker_time(args.size, args.precision, args.rounds, names, args.warmup)))
         return
     if args.worker == "mem":
         import json
         print(json.dumps(worker_mem(args.size, args.precision, args.contender)))
         return
     t0 = time.time()
-    data = run(args.quick)
+    data = run(args.quick, args.smoke)
     data["machine"] = C.machine_info()
     data["wall_s"] = round(time.time() - t0, 1)
     C.emit(args.json, SECTION, markdown(data), data)

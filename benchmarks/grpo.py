@@ -1,7 +1,7 @@
 """GRPO step time: ptdsl's training loop vs TRL 1.16's GRPOTrainer vs a minimal
 hand-written torch step, side by side; then ptdsl vs TRL with num_iterations = 2.
 
-    python benchmarks/grpo.py [--quick] [--json PATH]
+    python benchmarks/grpo.py [--quick | --smoke] [--json PATH]
 
 Setup (the same for every contender): the tiny Llama-style model (hidden 128, 4 layers,
 vocab 1024, random weights from a config, saved once to a temporary directory and
@@ -18,8 +18,10 @@ load hits all of them alike.
 
 - ptdsl: `ptdsl.train("grpo", model=DIR, data=FILE, …)`, the loop users run
   (accelerate, rollout, reward scoring, compiled loss, clipping, AdamW). A step is timed
-  from the loop's call for its mini-batch (`Experiences.minibatch`, which samples and
-  scores when the step starts a new experience) to its call to `_log_step` (both wrapped).
+  through the public step callbacks (`callbacks=`), from `on_step_begin` (before the step's
+  experience is fetched: sampling and scoring when it starts a new one) to `on_step_end`
+  (after its metrics are logged, so the ~0.1 ms append to metrics.jsonl is now inside;
+  before issue 14 the end was the loop's call to its private `_log_step`).
 - TRL: `GRPOTrainer` with the model object and tokenizer passed in (HF_HUB_OFFLINE=1),
   `loss_type="grpo"`, `beta=0`. A step is timed by a `TrainerCallback` from
   `on_step_begin` to `on_step_end` (generation, scoring, loss, backward, clipping,
@@ -162,22 +164,22 @@ def _load_prompts(workdir: Path) -> list[dict]:
 
 # ---- the contenders (each runs in its own worker process) -----------------------------
 
+class StepTimer:
+    """ptdsl.train's public step callbacks, the counterpart of TRL's TrainerCallback below."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    def on_step_begin(self, step):
+        self.clock.start()
+
+    def on_step_end(self, step, metrics):
+        self.clock.stop()
+
+
 def run_ptdsl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
     import ptdsl
-    import ptdsl.rewards
-    from ptdsl.runtime import experience, loop
     ptdsl.rewards.register("accuracy")(_reward_fn(clock))
-    minibatch, log_step = experience.Experiences.minibatch, loop._log_step
-
-    def timed_minibatch(*a, **k):
-        clock.start()
-        return minibatch(*a, **k)
-
-    def timed_log(*a, **k):
-        clock.stop()
-        return log_step(*a, **k)
-
-    experience.Experiences.minibatch, loop._log_step = timed_minibatch, timed_log
     data = workdir / "ptdsl_prompts.jsonl"
     with open(data, "w") as f:
         for row in _load_prompts(workdir):
@@ -186,7 +188,7 @@ def run_ptdsl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
                 params={"num_generations": GROUP, "max_completion_length": NEW_TOKENS, "temperature": 1.0,
                         "num_iterations": iterations},
                 steps=steps, batch_size=PROMPTS, learning_rate=LR, warmup_ratio=0.0, max_grad_norm=1.0,
-                log_steps=10 ** 9, quiet=True)
+                log_steps=10 ** 9, quiet=True, callbacks=[StepTimer(clock)])
 
 
 def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
@@ -309,11 +311,20 @@ class Worker:
         self.p.stdin.flush()
 
 
-def measure(quick: bool) -> dict:
+# (warmup, chunk, rounds): one optimizer step per generation, then two (an even warmup and
+# chunk, so that every chunk holds whole generations)
+PLANS = {"full": ((5, 10, 8), (6, 10, 8)), "quick": ((2, 3, 2), (2, 4, 2))}
+SMOKE = (0, 2, 1)  # two steps each, all five workers at once: the start-ups (imports) overlap
+
+
+def measure(mode: str) -> dict:
     """Both configurations: one optimizer step per generation (three contenders), then two
-    (ptdsl and TRL; an even warmup and chunk, so every chunk holds whole generations)."""
-    raw = _measure(CONTENDERS, *((2, 3, 2) if quick else (5, 10, 8)))
-    raw.update(_measure(REUSE, *((2, 4, 2) if quick else (6, 10, 8))))
+    (ptdsl and TRL)."""
+    if mode == "smoke":
+        return _measure(CONTENDERS + REUSE, *SMOKE)
+    one, two = PLANS[mode]
+    raw = _measure(CONTENDERS, *one)
+    raw.update(_measure(REUSE, *two))
     return raw
 
 
@@ -364,14 +375,14 @@ def _pairs(records: list[dict]) -> list[dict]:
 PHASES = ("step", "generation", "reward", "train")
 
 
-def markdown(s: dict, quick: bool) -> str:
+def markdown(s: dict, mode: str) -> str:
     lines = [f"## {SECTION}", "",
              f"Tiny Llama-style model (hidden 128, 4 layers, vocab 1024, random weights), {PROMPTS} prompts × "
              f"{GROUP} completions = {PROMPTS * GROUP} completions per step, prompts {PROMPT_LEN} tokens, exactly "
              f"{NEW_TOKENS} new tokens (EOS stopping disabled with `min_new_tokens`), temperature 1.0, top_p 1.0, "
              "top_k 0, transformers `generate`, β = 0, constant reward, AdamW + clipping. Each contender in its own "
              "process, alternated in rounds; milliseconds per optimizer step, median [quartiles] over "
-             f"{s['trl']['step']['n']} steps each" + (" (**--quick: not a measurement**)" if quick else "") + ".",
+             f"{s['trl']['step']['n']} steps each" + common.mode_note(mode == "quick", mode == "smoke") + ".",
              ""]
     rows = []
     for name in CONTENDERS:
@@ -434,12 +445,13 @@ def main(argv=None):
     if args.worker:
         worker(args.worker, Path(args.workdir), args.warmup, args.chunk, args.steps)
         return
-    common.setup_env()
-    raw = measure(args.quick)
+    common.setup_env(args.smoke)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    raw = measure(mode)
     s = summarise(raw)
-    md = markdown(s, args.quick)
+    md = markdown(s, mode)
     data = {"setup": {"prompts": PROMPTS, "group": GROUP, "prompt_tokens": PROMPT_LEN, "new_tokens": NEW_TOKENS,
-                      "quick": args.quick}, "machine": common.machine_info(), "summary": s,
+                      "quick": args.quick, "mode": mode}, "machine": common.machine_info(), "summary": s,
             "steps_ms": {k: v["records"] for k, v in raw.items()}}
     common.emit(args.json, SECTION, md, data)
 

@@ -1,6 +1,6 @@
 """Per-token log-probs: peak memory and time of ptdsl's extraction vs a naive log-softmax.
 
-    python benchmarks/logprob_memory.py [--quick] [--json PATH]
+    python benchmarks/logprob_memory.py [--quick | --smoke] [--json PATH]
 
 Both take hidden states h [rows, hidden] (requires grad) and an LM head W [vocab, hidden]
 (requires grad), return log p(target) per row, and run forward + backward of their sum:
@@ -29,6 +29,7 @@ SECTION = "Per-token log-probs: memory of ptdsl's chunked extraction vs a full l
 ROWS, HIDDEN = 8 * 128, 1024
 FULL = {"vocabs": [32768, 131072], "reps": 5}
 QUICK = {"vocabs": [32768], "reps": 2}
+SMOKE = {"vocabs": [4096], "reps": 1}   # seconds: checks the script runs
 
 
 def worker(method: str, vocab: int, reps: int) -> dict:
@@ -58,9 +59,9 @@ def worker(method: str, vocab: int, reps: int) -> dict:
     return {"peak_mb": C.peak_rss_mb(), "inputs_mb": base, "ms": C.summarise(times), "cpu_ms": C.summarise(cpu)}
 
 
-def run(quick: bool) -> dict:
-    plan = QUICK if quick else FULL
-    out = {"rows": ROWS, "hidden": HIDDEN, "reps": plan["reps"], "results": {}}
+def run(quick: bool, smoke: bool = False) -> dict:
+    plan = SMOKE if smoke else QUICK if quick else FULL
+    out = {"rows": ROWS, "hidden": HIDDEN, "reps": plan["reps"], "quick": quick, "smoke": smoke, "results": {}}
     for vocab in plan["vocabs"]:
         for method in ("naive", "ptdsl"):
             print(f"[logprob_memory] vocab {vocab} {method}", file=sys.stderr, flush=True)
@@ -70,7 +71,6 @@ def run(quick: bool) -> dict:
 
 
 def markdown(data) -> str:
-    from ptdsl.runtime.queries import _tiles
     rows, verdict = [], []
     vocabs = sorted({int(k.split()[0]) for k in data["results"]})
     for v in vocabs:
@@ -83,14 +83,14 @@ def markdown(data) -> str:
                          f"{r[m]['cpu_ms']['median']:.0f}"])
         verdict.append(f"- vocabulary {v:,}: one fp32 [tokens × vocab] tensor is {full_mib:.0f} MiB; the naive "
                        f"path adds {extra['naive']:.0f} MiB at peak, ptdsl {extra['ptdsl']:.0f} MiB "
-                       f"({extra['naive'] / max(extra['ptdsl'], 1):.1f}× less; tiles of {data['rows']} rows × {_tiles(data['rows'], v).__next__()[1][0].stop} vocabulary entries), "
+                       f"({extra['naive'] / max(extra['ptdsl'], 1):.1f}× less), "
                        f"at {r['ptdsl']['ms']['median'] / r['naive']['ms']['median']:.2f}× the naive wall time "
                        f"({r['ptdsl']['cpu_ms']['median'] / r['naive']['cpu_ms']['median']:.2f}× its CPU time).")
     return "\n".join([
         f"## {SECTION}", "",
         f"{data['rows']} rows (8 sequences × 128 completion tokens), hidden {data['hidden']}, fp32; forward + "
         f"backward of the summed log-probs through the LM head; each case alone in its own process; time = "
-        f"median of {data['reps']} repetitions. Δ = peak RSS minus the RSS once the inputs, LM head and their "
+        f"median of {data['reps']} repetitions{C.mode_note(data.get('quick'), data.get('smoke'))}. Δ = peak RSS minus the RSS once the inputs, LM head and their "
         "gradient buffers exist.", "",
         C.table(["vocab", "method", "peak RSS MiB", "Δ MiB (the extraction)", "median ms", "min–max ms",
                         "CPU ms (all threads)"], rows),
@@ -107,12 +107,12 @@ def main():
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    C.setup_env()
+    C.setup_env(args.smoke)
     if args.worker:
         print(json.dumps(worker(args.worker, args.vocab, args.reps)))
         return
     t0 = time.time()
-    data = run(args.quick)
+    data = run(args.quick, args.smoke)
     data["wall_s"] = round(time.time() - t0, 1)
     C.emit(args.json, SECTION, markdown(data), data)
 

@@ -16,7 +16,12 @@ from ptdsl.equivalence import equivalent
 def train(method, model=None, data=None, **options):
     """Train `method` with a compiled step (options: ptdsl/runtime/loop.TrainOptions);
     with no `model` and `data`, on the embedded default. `data` is a path, or for a method
-    with several sources `{source: path}`. Returns the last metrics."""
+    with several sources `{source: path}`. Returns the last metrics.
+
+    `callbacks=[obj, …]` observes the loop's own optimizer steps: `obj.on_step_begin(step)`
+    at the start of each (before its experience or mini-batch is fetched; `step` counts from
+    0) and `obj.on_step_end(step, metrics)` after its metrics are logged (a copy of the row
+    written to metrics.jsonl); either method may be left out (ptdsl/runtime/callbacks.py)."""
     from ptdsl.runtime.loop import train as _train
     return _train(method, model=model, data=data, **options)
 

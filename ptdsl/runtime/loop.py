@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, experience, metrics_log
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
+from ptdsl.runtime.callbacks import check_callbacks, notify
 from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.guard import Guard, check_options
@@ -68,6 +69,7 @@ class TrainOptions:
     resume: bool = False
     rollout: dict = field(default_factory=dict)   # sample option overrides (temperature, max_tokens, …)
     quiet: bool = False
+    callbacks: tuple = ()                # objects with on_step_begin(step) and/or on_step_end(step, metrics)
 
 
 def train(method, model: str | None = None, data=None, reward_fns=(), params: dict | None = None,
@@ -78,6 +80,7 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = TrainOptions(**options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
+    check_callbacks(opts.callbacks)
     compiled = compile_method(method, **(params or {}))
     lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
     critic_lrs = C.learning_rates(compiled.plan.learners, lr, opts.critic_lr, compiled.name)  # --critic-lr: checked now
@@ -174,6 +177,7 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
     bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
     last: dict = {}
     for step in bar:
+        notify(opts.callbacks, "on_step_begin", step)  # before the step's experience is fetched (or made)
         t0 = time.time()
         ctx.clock = Clock(step, total, reuse.default_total())  # time leaves and random draws read it
         micro = experiences.minibatch(step)  # makes the next experience when this step starts one
@@ -216,6 +220,7 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
             last["skipped_steps"] = guard.skipped
         guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
+        notify(opts.callbacks, "on_step_end", step, last)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
             checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
                             experience=experiences.state() if reuse.steps > 1 else None)
@@ -350,7 +355,9 @@ def _save_final(acc, models, out: Path):
 def _tracker_config(compiled, opts) -> dict:
     """The run's settings as flat scalars: trackers (tensorboard's hparams) take only
     int, float, str and bool, so None, tuples and dicts are written as text."""
-    config = {"method": compiled.name, **compiled.params, **asdict(opts)}
+    # not asdict: it deep-copies every value, and callbacks are the caller's live objects
+    config = {"method": compiled.name, **compiled.params,
+              **{f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "callbacks"}}
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
 
 
