@@ -14,11 +14,14 @@ import torch
 
 from ptdsl.runtime.batch import layout
 
-# Elements of one [rows × vocabulary slice] logits tile alive at once (16 MiB in fp32). The
-# tile's size then does not grow with the vocabulary or the batch, and it stays below
-# glibc's largest mmap threshold (32 MiB), above which every tile would be a fresh mmap,
-# page-faulted and zero-filled again (PERF.md, "allocator trap").
-TILE_ELEMENTS = 1 << 22
+# Elements of one [rows × vocabulary slice] logits tile, and of its [vocabulary slice ×
+# hidden] LM-head gradient, alive at once (4 MiB in fp32). The tile's size then does not grow
+# with the vocabulary, the batch or the model, it fits a typical L3 cache (the tile's
+# elementwise passes stay there) and it stays below glibc's largest mmap threshold (32 MiB),
+# above which every tile would be a fresh mmap, page-faulted and zero-filled again (PERF.md,
+# "allocator trap"). Time is the four LM-head matmuls whatever the tile (forward, the
+# backward recomputation, the two gradients); memory is a few tiles.
+TILE_ELEMENTS = 1 << 20
 ROW_BLOCK = 4096     # rows per block: the LM head is streamed once per block
 
 
@@ -152,15 +155,24 @@ def _grad_sink(weight, acc, n_blocks):
 
 
 def _zero_once(weight):
-    """What backward returns for W once `W.grad` holds the gradient: a zero from the first call
-    of this backward pass, so that autograd still runs W's accumulator (its post-accumulate
-    hooks, DDP's gradient sync), and None from the others (autograd would add several
-    broadcast zeros into a head-sized tensor)."""
+    """What backward returns for W once `W.grad` holds the gradient: None when nothing observes
+    W's accumulator; else a zero from the first call of this backward pass, so that autograd
+    still runs the accumulator (its post-accumulate hooks, DDP's gradient sync), and None from
+    the others (autograd would add several broadcast zeros into a head-sized tensor)."""
+    if not _accumulator_observed(weight):
+        return None  # nothing to run: no pass over a head-sized gradient at all
     task = torch._C._current_graph_task_id()
     if getattr(weight, "_ptdsl_zero_task", None) == task:
         return None
     weight._ptdsl_zero_task = task
     return torch.zeros((), dtype=weight.dtype, device=weight.device).expand(weight.shape)
+
+
+def _accumulator_observed(weight) -> bool:
+    """Whether anything hooks W's gradient accumulator: a post-accumulate hook, or DDP / ZeRO
+    (which hook every parameter's accumulator, only ever with torch.distributed initialised)."""
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return dist or bool(getattr(weight, "_post_accumulate_grad_hooks", None))
 
 
 def _acc(h):
