@@ -8,11 +8,14 @@ Both take hidden states h [rows, hidden] (requires grad) and an LM head W [vocab
           logits and log-softmax are kept for backward.
 - ptdsl:  ptdsl.runtime.queries.TokenLogprobs (what the runtime's run_model uses): tiles of
           rows × vocabulary slices through the LM head, keeps only each row's log-sum-exp,
-          recomputes each tile's softmax in backward.
+          recomputes each tile's softmax in backward and adds each tile's LM-head gradient
+          into W.grad (the naive path's backward returns a [vocab × hidden] gradient that
+          autograd then adds into W.grad: a temporary counted in its Δ).
 rows = 8 sequences × 128 completion tokens = 1024; hidden 1024; vocabularies 32k and 128k.
 Each (vocabulary, method) runs alone in its own subprocess (peak RSS from
-getrusage(RUSAGE_SELF).ru_maxrss, minus the RSS after creating the inputs: what the
-extraction itself adds); time is the median of a few forward+backward repetitions.
+getrusage(RUSAGE_SELF).ru_maxrss, minus the RSS after creating the inputs and the
+gradient buffers h.grad and W.grad, which an optimizer keeps anyway: what the extraction
+itself adds); time is the median of a few forward+backward repetitions.
 """
 from __future__ import annotations
 
@@ -95,9 +98,11 @@ def markdown(data) -> str:
         C.table(["vocab", "method", "peak RSS MiB", "Δ MiB (the extraction)", "median ms", "min–max ms",
                         "CPU ms (all threads)"], rows),
         "", "### What the numbers say", "", *verdict,
-        "- ptdsl's extra memory is a few tile-sized (16 MiB) buffers and the LM head's gradient, whatever "
-        "the vocabulary; the naive path keeps the logits and the log-softmax (two [tokens × vocab] tensors) "
-        "for backward and allocates more in backward. ptdsl pays one extra LM-head matmul (the "
+        "- ptdsl's extra memory is a few tile-sized (4 MiB) buffers whatever the vocabulary: the LM head's "
+        "gradient goes into W.grad tile by tile. The naive path keeps the logits and the log-softmax (two "
+        "[tokens × vocab] tensors) for backward, allocates more in backward and returns a head-sized "
+        "gradient that autograd adds into W.grad. Both count from the same start: inputs, head, h.grad "
+        "and W.grad allocated (what an optimizer keeps anyway). ptdsl pays one extra LM-head matmul (the "
         "recomputation of the logits in backward).", ""])
 
 

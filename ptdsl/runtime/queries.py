@@ -14,19 +14,23 @@ import torch
 
 from ptdsl.runtime.batch import layout
 
-# Elements of one [rows × vocabulary slice] logits tile alive at once (16 MiB in fp32). The
-# tile's size then does not grow with the vocabulary or the batch, and it stays below
-# glibc's largest mmap threshold (32 MiB), above which every tile would be a fresh mmap,
-# page-faulted and zero-filled again (PERF.md, "allocator trap").
-TILE_ELEMENTS = 1 << 22
+# Elements of one [rows × vocabulary slice] logits tile, and of its [vocabulary slice ×
+# hidden] LM-head gradient, alive at once (4 MiB in fp32). The tile's size then does not grow
+# with the vocabulary, the batch or the model, it fits a typical L3 cache (the tile's
+# elementwise passes stay there) and it stays below glibc's largest mmap threshold (32 MiB),
+# above which every tile would be a fresh mmap, page-faulted and zero-filled again (PERF.md,
+# "allocator trap"). Time is the four LM-head matmuls whatever the tile (forward, the
+# backward recomputation, the two gradients); memory is a few tiles.
+TILE_ELEMENTS = 1 << 20
 ROW_BLOCK = 4096     # rows per block: the LM head is streamed once per block
 
 
-def _tiles(rows: int, vocab: int):
-    """(row slice, vocabulary slices) blocks covering [rows × vocab] in tiles of ≤ TILE_ELEMENTS."""
+def _tiles(rows: int, vocab: int, hidden: int = 0):
+    """(row slice, vocabulary slices) blocks covering [rows × vocab] in tiles of ≤ TILE_ELEMENTS,
+    whose LM-head gradient slices [vocabulary slice × hidden] are no larger either."""
     for r0 in range(0, rows, ROW_BLOCK):
         r1 = min(rows, r0 + ROW_BLOCK)
-        width = max(128, TILE_ELEMENTS // (r1 - r0))
+        width = max(128, TILE_ELEMENTS // max(r1 - r0, hidden, 1))
         yield slice(r0, r1), [slice(v0, min(vocab, v0 + width)) for v0 in range(0, vocab, width)]
 
 
@@ -35,17 +39,19 @@ class TokenLogprobs(torch.autograd.Function):
 
     Tiles of rows × vocabulary slices: forward keeps a running (online) log-sum-exp per row
     and the target's logit; backward recomputes each tile's softmax from the saved
-    log-sum-exp and writes the LM head's gradient slice by slice, so no temporary is
-    larger than a tile or the head itself. Backward runs under the autocast state of
-    forward (autograd runs backward outside autocast), so the LM-head matmuls of a
-    bf16-autocast step stay in bf16 as in any autocast module."""
+    log-sum-exp and adds each tile's LM-head gradient into `W.grad` itself where that is
+    safe (`_grad_sink`), so no temporary is larger than a tile: a returned [vocab × hidden]
+    gradient would be a second copy of the head, alive while autograd adds it to `W.grad`
+    (and one more per set when several sets share the head in one backward). Backward runs
+    under the autocast state of forward (autograd runs backward outside autocast), so the
+    LM-head matmuls of a bf16-autocast step stay in bf16 as in any autocast module."""
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, temperature):
         acc = _acc(h)
         lse = torch.empty(h.shape[0], dtype=acc, device=h.device)
         target_logit = torch.empty(h.shape[0], dtype=acc, device=h.device)
-        for rows, vslices in _tiles(h.shape[0], weight.shape[0]):
+        for rows, vslices in _tiles(h.shape[0], weight.shape[0], weight.shape[1]):
             hb, tb = h[rows], targets[rows]
             m = torch.full((hb.shape[0],), float("-inf"), dtype=acc, device=h.device)
             s = torch.zeros(hb.shape[0], dtype=acc, device=h.device)
@@ -70,40 +76,103 @@ class TokenLogprobs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         h, weight, bias, targets, lse = ctx.saved_tensors
-        t = ctx.temperature
         acc = _acc(h)
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         want_b = bias is not None and ctx.needs_input_grad[2]
+        blocks = list(_tiles(h.shape[0], weight.shape[0], weight.shape[1]))
+        sink = _grad_sink(weight, acc, len(blocks)) if want_w else None
         gh = torch.empty_like(h) if want_h else None
-        gw = torch.empty_like(weight, dtype=acc) if want_w else None
+        gw = sink.buffer if sink is not None else torch.empty_like(weight, dtype=acc) if want_w else None
         gb = torch.empty(weight.shape[0], dtype=acc, device=h.device) if want_b else None
         with torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast):
-            for k, (rows, vslices) in enumerate(_tiles(h.shape[0], weight.shape[0])):
-                hb, tb, scale = h[rows], targets[rows], -grad[rows, None] / t
+            for k, (rows, vslices) in enumerate(blocks):
+                add_w = k > 0 or (sink is not None and sink.add)  # else the first block writes
+                # d (grad · lp) / dz = scale × (softmax − onehot); the per-row scale is applied to the
+                # [rows × hidden] operands, not to every [rows × vocab] tile
+                hb, tb, scale = h[rows], targets[rows], -grad[rows, None].to(acc) / ctx.temperature
+                hs = hb.to(acc) * scale if want_w else None
                 ghb = torch.zeros(hb.shape, dtype=acc, device=h.device) if want_h else None
                 for vs in vslices:
                     ws = weight[vs]
-                    p = _logits(hb, ws, None if bias is None else bias[vs], t).sub_(lse[rows, None]).exp_()
-                    hit = ((tb >= vs.start) & (tb < vs.stop)).nonzero()[:, 0]
-                    p[hit, tb[hit] - vs.start] -= 1
-                    gz = p.mul_(scale)                       # d lp / d z = onehot − softmax
+                    d = _softmax_minus_onehot(hb, ws, None if bias is None else bias[vs], tb, vs, lse[rows],
+                                              ctx.temperature)
                     if want_h:
-                        ghb += gz.to(weight.dtype) @ ws
+                        ghb += d.to(weight.dtype) @ ws
                     if want_w:
-                        part = gz.T @ hb.to(gz.dtype)
-                        if k == 0:
-                            gw[vs] = part
-                        else:
-                            gw[vs] += part
+                        _put(gw[vs], d.T @ hs, add_w)
                     if want_b:
-                        if k == 0:
-                            gb[vs] = gz.sum(0)
-                        else:
-                            gb[vs] += gz.sum(0)
+                        _put(gb[vs], (d * scale).sum(0), k > 0)
                 if want_h:
-                    gh[rows] = ghb
-        return (gh, gw.to(weight.dtype) if gw is not None else None,
-                gb.to(bias.dtype) if gb is not None else None, None, None)
+                    gh[rows] = ghb.mul_(scale)
+        gw = _zero_once(weight) if sink is not None else gw.to(weight.dtype) if gw is not None else None
+        return gh, gw, gb.to(bias.dtype) if gb is not None else None, None, None
+
+
+def _softmax_minus_onehot(hb, ws, bs, tb, vs, lse, temperature):
+    """softmax(z) − onehot(target) on one tile, from the saved log-sum-exp."""
+    p = _logits(hb, ws, bs, temperature).sub_(lse[:, None]).exp_()
+    hit = ((tb >= vs.start) & (tb < vs.stop)).nonzero()[:, 0]
+    p[hit, tb[hit] - vs.start] -= 1
+    return p
+
+
+def _put(dst, part, add: bool):
+    part = part.to(dst.dtype)  # round once, as autograd's `grad += part` does
+    if add:
+        dst += part
+    else:
+        dst.copy_(part)
+
+
+class _Sink:
+    """Where backward accumulates the LM head's gradient: `W.grad` itself (`add`: it already
+    held a gradient, else the first block writes into a fresh one)."""
+
+    def __init__(self, weight):
+        self.add = weight.grad is not None
+        if not self.add:
+            weight.grad = torch.empty_like(weight)
+        self.buffer = weight.grad
+
+
+def _grad_sink(weight, acc, n_blocks):
+    """A `_Sink` when the head's gradient can go straight into `W.grad` with the result autograd
+    would store, else None (then backward returns the gradient as usual).
+
+    Autograd only ever adds a leaf's gradients into `.grad`, so adding them there tile by
+    tile ends the same unless: backward builds a graph (create_graph), the weight is not a
+    plain leaf (a view, a tensor subclass such as a sharded parameter), a hook on it would
+    see the gradient, `.grad` is not a plain dense tensor, or the sum would round in a
+    narrower dtype than backward accumulates in (bf16 weights over several row blocks)."""
+    if torch.is_grad_enabled() or not weight.is_leaf or type(weight) not in (torch.Tensor, torch.nn.Parameter):
+        return None
+    if weight._backward_hooks or (weight.dtype != acc and n_blocks > 1):
+        return None
+    g = weight.grad
+    if g is not None and (type(g) is not torch.Tensor or g.layout != torch.strided or g.shape != weight.shape):
+        return None
+    return _Sink(weight)
+
+
+def _zero_once(weight):
+    """What backward returns for W once `W.grad` holds the gradient: None when nothing observes
+    W's accumulator; else a zero from the first call of this backward pass, so that autograd
+    still runs the accumulator (its post-accumulate hooks, DDP's gradient sync), and None from
+    the others (autograd would add several broadcast zeros into a head-sized tensor)."""
+    if not _accumulator_observed(weight):
+        return None  # nothing to run: no pass over a head-sized gradient at all
+    task = torch._C._current_graph_task_id()
+    if getattr(weight, "_ptdsl_zero_task", None) == task:
+        return None
+    weight._ptdsl_zero_task = task
+    return torch.zeros((), dtype=weight.dtype, device=weight.device).expand(weight.shape)
+
+
+def _accumulator_observed(weight) -> bool:
+    """Whether anything hooks W's gradient accumulator: a post-accumulate hook, or DDP / ZeRO
+    (which hook every parameter's accumulator, only ever with torch.distributed initialised)."""
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return dist or bool(getattr(weight, "_post_accumulate_grad_hooks", None))
 
 
 def _acc(h):
