@@ -19,7 +19,9 @@ def _z(x):
 
 
 def _masked(x, m):
-    return torch.where(m if x.dim() == m.dim() else m[..., None], x, _z(x))
+    # a vocab-level value has one more axis than the mask; a scalar (a number where a
+    # token-level operand is allowed) broadcasts to the mask's [rows, T]
+    return torch.where(m[..., None] if x.dim() > m.dim() else m, x, _z(x))
 
 
 def _spans(g, d, args, rows: int) -> list[tuple[int, int]]:

@@ -54,9 +54,11 @@ def group_std(x, sizes):
     mean = g.table(x, 0.0).sum(1) / n
     dev = torch.where(g.valid, g.table(x, 0.0) - mean[:, None], torch.zeros((), dtype=x.dtype, device=x.device))
     var = (dev ** 2).sum(1) / (n - 1)
-    # as torch.std: a zero spread has gradient 0, not √'s infinite slope at 0
+    # as torch.std: a zero spread has gradient 0 whatever flows into it (even a NaN from a
+    # division by that zero std), not √'s infinite slope at 0; a group of one stays NaN
     positive = var > 0
-    std = torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), var)
+    flat = torch.where(var == 0, var.detach(), var)
+    std = torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), flat)
     return g.rows(std)
 
 
