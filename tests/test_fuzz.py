@@ -139,8 +139,11 @@ DEFAULT_COUNTS = {"generated": 800, "ast_mutated": 800, "mutated": 500, "text": 
 
 def _fuzz(kind: str, n: int, folder: Path, collect: list | None = None) -> None:
     """n specs of one generator; a failure raises, or with `collect` is appended to it and
-    written to folder/failure-N.ptdsl at once (a long run that is stopped keeps its findings)."""
-    @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    written to folder/failure-N.ptdsl at once (a long run that is stopped keeps its findings).
+    The default run's specs are fixed (the profile derandomizes: tests/conftest.py); a collecting
+    run draws fresh ones for every chunk, else each chunk would repeat the first."""
+    explore = {"derandomize": False} if collect is not None else {}
+    @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck), **explore)
     @given(data=st.data())
     def one(data):
         warnings.simplefilter("ignore")  # torch's warnings on odd losses (std of one row) are not findings

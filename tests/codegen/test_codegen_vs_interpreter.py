@@ -161,3 +161,31 @@ def test_group_max_and_min_share_the_gradient_at_ties_like_the_interpreter():
         getattr(kernels, op)(x, 3).sum().backward()
         want = {"group_max": [0.0, 1.5, 1.5, 0.0, 1.5, 1.5], "group_min": [3.0, 0.0, 0.0, 3.0, 0.0, 0.0]}[op]
         assert x.grad.tolist() == want, (op, x.grad.tolist())
+
+
+def test_a_number_as_the_values_of_gae_broadcasts_in_both(tmp_path):
+    """A number where gae takes token-level values (a CI fuzz finding): the interpreter gave it a
+    spurious vocabulary axis and computed a [rows, rows] table; both must read V_t = c at every
+    valid token."""
+    spec = tmp_path / "gae_number.ptdsl"
+    spec.write_text('method gae_number "gae with constant values"\ndata prompts\npolicy\n'
+                    'rollout y = sample(policy, n = 2)\nreward rm = verifier("accuracy")\n'
+                    'let adv = gae(at_last(rm(y), y) + 0 * logprobs(policy, y), 0.5, gamma = 0.9, lam = 0.8)\n'
+                    'loss token_mean(adv * logprobs(policy, y))\n')
+    c = ptdsl.compile(str(spec))
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    lp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -1.5, -0.25]], dtype=torch.float64)
+    x = {"logprobs(policy, y)": lp, "mask(y)": mask, "rm(y)": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    # by hand: r = reward at the last valid token, V = 0.5 on valid tokens, 0 past the end
+    r = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]], dtype=torch.float64)
+    v = torch.where(mask, 0.5, 0.0).double()
+    adv = torch.zeros_like(r)
+    for i in range(2):
+        last = 0.0
+        for t in reversed(range(3)):
+            nv = v[i, t + 1] if t + 1 < 3 else 0.0
+            last = (r[i, t] + 0.9 * nv - v[i, t] + 0.9 * 0.8 * last) if mask[i, t] else 0.0
+            adv[i, t] = last
+    want = (adv * lp)[mask].mean()
+    assert_close(c.interpret(x)[0], want, what="interpreter")
+    assert_close(c.loss(x)[0], want, what="generated code")

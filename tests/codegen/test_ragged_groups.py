@@ -82,3 +82,25 @@ def test_padded_cells_reach_no_value_or_gradient():
     other = K.pair_other(x, sizes)
     assert other.shape == (5, 3) and other[0].tolist() == [0.5, -1.0, 0.5]  # past its list: the row's own value
     assert K.sum_pairs(other, sizes)[0].item() == -0.5
+
+
+@pytest.mark.parametrize("sizes", [[2], [3, 2]])
+def test_a_zero_spread_stops_even_a_nan_gradient_as_torch_std_does(sizes):
+    """0 / group_std of equal values is NaN, and so is the gradient flowing into the std; torch.std
+    (the interpreter, the fixed-size kernel) gives a zero spread gradient 0 whatever flows in, and
+    the ragged kernel must too (a CI fuzz finding: NaN gradients on one side only)."""
+    x = torch.full((sum(sizes),), -1.0, dtype=torch.float64, requires_grad=True)
+    std = K.group_std(x, torch.tensor(sizes))
+    (torch.zeros(()) / std).sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    y = x.detach().clone().requires_grad_(True)
+    torch.zeros(()).div(y.std()).backward()
+    assert torch.equal(y.grad, torch.zeros_like(y))  # the reference behaviour being matched
+
+
+def test_a_group_of_one_keeps_a_nan_std_and_gradient():
+    x = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    std = K.group_std(x, torch.tensor([1, 2]))
+    assert torch.isnan(std[0]) and torch.isfinite(std[1:]).all()
+    std[0].backward()
+    assert torch.isnan(x.grad[0])
