@@ -10,6 +10,7 @@ from ptdsl import rewards  # `@ptdsl.rewards.register("name")` after a plain `im
 from ptdsl.api import CompiledMethod, Input, InputError, Method, Param, compile, load
 from ptdsl.diagnostics import Diagnostic, SpecError
 from ptdsl.equivalence import equivalent
+from ptdsl.version import __version__  # ptdsl/version.py: the single source
 
 
 
@@ -28,4 +29,3 @@ def train(method, model=None, data=None, **options):
 
 __all__ = ["load", "compile", "equivalent", "train", "SpecError", "Diagnostic", "Method", "CompiledMethod", "Input", "Param",
            "InputError"]
-__version__ = "0.2.0"  # the single source: pyproject.toml, `ptdsl --version`, CHANGELOG.md agree (tests/contract)

@@ -25,6 +25,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "ptdsl"
 
 LAYERS = [
+    {"version"},
     {"diagnostics", "resources"},
     {"library"},
     {"syntax"},

@@ -12,8 +12,7 @@ tables that define them (syntax/features.py); feature_uses.py finds the uses.
 """
 from __future__ import annotations
 
-import sys
-
+from ptdsl import version
 from ptdsl.diagnostics import Diagnostic, Label, Sink, error
 from ptdsl.passes.feature_uses import Use, feature_uses
 from ptdsl.syntax.features import EXPERIMENTAL, version_key
@@ -24,10 +23,8 @@ MORE = 3  # other places a note lists
 
 
 def installed_version() -> str:
-    """`ptdsl.__version__`, the one source of the version. The package sits above passes/
-    (tests/test_layers.py) and is always imported before any module in it, so it is read at
-    call time rather than imported."""
-    return sys.modules["ptdsl"].__version__
+    """This ptdsl's version (ptdsl/version.py, the one source), read at call time."""
+    return version.__version__
 
 
 def check_requires(m: MethodDef, sink: Sink, installed: str | None = None) -> None:

@@ -31,11 +31,11 @@ def test_cli_version_prints_the_package_version():
 
 
 def test_pyproject_reads_the_version_from_the_package():
-    """No second copy of the number: the build backend reads ptdsl/__init__.py."""
+    """No second copy of the number: the build backend reads ptdsl/version.py."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
     assert meta["build-system"]["build-backend"] == "hatchling.build"
-    assert meta["tool"]["hatch"]["version"]["path"] == "ptdsl/__init__.py"
+    assert meta["tool"]["hatch"]["version"]["path"] == "ptdsl/version.py"
 
 
 def test_wheel_metadata_carries_the_version(tmp_path):

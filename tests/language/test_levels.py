@@ -130,16 +130,16 @@ def test_requires_is_per_file_not_inherited(tmp_path):
                                        ("requires ptdsl >= 1", "not a version requirement"),
                                        ("requires torch >= 0.1", "only `ptdsl`")])
 def test_a_requirement_this_ptdsl_cannot_meet_is_e0216(tmp_path, monkeypatch, line, what):
-    monkeypatch.setattr(ptdsl, "__version__", "0.2.0")
+    monkeypatch.setattr(ptdsl.version, "__version__", "0.2.0")
     (d,) = _errors(_spec(tmp_path, DPO.format(header=line + "\n", extra="")))
     assert d.code == "E0216" and what in d.message
 
 
-def test_the_installed_version_is_read_from_the_package(tmp_path, monkeypatch):
+def test_the_installed_version_is_read_from_the_version_module(tmp_path, monkeypatch):
     path = _spec(tmp_path, DPO.format(header="requires ptdsl >= 0.7\n", extra=""))
-    monkeypatch.setattr(ptdsl, "__version__", "0.7.1")
+    monkeypatch.setattr(ptdsl.version, "__version__", "0.7.1")
     assert ptdsl.load(path).name == "my_dpo"
-    monkeypatch.setattr(ptdsl, "__version__", "0.6.9")
+    monkeypatch.setattr(ptdsl.version, "__version__", "0.6.9")
     assert "this is ptdsl 0.6.9" in _errors(path)[0].message
 
 
