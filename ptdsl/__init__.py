@@ -2,7 +2,8 @@
 
 The stable API is `__all__` (keep these names; code outside this repository calls them):
 `load`, `compile`, `equivalent`, `train`, `SpecError`, `Diagnostic`, `Method`, `CompiledMethod`,
-`Input`, `Param`, `InputError`; tests/contract/surface.json snapshots it with the signatures
+`Input`, `Param`, `InputError`, `RuntimeSetupError` (what `train` raises for a problem the user
+can fix: data, options, reward functions, a non-finite loss); tests/contract/surface.json snapshots it with the signatures
 (stability contract C3, docs/stability.md#c3-names).
 Importing ptdsl does not import torch (nor hypothesis: `equivalent` loads it on use).
 """
@@ -10,6 +11,7 @@ from ptdsl import rewards  # `@ptdsl.rewards.register("name")` after a plain `im
 from ptdsl.api import CompiledMethod, Input, InputError, Method, Param, compile, load
 from ptdsl.diagnostics import Diagnostic, SpecError
 from ptdsl.equivalence import equivalent
+from ptdsl.runtime.errors import RuntimeSetupError  # a plain exception module: no torch
 from ptdsl.version import __version__  # ptdsl/version.py: the single source
 
 
@@ -28,4 +30,4 @@ def train(method, model=None, data=None, **options):
 
 
 __all__ = ["load", "compile", "equivalent", "train", "SpecError", "Diagnostic", "Method", "CompiledMethod", "Input", "Param",
-           "InputError"]
+           "InputError", "RuntimeSetupError"]

@@ -201,6 +201,15 @@ def test_empty_completions_and_long_prompts_are_counted_skips(tmp_path, capsys):
     assert "3 with an empty completion" in text and "2 whose prompt leaves no room" in text
 
 
+def test_the_exported_error_is_what_train_raises(tmp_path):
+    """`except ptdsl.RuntimeSetupError` in a user's script catches train's data errors."""
+    import ptdsl
+    data = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "1+1="}] * 2)
+    with pytest.raises(ptdsl.RuntimeSetupError, match="completion"):
+        ptdsl.train("sft", data=data, output=str(tmp_path / "o"), steps=1, quiet=True)
+    assert ptdsl.RuntimeSetupError is RuntimeSetupError and "RuntimeSetupError" in ptdsl.__all__
+
+
 def test_everything_skipped_is_an_error(tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "1+1=", "completion": " "}] * 4)
     with pytest.raises(RuntimeSetupError, match="no usable rows"):
