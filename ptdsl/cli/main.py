@@ -5,6 +5,7 @@
     ptdsl check FILE_OR_NAME... [--set k=v ...] [--format text|json] [--strict]
     ptdsl show METHOD [--set k=v ...] [--unoptimised]    (params, inputs, plan, training graph, IR)
     ptdsl compile METHOD --emit python|ir [--set k=v ...]
+    ptdsl new NAME --from METHOD [--copy] [-o FILE]     (a new spec file to edit)
 
 Commands that do not run models never import torch. Exit status: 0 ok, 1 the
 spec (or input) has errors, 2 bad usage, 3 an internal error in ptdsl.
@@ -12,6 +13,7 @@ spec (or input) has errors, 2 bad usage, 3 an internal error in ptdsl.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 
@@ -207,6 +209,7 @@ EXTRA_COMMANDS: list[str] = [
     "ptdsl.cli.inspect",
     "ptdsl.cli.equiv",
     "ptdsl.cli.migrate",
+    "ptdsl.cli.new",
 ]
 
 
@@ -244,12 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_compile)
     for module in EXTRA_COMMANDS:
         importlib.import_module(module).register(sub)
+    p.set_defaults(commands=sub.choices)
     return p
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """parse_args, but an unknown flag gets the command's nearest flags (argparse before 3.14
+    only says "unrecognized arguments")."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = args.commands.get(args.command)
+        known = [f for a in (command or parser)._actions for f in a.option_strings]
+        hints = []
+        for word in extra:
+            near = difflib.get_close_matches(word.split("=", 1)[0], known, n=2, cutoff=0.6) \
+                if word.startswith("-") else []
+            hints.append(f"`{word}`" + (f" (did you mean {' or '.join(f'`{n}`' for n in near)}?)" if near else ""))
+        (command or parser).error(f"unrecognized arguments: {', '.join(hints)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         return args.fn(args)
     except SpecError as err:

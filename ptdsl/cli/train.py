@@ -2,77 +2,150 @@
 
 With no --model and --data it runs the embedded default: a tiny model with random
 weights, a character tokenizer and synthetic arithmetic data of the method's kind.
-Under several processes: `accelerate launch -m ptdsl train …`."""
+Under several processes: `accelerate launch -m ptdsl train …`.
+
+Options come from the table in train_flags.py: on the command line (ptdsl's flags or
+TRL's names), or in a YAML `--config` file whose keys are any of those names; a flag
+given on the command line wins over the file."""
 from __future__ import annotations
 
+import difflib
+import json
 import sys
+from pathlib import Path
+
+from ptdsl.cli.train_flags import OPTS, Opt, add_to, config_names
 
 
 def register(sub) -> None:
     s = sub.add_parser("train", help="train a model with a method (embedded default without --model/--data)")
-    s.add_argument("method")
-    s.add_argument("--model", help="model id or local path (default: the embedded tiny model)")
-    s.add_argument("--data", action="append", metavar="[NAME=]PATH",
-                   help="dataset: local .json/.jsonl/.parquet, saved dataset dir, or hub name; for a method "
-                        "with several sources, NAME=PATH once per source")
-    s.add_argument("--reward-fn", action="append", default=[], metavar="[NAME=]MODULE:FUNCTION",
-                   help="a verifier, imported from the named module")
-    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a method parameter")
-    s.add_argument("--output", default="out", help="output directory (metrics.jsonl, checkpoints, final/)")
-    s.add_argument("--steps", type=int, help="optimizer steps (default: one epoch)")
-    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
-    s.add_argument("--batch-size", type=int, default=8, help="examples (prompts) per process per micro-step")
-    s.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    s.add_argument("--lr", type=float, help="learning rate (default 1e-5; 3e-3 for the embedded model)")
-    s.add_argument("--critic-lr", type=float, help="learning rate of the spec's separate critics (default: the "
-                   "policy's × the critic's lr_scale)")
-    s.add_argument("--warmup-ratio", type=float, default=0.1)
-    s.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
-    s.add_argument("--nonfinite-grads", choices=["stop", "skip"], default="stop",
-                   help="a step whose loss or gradient is not finite: stop naming the node (default), or skip "
-                        "its update and count it")
-    s.add_argument("--max-skipped-steps", type=int, default=10, metavar="N",
-                   help="with --nonfinite-grads skip: stop after N skipped steps (default 10)")
-    s.add_argument("--max-length", type=int, default=512)
-    s.add_argument("--max-prompt-length", type=int)
-    s.add_argument("--step-separator", help='stepwise data: text appended to each step (default "\\n"; '
-                   'a space for the embedded tokenizer)')
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset (of each source)")
-    s.add_argument("--skip-invalid-rows", action="store_true", help="drop the dataset rows that do not fit the "
-                   "method's data kind (counted, the first few shown) instead of stopping before step 1")
-    s.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: final model only)")
-    s.add_argument("--log-steps", type=int, default=10)
-    s.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
-    s.add_argument("--no-precompute", action="store_true", help="run frozen data-only queries at every step")
-    s.add_argument("--report-to", action="append", default=[], choices=["tensorboard", "trackio"])
-    s.add_argument("--temperature", type=float, help="override the rollout sampling temperature")
-    s.add_argument("--max-tokens", type=int, help="override the rollout's maximum completion tokens")
-    s.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank (needs peft); "
-                   "a frozen(policy) reference is then the base model with adapters disabled")
-    s.add_argument("--lora-alpha", type=int, default=16)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("method", nargs="?", help="a library method or spec file (or `method:` in --config)")
+    s.add_argument("--config", metavar="FILE.yaml", help="train options in a YAML file (keys: any option's "
+                   "name, e.g. learning_rate, per_device_train_batch_size, set); command-line flags override it")
+    s.add_argument("--format", choices=["text", "json"], default="text",
+                   help="json: print the final summary (method, output, steps, last metrics) as one JSON object")
+    add_to(s)
     s.set_defaults(fn=cmd_train)
 
 
 def cmd_train(args) -> int:
-    from ptdsl.cli.main import parse_overrides
+    from ptdsl.cli.main import Usage
     from ptdsl.runtime.errors import RuntimeSetupError
     from ptdsl.runtime.loop import train
-    rollout = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v is not None}
+    given = _from_config(args.config) if args.config else {}
+    given.update({o.key: getattr(args, o.key) for o in OPTS if getattr(args, o.key) is not None})
+    method = args.method or given.pop("method", None)
+    given.pop("method", None)
+    if method is None:
+        raise Usage("train needs a METHOD (a library name or a spec file), or `method:` in --config")
+    kwargs = _train_kwargs(given)
     try:
-        train(args.method, model=args.model, data=args.data, reward_fns=args.reward_fn,
-              params=parse_overrides(args.set), output=args.output, steps=args.steps, resume=args.resume,
-              batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
-              critic_lr=args.critic_lr,
-              warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
-              nonfinite_grads=args.nonfinite_grads, max_skipped_steps=args.max_skipped_steps,
-              max_prompt_length=args.max_prompt_length, seed=args.seed, max_examples=args.max_examples,
-              skip_invalid_rows=args.skip_invalid_rows, save_steps=args.save_steps,
-              log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
-              report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet, lora_r=args.lora_r,
-              lora_alpha=args.lora_alpha, step_separator=args.step_separator)
+        last = train(method, **kwargs)
     except RuntimeSetupError as err:
         print(err.render(), file=sys.stderr)
         return 1
+    _summary(args.format, method, kwargs, last)
     return 0
+
+
+def _train_kwargs(given: dict) -> dict:
+    """train()'s keywords from the options given: sampling overrides into `rollout`, `--set`
+    pairs parsed into `params`, repeatable options as tuples."""
+    from ptdsl.cli.main import parse_overrides
+    kwargs, rollout = {}, {}
+    for key, value in given.items():
+        if key.startswith("rollout."):
+            rollout[key.split(".", 1)[1]] = value
+        elif key == "params":
+            kwargs["params"] = value if isinstance(value, dict) else parse_overrides(value)
+        elif key == "report_to":
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    if rollout:
+        kwargs["rollout"] = rollout
+    return kwargs
+
+
+def _summary(fmt: str, method: str, kwargs: dict, last: dict) -> None:
+    out = Path(kwargs.get("output", "out"))
+    files = {"metrics_file": str(out / "metrics.jsonl"), "model": str(out / "final")}
+    if fmt == "json":
+        print(json.dumps({"method": method, "output": str(out), **files, "steps": last.get("step"),
+                          "metrics": last}, default=str))
+    elif not kwargs.get("quiet"):
+        print(f"done: metrics in {files['metrics_file']}, model in {files['model']}")
+
+
+# ---- the config file --------------------------------------------------------------------
+
+def _from_config(path: str) -> dict:
+    """{train() keyword: value} from a YAML mapping, each key and value checked (a mistyped key
+    gets the nearest names; a value of the wrong type names the key and the file)."""
+    from ptdsl.cli.main import Usage
+    table = _read_yaml(path)
+    names, out = config_names(), {}
+    for name, value in table.items():
+        if name == "method":
+            out["method"] = str(value)
+            continue
+        opt = names.get(str(name))
+        if opt is None:
+            near = difflib.get_close_matches(str(name), list(names) + ["method"], n=3)
+            hint = f"; did you mean {', '.join(f'`{n}`' for n in near)}?" if near else ""
+            raise Usage(f"{path}: unknown option `{name}`{hint}")
+        if value is None:
+            continue
+        key, value = _config_value(path, str(name), opt, value)
+        if key is not None:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+    from ptdsl.cli.main import Usage
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Usage(f"--config {path}: {exc.strerror or exc}") from None
+    try:
+        table = yaml.safe_load(text)  # safe_load: a config builds plain data, never Python objects
+    except yaml.YAMLError as exc:
+        raise Usage(f"--config {path} is not valid YAML: {exc}") from None
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise Usage(f"--config {path} must be a mapping of option names to values, not a {type(table).__name__}")
+    return table
+
+
+def _config_value(path: str, name: str, opt: Opt, value):
+    """(train() keyword, value) for one config entry, or (None, None) for a switch set to false."""
+    from ptdsl.cli.main import Usage
+    where = f"{path}: `{name}`"
+    if opt.type is None:  # a switch: by the keyword, the value itself (precompute: false); by its flag, on/off
+        if not isinstance(value, bool):
+            raise Usage(f"{where} takes true or false, not {value!r}")
+        if name == opt.key:
+            return opt.key, value
+        return (opt.key, opt.switch) if value else (None, None)
+    if opt.key == "params" and isinstance(value, dict):
+        return opt.key, value
+    if not opt.many and isinstance(value, list):
+        raise Usage(f"{where} takes one value, not a list")
+    checked = [_typed(where, opt, v) for v in (value if isinstance(value, list) else [value])]
+    return opt.key, checked if opt.many else checked[0]
+
+
+def _typed(where: str, opt: Opt, value):
+    from ptdsl.cli.main import Usage
+    ok = {int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, (str, int, float)) and not isinstance(value, bool)}[opt.type]
+    if not ok:
+        raise Usage(f"{where} takes {'a number' if opt.type in (int, float) else 'text'}, not {value!r}")
+    value = opt.type(value)
+    if opt.choices and value not in opt.choices:
+        raise Usage(f"{where} is one of {', '.join(opt.choices)}, not {value!r}")
+    return value

@@ -38,13 +38,26 @@ class Table:
 
 def read_table(source: str) -> Table:
     """Rows from a local .json/.jsonl/.csv/.parquet file, a saved dataset directory, or a hub name."""
-    path = Path(source)
+    path = Path(source).expanduser()
     if path.is_file():
         reader = READERS.get(path.suffix.lower())
         if reader is None:
             raise RuntimeSetupError(f"cannot read `{source}`: use .json, .jsonl, .parquet or .csv")
         return reader(path, source)
+    if not path.exists() and _names_a_local_file(path, source):
+        raise RuntimeSetupError(f"no such file: `{source}`" + (f" (looked in {Path.cwd()})" if not path.is_absolute()
+                                                              else ""),
+                                help="check the path; a hub dataset is named `org/name` with no file suffix")
     return _with_datasets(path, source)
+
+
+def _names_a_local_file(path: Path, source: str) -> bool:
+    """Whether `source` can only mean a local file, not a hub dataset (`org/name`): a data-file
+    suffix, an absolute or explicitly relative path, a home-relative one, or a path whose
+    folder exists here but not the file."""
+    if path.suffix.lower() in READERS or source.startswith(("/", "./", "../", "~", ".\\")):
+        return True
+    return len(path.parts) > 1 and path.parent.is_dir() and str(path.parent) != "."
 
 
 def _text(path: Path, source: str) -> str:

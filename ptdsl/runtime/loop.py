@@ -43,7 +43,8 @@ from ptdsl.runtime.step import StepContext, loss_inputs, masks, scoring_temperat
 @dataclass
 class TrainOptions:
     output: str = "out"
-    steps: int | None = None             # optimizer steps (default: one epoch × the spec's passes × mini-batches)
+    steps: int | None = None             # optimizer steps (default: `epochs` epochs × the spec's passes × mini-batches)
+    epochs: float | None = None          # passes over the first source's examples (default 1); `steps` wins
     batch_size: int = 8                  # examples (prompts, for rollouts) per process per micro-step
     grad_accum: int = 1
     learning_rate: float | None = None   # default: 1e-5, or 3e-3 for the embedded tiny model
@@ -80,6 +81,8 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = TrainOptions(**options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
+    if opts.epochs is not None and not opts.epochs > 0:
+        raise RuntimeSetupError(f"--epochs must be a positive number, got {opts.epochs}")
     check_callbacks(opts.callbacks)
     compiled = compile_method(method, **(params or {}))
     lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
@@ -116,7 +119,7 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
     world = acc.num_processes
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     shares = source_shares(compiled.plan.sources, sources, opts.batch_size)  # the other sources' rows per micro-batch
-    total = opts.steps or max(1, reuse.default_total())
+    total = opts.steps or max(1, round((1.0 if opts.epochs is None else opts.epochs) * reuse.default_total()))
     check_schedules(compiled, total, reuse.default_total())  # scheduled params' constraints, every step
     if reuse.steps > 1:
         log(f"note: each batch of experience ({reuse.size} examples) feeds {reuse.steps} optimizer steps "

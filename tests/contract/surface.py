@@ -60,11 +60,12 @@ def _attributes(cls) -> dict[str, str]:
 
 
 def _cli() -> dict[str, str]:
-    """`ptdsl FLAG`, `ptdsl COMMAND`, `ptdsl COMMAND FLAG` and `ptdsl COMMAND <POSITIONAL>`."""
+    """`ptdsl FLAG`, `ptdsl COMMAND`, `ptdsl COMMAND FLAG` and `ptdsl COMMAND <POSITIONAL>`: one entry
+    per spelling a user types (a flag's alias is a name of its own: adding one removes nothing)."""
     from ptdsl.cli.main import build_parser
     parser = build_parser()
-    out = {f"ptdsl {_flag(a)}": _choices(a) for a in parser._actions
-           if a.option_strings and not isinstance(a, argparse._HelpAction)}
+    out = {f"ptdsl {f}": _choices(a) for a in parser._actions
+           if not isinstance(a, argparse._HelpAction) for f in a.option_strings}
     for a in parser._actions:
         if isinstance(a, argparse._SubParsersAction):
             for command, sub in a.choices.items():
@@ -72,12 +73,9 @@ def _cli() -> dict[str, str]:
                 for b in sub._actions:
                     if isinstance(b, argparse._HelpAction):
                         continue
-                    out[f"ptdsl {command} {_flag(b) if b.option_strings else f'<{b.dest}>'}"] = _choices(b)
+                    for name in b.option_strings or [f"<{b.dest}>"]:
+                        out[f"ptdsl {command} {name}"] = _choices(b)
     return out
-
-
-def _flag(action) -> str:
-    return ", ".join(action.option_strings)
 
 
 def _choices(action) -> str:

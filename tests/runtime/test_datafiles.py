@@ -114,5 +114,8 @@ def test_unknown_extension_and_unreachable_source(tmp_path):
     p.write_text("x", encoding="utf-8")
     with pytest.raises(RuntimeSetupError, match="use .json, .jsonl, .parquet or .csv"):
         read_table(str(p))
+    (tmp_path / "empty-dir").mkdir()
     with pytest.raises(RuntimeSetupError, match="cannot load dataset"):
-        read_table(str(tmp_path / "no-such-dir" / "x"))
+        read_table(str(tmp_path / "empty-dir"))  # exists, but no data in it: datasets' own error, named
+    with pytest.raises(RuntimeSetupError, match="no such file"):
+        read_table(str(tmp_path / "no-such-dir" / "x"))  # a local path: never asked of the Hub
