@@ -17,9 +17,13 @@ from ptdsl.version import __version__  # ptdsl/version.py: the single source
 
 
 def train(method, model=None, data=None, **options):
-    """Train `method` with a compiled step (options: ptdsl/runtime/loop.TrainOptions);
-    with no `model` and `data`, on the embedded default. `data` is a path, or for a method
-    with several sources `{source: path}`. Returns the last metrics.
+    """Train `method` with a compiled step (options: ptdsl/runtime/loop.TrainOptions; an unknown
+    one is a TypeError naming the valid ones); with no `model` and `data`, on the embedded
+    default. `model` is a path or hub id, or a loaded transformers model (trained in place;
+    `tokenizer=` an object or path, default the one beside it); `data` is a path or a
+    `datasets.Dataset` / `DatasetDict` (its train split), or for a method with several sources
+    `{source: data}`. Returns the last metrics (a dict) with `.model` (the trained policy) and
+    `.tokenizer`.
 
     `callbacks=[obj, …]` observes the loop's own optimizer steps: `obj.on_step_begin(step)`
     at the start of each (before its experience or mini-batch is fetched; `step` counts from

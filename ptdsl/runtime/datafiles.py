@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,11 @@ class Table:
         return f"row {i + 1}" + (f" (line {self.lines[i]})" if self.lines else "")
 
 
-def read_table(source: str) -> Table:
-    """Rows from a local .json/.jsonl/.csv/.parquet file, a saved dataset directory, or a hub name."""
+def read_table(source) -> Table:
+    """Rows from a local .json/.jsonl/.csv/.parquet file, a saved dataset directory, a hub name, or
+    (from Python) a `datasets.Dataset` or `DatasetDict` object."""
+    if not isinstance(source, (str, os.PathLike)):
+        return _from_object(source)
     path = Path(source).expanduser()
     if path.is_file():
         reader = READERS.get(path.suffix.lower())
@@ -49,6 +53,20 @@ def read_table(source: str) -> Table:
                                                               else ""),
                                 help="check the path; a hub dataset is named `org/name` with no file suffix")
     return _with_datasets(path, source)
+
+
+def _from_object(ds) -> Table:
+    """A Dataset's rows; a DatasetDict's `train` split (its other splits are not read)."""
+    import datasets
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise RuntimeSetupError(f"the DatasetDict given has no `train` split (it has {', '.join(map(repr, ds))})",
+                                    help="pass the split to train on, e.g. data=ds[\"validation\"]")
+        ds = ds["train"]
+    if not isinstance(ds, datasets.Dataset):
+        raise RuntimeSetupError(f"data must be a path, a hub name, or a datasets.Dataset / DatasetDict, not "
+                                f"{type(ds).__name__}", help="e.g. datasets.Dataset.from_list(rows)")
+    return Table([dict(r) for r in ds], "the Dataset given")
 
 
 def _names_a_local_file(path: Path, source: str) -> bool:

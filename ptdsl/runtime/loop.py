@@ -73,13 +73,27 @@ class TrainOptions:
     callbacks: tuple = ()                # objects with on_step_begin(step) and/or on_step_end(step, metrics)
 
 
-def train(method, model: str | None = None, data=None, reward_fns=(), params: dict | None = None,
-          **options) -> dict:
-    """Train `method` (name, path or Method) and return the last logged metrics. `data`: a path (the
-    method's one dataset), `{source: path}` or `["NAME=PATH", …]` for named sources, or None (the
-    embedded default for every source)."""
+class TrainResult(dict):
+    """The last logged metrics (a dict, as before), and the trained `model` (the policy object, with
+    its LoRA adapters where it has them) and its `tokenizer`."""
+
+    def __init__(self, metrics: dict, model, tokenizer):
+        super().__init__(metrics)
+        self.model, self.tokenizer = model, tokenizer
+
+    def __repr__(self) -> str:
+        return f"TrainResult({dict.__repr__(self)}, model={type(self.model).__name__})"
+
+
+def train(method, model=None, data=None, reward_fns=(), params: dict | None = None, tokenizer=None,
+          **options) -> TrainResult:
+    """Train `method` (name, path or Method) and return the last logged metrics with the trained model.
+    `model`: a path or hub id, a loaded transformers model (trained in place), or None (the embedded
+    default); `tokenizer` goes with a model object. `data`: a path or a datasets.Dataset /
+    DatasetDict (its train split) for the method's one dataset, `{source: data}` or
+    `["NAME=PATH", …]` for named sources, or None (the embedded default for every source)."""
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
-    opts = TrainOptions(**options)
+    opts = _options(options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
     if opts.epochs is not None and not opts.epochs > 0:
         raise RuntimeSetupError(f"--epochs must be a positive number, got {opts.epochs}")
@@ -112,7 +126,7 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
     rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device,
                             uses=verifier_uses(compiled.method.definition), log=log) \
         if compiled.plan.rewards or reward_fns else None
-    models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log)
+    models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log, tokenizer=tokenizer)
     load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
     sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
     examples = next(iter(sources.values()))
@@ -232,7 +246,23 @@ def train(method, model: str | None = None, data=None, reward_fns=(), params: di
         rewards.report()
     if opts.report_to:
         acc.end_training()
-    return last
+    return TrainResult(last, models.policy, models.tokenizer)
+
+
+def _options(options: dict) -> TrainOptions:
+    """TrainOptions from train()'s keywords; an unknown one is a TypeError that lists the valid
+    ones and the nearest (as a Python call with a wrong keyword would, more helpfully)."""
+    import dataclasses
+    import difflib
+    valid = [f.name for f in dataclasses.fields(TrainOptions)]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], valid + ["model", "data", "reward_fns", "params", "tokenizer"],
+                                         n=2)
+        hint = f"; did you mean {' or '.join(f'`{n}`' for n in near)}?" if near else ""
+        raise TypeError(f"train() got an unknown option {', '.join(f'`{k}`' for k in unknown)}{hint} "
+                        f"(the options: model, data, reward_fns, params, tokenizer, {', '.join(valid)})")
+    return TrainOptions(**options)
 
 
 def _load_source(compiled, tok, opts, log, verifier_columns, source, path, seed):

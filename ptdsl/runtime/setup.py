@@ -4,6 +4,7 @@ tokenised, checked dataset. With no --model and --data, the embedded default (em
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -32,14 +33,21 @@ def _needs_scorer(compiled) -> bool:
     return any(q.output in ("score", "token_score") and q.model == "policy" for q in compiled.plan.queries)
 
 
-def load_tokenizer(model_id: str | None):
-    if model_id is None:
+def load_tokenizer(model_id: str | None, given=None):
+    """The tokenizer of `model_id` (None: the embedded one), or `given` (an object or a path) prepared
+    as training needs it: a pad token, left padding (a copy: the caller's object is not changed)."""
+    if model_id is None and given is None:
         return embedded.tokenizer()
-    from transformers import AutoTokenizer
-    try:
-        tok = AutoTokenizer.from_pretrained(model_id)
-    except OSError as exc:
-        raise RuntimeSetupError(f"cannot load the tokenizer of `{model_id}`: {exc}") from None
+    if given is not None and not isinstance(given, (str, os.PathLike)):
+        tok = copy.deepcopy(given)
+    else:
+        from transformers import AutoTokenizer
+        where = given if given is not None else model_id
+        try:
+            tok = AutoTokenizer.from_pretrained(where)
+        except (OSError, ValueError) as exc:
+            raise RuntimeSetupError(f"cannot load the tokenizer of `{where}`: {exc}",
+                                    help="pass tokenizer= (an object or a path) to ptdsl.train") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # generation needs left padding
@@ -76,11 +84,28 @@ def _with_lora(policy, r: int, alpha: int):
     return get_peft_model(policy, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type=task))
 
 
-def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora_alpha: int = 16,
-                log=print) -> Models:
-    tok = load_tokenizer(model_id)
+def load_models(compiled, model, seed: int, lora_r: int = 0, lora_alpha: int = 16,
+                log=print, tokenizer=None) -> Models:
+    """`model`: a path or hub id, a loaded transformers model (trained in place, as a TRL trainer
+    does), or None (the embedded default); `tokenizer` goes with an object (default: the one saved
+    beside it, found through its `name_or_path`)."""
     scorer = _needs_scorer(compiled)
-    policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
+    given = model if isinstance(model, torch.nn.Module) else None
+    if given is None and model is not None and not isinstance(model, (str, os.PathLike)):
+        raise RuntimeSetupError("model must be a path, a hub id or a transformers model, not "
+                                f"{type(model).__name__} {model!r:.40}")
+    if model is None and tokenizer is not None:
+        raise RuntimeSetupError("tokenizer= is given without model=: the embedded default brings its own tokenizer",
+                                help="pass the model the tokenizer belongs to as well")
+    if given is not None and tokenizer is None and _name_or_path(given) is None:
+        raise RuntimeSetupError(f"the model given ({type(given).__name__}) does not say where it was loaded from "
+                                "(no name_or_path), so its tokenizer cannot be found", help="pass tokenizer=")
+    model_id = _identity(given) if given is not None else (str(model) if model is not None else None)
+    tok = load_tokenizer(_name_or_path(given) if given is not None else model_id, tokenizer)
+    if given is not None:
+        policy = _checked_object(given, scorer)
+    else:
+        policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
     if getattr(policy.config, "pad_token_id", None) is None:
         policy.config.pad_token_id = tok.pad_token_id
     # critics first: `critic(policy)` copies the policy's body as loaded, before LoRA adapters
@@ -117,6 +142,36 @@ def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora
             torch.manual_seed(seed + 2)
             models.heads[name] = torch.nn.Linear(policy.config.hidden_size, 1)
     return models
+
+
+def _name_or_path(model) -> str | None:
+    return getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None
+
+
+def _identity(model) -> str:
+    """What a model object is, for caches keyed by model (precomputed reference log-probs): its
+    name and a fingerprint of its weights (shape, sum, sum of squares of each tensor), so a
+    changed object is never served another's cached outputs."""
+    import hashlib
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            t = t.detach().double()
+            h.update(f"{name}{tuple(t.shape)}{float(t.sum())}{float((t * t).sum())}".encode())
+    return f"{_name_or_path(model) or type(model).__name__}@{h.hexdigest()[:16]}"
+
+
+def _checked_object(model, scorer: bool):
+    """A model object the method can train: a causal LM (a sequence classifier where the spec
+    reads `score`), named in the error otherwise."""
+    want = "a sequence classifier (the spec reads its score)" if scorer else "a causal LM"
+    fits = hasattr(model, "score") if scorer else hasattr(model, "get_output_embeddings") and \
+        model.get_output_embeddings() is not None
+    if not fits:
+        raise RuntimeSetupError(f"the model given ({type(model).__name__}) is not {want}",
+                                help="e.g. AutoModelForCausalLM.from_pretrained(...)" if not scorer else
+                                "e.g. AutoModelForSequenceClassification.from_pretrained(..., num_labels=1)")
+    return model
 
 
 def _freeze(model):

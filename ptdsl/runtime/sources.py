@@ -46,7 +46,7 @@ def data_paths(data, sources) -> dict[str, str | None]:
         if name is not None and not _exists(raw):
             raise RuntimeSetupError(f"--data names the source `{name}`, and the method reads one unnamed dataset",
                                     help="give the dataset as --data PATH")
-        return {names[0]: raw}
+        return {names[0]: path if name is None else raw}  # `a=b` naming no source: a file's name
     out: dict[str, str | None] = {}
     for name, path, raw in given:
         if name is None:
@@ -71,6 +71,9 @@ def _given(data) -> list[tuple[str | None, str, str]]:
     """(source name or None, path, as written) for each --data value."""
     if data is None:
         return []
+    # a datasets.Dataset / DatasetDict (a dict subclass, of splits) or another object: read as it is
+    if type(data).__module__.split(".")[0] == "datasets" or not isinstance(data, (str, list, tuple, dict)):
+        return [(None, data, f"a {type(data).__name__}")]
     if isinstance(data, dict):
         return [(k, v, f"{k}={v}") for k, v in data.items()]
     values = [data] if isinstance(data, str) else list(data)
