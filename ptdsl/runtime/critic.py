@@ -4,7 +4,7 @@
 A critic is a transformer body with a scalar head: `critic(policy)` copies the initial
 policy's body (before any LoRA adapters) and adds a fresh head, as verl and OpenRLHF
 initialise their critic from the actor's checkpoint; `critic("path")` loads the body with
-AutoModel (and the head, when the folder holds the `value_head.pt` a finished run saves).
+AutoModel (and the head, when the folder holds the `value_head.safetensors` a finished run saves).
 It is fully trained (no LoRA adapters of its own), in its own parameter group with its own
 learning rate, its gradient norm clipped on its own (runtime/guard.py), and during its
 warm-up the policy's update is skipped, so only the critic learns (verl's critic_warmup).
@@ -20,7 +20,8 @@ from ptdsl.runtime import embedded
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.queries import decoder
 
-HEAD_FILE = "value_head.pt"
+HEAD_FILE = "value_head.safetensors"
+OLD_HEAD_FILE = "value_head.pt"  # what ptdsl 0.2.0 wrote (a pickle): still read
 
 
 class Critic(torch.nn.Module):
@@ -56,7 +57,10 @@ def build(learner, policy, model_id: str | None, tok, seed: int, log=print) -> C
                                 help="give a local directory or a hub id reachable from this machine") from None
     head = Path(path) / HEAD_FILE
     if head.is_file():  # a critic a previous run trained: its head too
-        critic.head.load_state_dict(torch.load(head, weights_only=True))
+        from safetensors.torch import load_file
+        critic.head.load_state_dict(load_file(str(head)))
+    elif (Path(path) / OLD_HEAD_FILE).is_file():
+        critic.head.load_state_dict(torch.load(Path(path) / OLD_HEAD_FILE, weights_only=True))
     return critic
 
 
@@ -88,4 +92,10 @@ def save(critics: dict, unwrap, folder: Path) -> None:
     for name, critic in critics.items():
         critic = unwrap(critic)
         critic.body.save_pretrained(folder / name)
-        torch.save(critic.head.state_dict(), folder / name / HEAD_FILE)
+        save_head(critic.head, folder / name / HEAD_FILE)
+
+
+def save_head(head, path: Path) -> None:
+    """A head's weights as safetensors (no pickle: loading it runs no code), contiguous copies."""
+    from safetensors.torch import save_file
+    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(path))

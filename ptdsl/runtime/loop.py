@@ -25,7 +25,7 @@ import torch
 from ptdsl.api import compile as compile_method  # the API below the runtime, not the package above it
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, experience, metrics_log
+from ptdsl.runtime import checkpoint, embedded, experience, metrics_log, run_record
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -134,6 +134,10 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     shares = source_shares(compiled.plan.sources, sources, opts.batch_size)  # the other sources' rows per micro-batch
     total = opts.steps or max(1, round((1.0 if opts.epochs is None else opts.epochs) * reuse.default_total()))
+    run = run_record.record(compiled, opts, acc, models.ids, data, opts.mixed_precision)
+    log(run_record.startup_line(run) + f"; {total} steps")
+    if acc.is_main_process:
+        run_record.write(out, {**run, "steps": total})
     check_schedules(compiled, total, reuse.default_total())  # scheduled params' constraints, every step
     if reuse.steps > 1:
         log(f"note: each batch of experience ({reuse.size} examples) feeds {reuse.steps} optimizer steps "
@@ -224,13 +228,14 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
             guard.after_update(step)
         else:  # a skipped step leaves no trace in the running statistics either
             state = state_before
+        used_lr = optim.param_groups[0]["lr"]  # the policy's rate this step used (the schedule moves on next)
         with warnings.catch_warnings():  # a skipped step still moves the schedule (the lr is a function
             warnings.simplefilter("ignore", UserWarning)  # of the step); torch warns when it is the first
             sched.step()
         optim.zero_grad(set_to_none=True)
         _sync_references(compiled, models, step + 1)
         last = _reduce_metrics(acc, sums, summed)
-        last.update(step=step + 1, lr=sched.get_last_lr()[0], step_time=round(time.time() - t0, 4))
+        last.update(step=step + 1, lr=used_lr, step_time=round(time.time() - t0, 4))
         last["grad_norm"] = grad_norm
         last.update({f"grad_norm_{name}": n for name, n in list(guard.group_norms.items())[1:]})
         if opts.nonfinite_grads == "skip":
@@ -381,7 +386,7 @@ def _save_final(acc, models, out: Path):
     models.policy.save_pretrained(final)
     models.tokenizer.save_pretrained(final)
     for name, head in models.heads.items():
-        torch.save(acc.unwrap_model(head).state_dict(), final / f"{name}_head.pt")
+        C.save_head(acc.unwrap_model(head), final / f"{name}_head.safetensors")
     C.save(models.critics, acc.unwrap_model, final)
 
 

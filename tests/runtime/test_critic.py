@@ -23,7 +23,7 @@ def _initial_policy():
 def _final(out):
     policy = load_file(str(out / "final" / "model.safetensors"))
     critic = load_file(str(out / "final" / "value" / "model.safetensors"))
-    head = torch.load(out / "final" / "value" / "value_head.pt", weights_only=True)
+    head = load_file(str(out / "final" / "value" / "value_head.safetensors"))
     return policy, critic, head
 
 
