@@ -37,6 +37,9 @@ def register(sub) -> None:
     s.add_argument("--max-prompt-length", type=int)
     s.add_argument("--step-separator", help='stepwise data: text appended to each step (default "\\n"; '
                    'a space for the embedded tokenizer)')
+    s.add_argument("--chat-template", metavar="FILE|plain", help="render conversational data with this Jinja "
+                   "chat template (replacing the tokenizer's), or `plain`: `role: content` lines; needed for "
+                   "conversational data when the tokenizer has no template")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-examples", type=int, help="use only the first N usable rows of the dataset (of each source)")
     s.add_argument("--skip-invalid-rows", action="store_true", help="drop the dataset rows that do not fit the "
@@ -71,7 +74,8 @@ def cmd_train(args) -> int:
               skip_invalid_rows=args.skip_invalid_rows, save_steps=args.save_steps,
               log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
               report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet, lora_r=args.lora_r,
-              lora_alpha=args.lora_alpha, step_separator=args.step_separator)
+              lora_alpha=args.lora_alpha, step_separator=args.step_separator,
+              chat_template=args.chat_template)
     except RuntimeSetupError as err:
         print(err.render(), file=sys.stderr)
         return 1

@@ -32,18 +32,40 @@ def _needs_scorer(compiled) -> bool:
     return any(q.output in ("score", "token_score") and q.model == "policy" for q in compiled.plan.queries)
 
 
-def load_tokenizer(model_id: str | None):
+# --chat-template plain: BOS, then each turn `role: content`, ending in a newline or, for the
+# assistant's, in EOS (where generation stops); then `assistant: `
+PLAIN_TEMPLATE = ("{% if bos_token %}{{ bos_token }}{% endif %}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
+                  "{{ eos_token if m['role'] == 'assistant' else '\n' }}{% endfor %}"
+                  "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def load_tokenizer(model_id: str | None, chat_template: str | None = None):
     if model_id is None:
-        return embedded.tokenizer()
-    from transformers import AutoTokenizer
-    try:
-        tok = AutoTokenizer.from_pretrained(model_id)
-    except OSError as exc:
-        raise RuntimeSetupError(f"cannot load the tokenizer of `{model_id}`: {exc}") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"  # generation needs left padding
+        tok = embedded.tokenizer()
+    else:
+        from transformers import AutoTokenizer
+        try:
+            tok = AutoTokenizer.from_pretrained(model_id)
+        except OSError as exc:
+            raise RuntimeSetupError(f"cannot load the tokenizer of `{model_id}`: {exc}") from None
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"  # generation needs left padding
+    if chat_template is not None:
+        tok.chat_template = read_chat_template(chat_template)
     return tok
+
+
+def read_chat_template(option: str) -> str:
+    """--chat-template: `plain`, or a file holding a Jinja chat template."""
+    if option == "plain":
+        return PLAIN_TEMPLATE
+    try:
+        with open(option, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise RuntimeSetupError(f"--chat-template {option}: cannot read the file: {exc.strerror}",
+                                help="give a file holding a Jinja chat template, or `plain`") from None
 
 
 def _load_lm(model_id: str, scorer: bool):
@@ -77,8 +99,8 @@ def _with_lora(policy, r: int, alpha: int):
 
 
 def load_models(compiled, model_id: str | None, seed: int, lora_r: int = 0, lora_alpha: int = 16,
-                log=print) -> Models:
-    tok = load_tokenizer(model_id)
+                log=print, chat_template: str | None = None) -> Models:
+    tok = load_tokenizer(model_id, chat_template)
     scorer = _needs_scorer(compiled)
     policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
     if getattr(policy.config, "pad_token_id", None) is None:
@@ -145,7 +167,7 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     table = _embedded_table(label, kind, seed, extra, log, compiled.graph.graph["rows"].get("responses")) \
         if data is None else read_table(data)
     valid = validate(table, kind, label, extra, tuple(require_columns), skip_invalid_rows, log)
-    rows = _normalise(table, valid, kind, tok, label, skip_invalid_rows, log)
+    rows, origins = _normalise(table, valid, kind, tok, label, skip_invalid_rows, log)
     list_rows = DATA_KINDS[kind].list_rows
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
     # the embedded character tokenizer has no newline: its steps are separated by a space
@@ -158,6 +180,8 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     if not examples:
         raise RuntimeSetupError(f"no usable rows{f' in source `{source.rows}`' if source.named else ''}: {skipped}",
                                 help="raise --max-length, or check that completions are not empty")
+    for e in examples:  # which row of the user's data it came from, for messages
+        e.where = f"{table.where(origins[e.index])} of `{table.source}`"
     return D.renamed(examples, source)
 
 
@@ -171,14 +195,20 @@ def _embedded_table(label: str, kind: str, seed: int, extra: tuple[str, ...], lo
 
 
 def _normalise(table: Table, valid: list[tuple[int, dict]], kind: str, tok, method: str, skip: bool,
-               log) -> list[dict]:
-    """Validated rows in one shape; a conversation the chat template rejects names its row."""
-    rows, problems = [], []
+               log) -> tuple[list[dict], list[int]]:
+    """Validated rows in one shape, with the table position each came from; a conversation the
+    chat template rejects names its row."""
+    rows, origins, problems = [], [], []
     for i, row in valid:
         try:
-            rows += D.normalise(row, kind, tok)
+            out = D.normalise(row, kind, tok)
+        except D.NoChatTemplate:  # the tokenizer's, not a row's: said once
+            raise
         except RuntimeSetupError as exc:
             problems.append(Problem(i, "", str(exc)))
+            continue
+        rows += out
+        origins += [i] * len(out)
     if problems:
         report(table, problems, len(valid) - len(problems), f"`{method}` (data {kind})", skip, log)
-    return rows
+    return rows, origins
