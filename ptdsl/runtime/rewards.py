@@ -81,6 +81,15 @@ def unknown_verifiers(definition) -> list[Diagnostic]:
     return out
 
 
+def as_trl_passes(prompts: list[str], completions: list[str], chats: list | None) -> tuple[list, list]:
+    """Prompts and completions as TRL's GRPOTrainer gives them to reward functions: for a
+    conversational row the prompt's messages and `[{"role": "assistant", "content": text}]`."""
+    if chats is None:
+        return prompts, completions
+    return ([p if m is None else m for p, m in zip(prompts, chats)],
+            [c if m is None else [{"role": "assistant", "content": c}] for c, m in zip(completions, chats)])
+
+
 class RewardSources:
     """Resolves each reward of a plan to callables and evaluates weighted sums.
 
@@ -156,13 +165,16 @@ class RewardSources:
         with torch.inference_mode():
             return model(**enc).logits[:, 0].float().tolist()
 
-    def evaluate(self, name: str, prompts: list[str], completions: list[str], columns: dict) -> list[float]:
-        """The weighted sum of a reward's sources for each completion (unscored terms skipped)."""
+    def evaluate(self, name: str, prompts: list[str], completions: list[str], columns: dict,
+                 chats: list | None = None, rows: list[str] | None = None) -> list[float]:
+        """The weighted sum of a reward's sources for each completion (unscored terms skipped).
+        `chats`: each completion's prompt messages where its row is conversational (else None);
+        verifiers then get messages, as TRL passes them. `rows` names the rows, for errors."""
         total = [0.0] * len(completions)
         for term in self.plan.rewards[name]:
             if term.kind == "verifier":
-                values = user_fns.call(self.verifiers[term.name], self.labels[term.name], prompts, completions,
-                                       columns)
+                p, c = as_trl_passes(prompts, completions, chats)
+                values = user_fns.call(self.verifiers[term.name], self.labels[term.name], p, c, columns, rows)
             else:
                 values = self._score_with_model(term.name, prompts, completions)
             missing = [i for i, v in enumerate(values) if v is None or math.isnan(v)]
