@@ -39,6 +39,7 @@ class Skipped:
     list_too_short: int = 0    # a ranked list of fewer than 2 responses ranks nothing
     list_too_long: int = 0     # more responses than the method's `size`, K_max
     no_step_within_max_length: int = 0
+    empty_prompt: int = 0      # no prompt tokens, and completions that do not share a first token
 
     def __str__(self) -> str:
         parts = [f"{n} {what}" for what, n in (("with an empty completion", self.empty_completion),
@@ -48,7 +49,8 @@ class Skipped:
                                                 ("whose list has more responses than the method's `size`",
                                                  self.list_too_long),
                                                 ("whose first step does not end within max_length",
-                                                 self.no_step_within_max_length)) if n]
+                                                 self.no_step_within_max_length),
+                                                ("with no prompt tokens", self.empty_prompt)) if n]
         return "skipped rows: " + ", ".join(parts) if parts else ""
 
 
@@ -78,9 +80,9 @@ def _is_chat(value) -> bool:
 
 def _render(tok, messages, generation_prompt: bool) -> str:
     if getattr(tok, "chat_template", None) is None:
-        name = getattr(tok, "name_or_path", "") or type(tok).__name__
-        raise NoChatTemplate(f"the dataset is conversational, and the tokenizer `{name}` has no chat template to "
-                             "render it with", help="give one with `--chat-template FILE` (a Jinja template), or "
+        name = getattr(tok, "name_or_path", "")  # empty: built in code, as the embedded default's is
+        who = f"the tokenizer `{name}`" if name else "the embedded default's tokenizer"
+        raise NoChatTemplate(f"the dataset is conversational, and {who} has no chat template to render it with", help="give one with `--chat-template FILE` (a Jinja template), or "
                              "`--chat-template plain` for a plain `role: content` transcript")
     try:
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
@@ -230,6 +232,11 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
         if values is None:
             continue
         p_ids, c_ids = split_ids(tok, prompt, values)
+        if not p_ids:
+            p_ids, c_ids = _first_token_as_prompt(c_ids)
+            if not p_ids:
+                skipped.empty_prompt += 1
+                continue
         if max_prompt_length is not None:
             p_ids = p_ids[-max_prompt_length:]
         if len(p_ids) >= max_length:
@@ -253,6 +260,16 @@ def tokenize(rows: list[dict], tok, kind: str, fields: tuple[str, ...], max_leng
             values_ = {f: (bool(row[f]) if f == "label" else float(row[f])) for f in fields}
         out.append(Example(i, text, p_ids, comps, values_, extra, prompt_messages=messages))
     return out, skipped
+
+
+def _first_token_as_prompt(c_ids: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """No prompt tokens (language-modelling text and a tokenizer that adds no BOS): the first
+    token has nothing to be predicted from, so it becomes the prompt, as TRL's shifted labels
+    leave it unlearned. Completions that start differently leave nothing to share: ([], …)."""
+    firsts = {c[0] if c else None for c in c_ids}
+    if len(firsts) != 1 or None in firsts:
+        return [], c_ids
+    return [c_ids[0][0]], [c[1:] for c in c_ids]
 
 
 def _completions(row: dict, kind_, list_size: int | None, skipped: Skipped) -> list | None:

@@ -148,8 +148,9 @@ def test_sft_rows_tokenise_as_trls_sft(style, layout, fmt, tmp_path):
     assert [ids for ids, _ in mine] == [ids for ids, _ in theirs]
     if fmt == "messages":  # deliberate: TRL trains on the whole conversation, ptdsl on the last turn
         assert all(n_trl == 0 and n > 0 for (_, n), (_, n_trl) in zip(mine, theirs))
-    elif fmt == "text":  # TRL labels every token; the first (the BOS, ptdsl's prompt) is never predicted
-        assert [n for _, n in mine] == [min(1, len(tok("")["input_ids"]))] * len(rows)
+    elif fmt == "text":  # TRL labels every token, but the first (BOS, or the first word where the
+        # tokenizer adds no BOS) is never predicted: it is ptdsl's prompt
+        assert [n for _, n in mine] == [1] * len(rows)
         assert all(n_trl == 0 for _, n_trl in theirs)
     else:
         assert [n for _, n in mine] == [n for _, n in theirs]
@@ -216,3 +217,18 @@ def test_chat_template_from_a_file_and_a_missing_file(tmp_path):
     assert load_tokenizer(None, str(f)).chat_template == STYLES["chatml"]["template"]
     with pytest.raises(RuntimeSetupError, match="--chat-template .*nope.jinja: cannot read the file"):
         load_tokenizer(None, str(tmp_path / "nope.jinja"))
+
+
+@pytest.mark.integration
+def test_language_modelling_text_trains_with_a_tokenizer_that_adds_no_bos(tmp_path):
+    # the text's first token is the prompt (it used to be an empty prompt, and a crash in the forward)
+    from ptdsl.runtime import embedded
+    from ptdsl.runtime.loop import train
+    tok = chat_tokenizer("chatml")
+    embedded.model(tok).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    data = tmp_path / "t.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in STANDARD["text"] * 2) + "\n", encoding="utf-8")
+    out = train("sft", model=str(tmp_path / "m"), data=str(data), steps=1, batch_size=2, output=str(tmp_path / "o"),
+                quiet=True)
+    assert out["step"] == 1 and out["loss"] > 0

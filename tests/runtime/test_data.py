@@ -102,3 +102,14 @@ def test_ranked_lists_of_two_to_size_responses_are_kept_others_skipped_and_count
     assert (skipped.list_too_short, skipped.list_too_long) == (1, 1)
     assert str(skipped) == ("skipped rows: 1 whose list has fewer than 2 responses, "
                             "1 whose list has more responses than the method's `size`")
+
+
+def test_no_prompt_tokens_make_the_first_token_the_prompt():
+    from tests.chat_tokenizers import chat_tokenizer
+    tok = chat_tokenizer("chatml")  # adds no BOS: language-modelling text has no prompt tokens
+    (e,), _ = tokenize([{"prompt": "", "completion": "The sky is blue."}], tok, "sft", (), 64, None)
+    whole = tok("The sky is blue.<|endoftext|>")["input_ids"]
+    assert (e.prompt_ids, e.completions["completion"]) == (whole[:1], whole[1:])
+    # completions that start differently share no first token: counted, not a crash in the forward
+    ex, skipped = tokenize([{"prompt": "", "chosen": "blue", "rejected": "green"}], tok, "preference", (), 64, None)
+    assert ex == [] and skipped.empty_prompt == 1 and "1 with no prompt tokens" in str(skipped)
