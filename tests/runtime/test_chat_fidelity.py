@@ -232,3 +232,29 @@ def test_language_modelling_text_trains_with_a_tokenizer_that_adds_no_bos(tmp_pa
     out = train("sft", model=str(tmp_path / "m"), data=str(data), steps=1, batch_size=2, output=str(tmp_path / "o"),
                 quiet=True)
     assert out["step"] == 1 and out["loss"] > 0
+
+
+@needs_trl
+def test_a_reward_model_scores_conversational_rows_as_trls_grpo(tmp_path):
+    """TRL renders prompt + answer with the reward model's chat template and tokenises it
+    without adding special tokens; scores of the same texts, padded on the right, agree."""
+    import torch
+    from trl.data_utils import apply_chat_template
+
+    from ptdsl.runtime import embedded
+    from ptdsl.runtime.rewards import RewardSources
+    tok = _tok("llama3")  # BOS in the template and added to text: a second BOS would change the score
+    embedded.model(tok, seed=3, sequence_classifier=True).save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    spec = tmp_path / "g.ptdsl"
+    spec.write_text(f'method g extends grpo "GRPO on a reward model"\nreward r = reward_model("{tmp_path / "rm"}")\n')
+    src = RewardSources(ptdsl.compile(str(spec)).plan)
+    chats = [[_m("user", Q1)], [SYSTEM, _m("user", Q2)], [_m("user", Q2)]]
+    answers = ["It is blue.", "Paris.", "The capital of France is Paris."]
+    mine = src.evaluate("r", ["(rendered)"] * 3, answers, {}, chats)
+    texts = [apply_chat_template({"messages": m + [_m("assistant", a)]}, tok)["text"] for m, a in zip(chats, answers)]
+    enc = tok(text=texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    model = src.models[str(tmp_path / "rm")][1]
+    with torch.inference_mode():
+        theirs = model(**enc).logits[:, 0].tolist()
+    assert mine == pytest.approx(theirs, abs=1e-6)
