@@ -258,3 +258,24 @@ def test_a_reward_model_scores_conversational_rows_as_trls_grpo(tmp_path):
     with torch.inference_mode():
         theirs = model(**enc).logits[:, 0].tolist()
     assert mine == pytest.approx(theirs, abs=1e-6)
+
+
+# ---- ptdsl's own formats (TRL has none): laid out as the TRL format they extend ----------------
+
+@needs_trl
+@pytest.mark.parametrize("style", STYLE_NAMES)
+@pytest.mark.parametrize("layout", sorted(ROWS))
+def test_a_ranked_list_tokenises_as_dpo_pairs_do(style, layout, tmp_path):
+    rows, tok = ROWS[layout]["preference"], _tok(style)
+    ranked = [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]} for r in rows]
+    mine = [(e.prompt_ids, *e.completions["responses"]) for e in _ptdsl("pro", ranked, tok, tmp_path)]
+    assert mine == _trl_dpo(rows, tok)
+
+
+@needs_trl
+@pytest.mark.parametrize("style", STYLE_NAMES)
+@pytest.mark.parametrize("layout", sorted(ROWS))
+def test_a_stepwise_prompt_tokenises_as_grpo_prompts_do(style, layout, tmp_path):
+    rows, tok = ROWS[layout]["prompts"], _tok(style)
+    steps = [{**r, "completions": ["Two plus two", " is four."], "labels": [True, False]} for r in rows]
+    assert [e.prompt_ids for e in _ptdsl("prm", steps, tok, tmp_path)] == _trl_grpo(rows, tok)
