@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ptdsl.ir.datakinds import DATA_KINDS
-from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.chat import Chat, is_chat, render
 from ptdsl.runtime.schema import shared_start
 
 
@@ -56,44 +56,9 @@ class Skipped:
 
 # ---- formats → one shape --------------------------------------------------------
 
-@dataclass(frozen=True)
-class Chat:
-    """A conversation as the tokenizer's chat template renders it: a prompt (with the
-    generation prompt) or a prompt followed by a completion. The text already holds the
-    template's special tokens (`{{ bos_token }}`, end-of-turn markers), so it is tokenised
-    without adding any (adding them gave Llama 3 and Gemma prompts a second BOS), and a
-    completion ends with the template's end of turn, not an added EOS."""
-    text: str
-    messages: list   # the prompt's messages, or the completion's (assistant turns)
-
-    def content(self) -> str:
-        return "".join(m["content"] for m in self.messages)
-
-
-class NoChatTemplate(RuntimeSetupError):
-    """Conversational data and a tokenizer without a chat template: one error for the dataset."""
-
-
-def _is_chat(value) -> bool:
-    return isinstance(value, list)  # validated rows: a list here is a conversation (schema.py)
-
-
-def _render(tok, messages, generation_prompt: bool) -> str:
-    if getattr(tok, "chat_template", None) is None:
-        name = getattr(tok, "name_or_path", "")  # empty: built in code, as the embedded default's is
-        who = f"the tokenizer `{name}`" if name else "the embedded default's tokenizer"
-        raise NoChatTemplate(f"the dataset is conversational, and {who} has no chat template to render it with", help="give one with `--chat-template FILE` (a Jinja template), or "
-                             "`--chat-template plain` for a plain `role: content` transcript")
-    try:
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    except Exception as exc:  # noqa: BLE001 - templates reject conversations (e.g. roles that do not alternate)
-        raise RuntimeSetupError(f"the tokenizer's chat template cannot render the conversation: "
-                                f"{type(exc).__name__}: {exc}") from None
-
-
 def _content(value) -> str:
     """A completion's text: the assistant turns' content (a completion holds only those)."""
-    return "".join(m["content"] for m in value) if _is_chat(value) else value
+    return "".join(m["content"] for m in value) if is_chat(value) else value
 
 
 def _implicit_prompt(values: list) -> int:
@@ -109,7 +74,7 @@ def _implicit_prompt(values: list) -> int:
 def _chat_sets(prompt, tok, values: dict) -> dict:
     """A conversational prompt's completions: each rendered after the prompt (the template's
     end of turn included); a text completion stays text (tokenize appends EOS)."""
-    return {s: Chat(_render(tok, prompt + v, False), v) if _is_chat(v) else v for s, v in values.items()}
+    return {s: Chat(render(tok, prompt + v, False), v) if is_chat(v) else v for s, v in values.items()}
 
 
 def normalise(row: dict, kind: str, tok) -> list[dict]:
@@ -134,12 +99,12 @@ def normalise(row: dict, kind: str, tok) -> list[dict]:
     elif kind_.list_rows:  # a ranked list, best first; ratings default to the ranks
         n = len(row.get("responses", []))
         row.setdefault("ratings", [float(n - 1 - i) for i in range(n)])
-    if _is_chat(prompt):
+    if is_chat(prompt):
         if kind_.list_rows:
             row["responses"] = list(_chat_sets(prompt, tok, dict(enumerate(row.get("responses", [])))).values())
         else:
             row.update(_chat_sets(prompt, tok, {s: row[s] for s in sets}))
-        row["prompt"] = Chat(_render(tok, prompt, True), prompt)
+        row["prompt"] = Chat(render(tok, prompt, True), prompt)
     elif kind_.list_rows:  # a text prompt: a conversational completion is its assistant text
         row["responses"] = [_content(r) for r in row.get("responses", [])]
     else:

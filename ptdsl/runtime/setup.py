@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ptdsl.ir.datakinds import DATA_KINDS
+from ptdsl.runtime import chat
 from ptdsl.runtime import data as D
 from ptdsl.runtime import critic as C
 from ptdsl.runtime import embedded
@@ -32,13 +33,6 @@ def _needs_scorer(compiled) -> bool:
     return any(q.output in ("score", "token_score") and q.model == "policy" for q in compiled.plan.queries)
 
 
-# --chat-template plain: BOS, then each turn `role: content`, ending in a newline or, for the
-# assistant's, in EOS (where generation stops); then `assistant: `
-PLAIN_TEMPLATE = ("{% if bos_token %}{{ bos_token }}{% endif %}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
-                  "{{ eos_token if m['role'] == 'assistant' else '\n' }}{% endfor %}"
-                  "{% if add_generation_prompt %}assistant: {% endif %}")
-
-
 def load_tokenizer(model_id: str | None, chat_template: str | None = None):
     if model_id is None:
         tok = embedded.tokenizer()
@@ -52,20 +46,8 @@ def load_tokenizer(model_id: str | None, chat_template: str | None = None):
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"  # generation needs left padding
     if chat_template is not None:
-        tok.chat_template = read_chat_template(chat_template)
+        tok.chat_template = chat.read_template(chat_template)
     return tok
-
-
-def read_chat_template(option: str) -> str:
-    """--chat-template: `plain`, or a file holding a Jinja chat template."""
-    if option == "plain":
-        return PLAIN_TEMPLATE
-    try:
-        with open(option, encoding="utf-8") as f:
-            return f.read()
-    except OSError as exc:
-        raise RuntimeSetupError(f"--chat-template {option}: cannot read the file: {exc.strerror}",
-                                help="give a file holding a Jinja chat template, or `plain`") from None
 
 
 def _load_lm(model_id: str, scorer: bool):
@@ -202,7 +184,7 @@ def _normalise(table: Table, valid: list[tuple[int, dict]], kind: str, tok, meth
     for i, row in valid:
         try:
             out = D.normalise(row, kind, tok)
-        except D.NoChatTemplate:  # the tokenizer's, not a row's: said once
+        except chat.NoChatTemplate:  # the tokenizer's, not a row's: said once
             raise
         except RuntimeSetupError as exc:
             problems.append(Problem(i, "", str(exc)))

@@ -101,9 +101,8 @@ def _trl_sft(rows, tok):
     """(input_ids, number of leading tokens not trained on) per row."""
     from trl.trainer.sft_trainer import SFTTrainer
     self = stub(_tokenizer=tok, completion_only_loss=True, chat_template=None)
-    out = SFTTrainer._prepare_dataset(self, _dataset(rows), tok,
-                                      _args(dataset_text_field="text", assistant_only_loss=False, shuffle_dataset=False), False, None,
-                                      "train")
+    args = _args(dataset_text_field="text", assistant_only_loss=False, shuffle_dataset=False)
+    out = SFTTrainer._prepare_dataset(self, _dataset(rows), tok, args, False, None, "train")
     return [(r["input_ids"], next(i for i, t in enumerate(r["labels"]) if t != -100)) for r in out]
 
 
