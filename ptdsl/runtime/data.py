@@ -149,17 +149,12 @@ def split_ids(tok, prompt, completions: list) -> tuple[list[int], list[list[int]
     and templates that render a prompt differently alone stay as the model sees them).
     Text is tokenised with the tokenizer's special tokens (BOS where it adds one) and a
     completion gets the EOS text; a Chat holds its template's tokens already."""
-    chat = isinstance(prompt, Chat)
+    chat = isinstance(prompt, Chat)  # then its completions are Chats too (normalise)
     text = prompt.text if chat else prompt
-    p_ids = _encode(tok, text, not chat)
-    full = [_encode(tok, c.text, False) if isinstance(c, Chat) else _encode(tok, text + _with_eos(tok, c), not chat)
-            for c in completions]
+    wholes = [c.text if isinstance(c, Chat) else text + _with_eos(tok, c) for c in completions]
+    p_ids, *full = tok([text] + wholes, add_special_tokens=not chat)["input_ids"]  # one batched call
     k = min((_shared(p_ids, f) for f in full), default=len(p_ids))
     return p_ids[:k], [f[k:] for f in full]
-
-
-def _encode(tok, text: str, special: bool) -> list[int]:
-    return tok(text, add_special_tokens=special)["input_ids"]
 
 
 def _with_eos(tok, text: str) -> str:

@@ -71,7 +71,7 @@ class _Counting:
         self.tok, self.texts = tok, []
 
     def __call__(self, text, **kw):
-        self.texts.append(text)
+        self.texts += text if isinstance(text, list) else [text]
         return self.tok(text, **kw)
 
     def __getattr__(self, name):
