@@ -236,7 +236,10 @@ def test_language_modelling_text_trains_with_a_tokenizer_that_adds_no_bos(tmp_pa
 @needs_trl
 def test_a_reward_model_scores_conversational_rows_as_trls_grpo(tmp_path):
     """TRL renders prompt + answer with the reward model's chat template and tokenises it
-    without adding special tokens; scores of the same texts, padded on the right, agree."""
+    without adding special tokens; scores of the same texts, padded on the right, agree.
+    Deliberate difference, for text rows: GRPOTrainer scores prompt + completion without the
+    tokenizer's special tokens, ptdsl with them (its BOS), as TRL's RewardTrainer trains a
+    reward model on text (tests/runtime/test_reward_sources.py checks that layout)."""
     import torch
     from trl.data_utils import apply_chat_template
 
