@@ -102,7 +102,9 @@ def main(argv=None):
     common.setup_env(args.smoke)
     sizes, repeats, mode = ((100, 400), 1, "smoke") if args.smoke else \
         ((2000, 10000), 3, "quick") if args.quick else ((10000, 50000, 100000), 3, "full")
+    from ptdsl.runtime.chat import read_template
     tok = common.word_tokenizer(VOCAB)
+    tok.chat_template = read_template("plain")  # conversational rows need a template (--chat-template plain)
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(n, conv, tok, repeats, Path(tmp)) for conv in (False, True) for n in sizes]
     data = {"results": results, "mode": mode, "machine": common.machine_info()}

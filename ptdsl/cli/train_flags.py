@@ -56,6 +56,9 @@ OPTS: tuple[Opt, ...] = (
     Opt("max_prompt_length", ("--max-prompt-length", "--max_prompt_length"), int, "prompt tokens"),
     Opt("step_separator", ("--step-separator",), str, 'stepwise data: text appended to each step (default "\\n"; '
         "a space for the embedded tokenizer)"),
+    Opt("chat_template", ("--chat-template",), str, "render conversational data with this Jinja chat template "
+        "(replacing the tokenizer's), or `plain`: `role: content` lines; needed for conversational data when the "
+        "tokenizer has no template", metavar="FILE|plain"),
     Opt("seed", ("--seed",), int, "random seed (default 0)"),
     Opt("max_examples", ("--max-examples",), int, "use only the first N usable rows of the dataset (of each source)"),
     Opt("skip_invalid_rows", ("--skip-invalid-rows",), None, "drop the dataset rows that do not fit the method's "

@@ -17,13 +17,16 @@ SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
 def tokenizer():
-    """A character-level fast tokenizer (no download): pad/bos/eos/unk + the alphabet."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """A character-level fast tokenizer (no download): pad/bos/eos/unk + the alphabet. Like a
+    Llama tokenizer it starts each text with BOS (TRL and runtime/data.py tokenise text with
+    the tokenizer's own special tokens) and has no chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
     vocab = {tok: i for i, tok in enumerate(SPECIAL + ALPHABET)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
                                   eos_token="</s>", unk_token="<unk>")
     tok.padding_side = "left"

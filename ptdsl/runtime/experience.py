@@ -246,4 +246,8 @@ def score(compiled, batch, rewards):
         prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
         keys = dict.fromkeys(k for e in batch.examples for k in e.columns)  # rows may differ in their columns
         columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in keys}
-        batch.rewards[f"{reward}({s})"] = rewards.evaluate(reward, prompts, batch.sets[s].texts, columns)
+        columns["completion_ids"] = [list(ids) for ids in batch.sets[s].completion_ids]  # as TRL passes them
+        chats = [e.prompt_messages for e in batch.examples for _ in range(n)]
+        rows = [e.where or f"example {e.index + 1}" for e in batch.examples for _ in range(n)]
+        batch.rewards[f"{reward}({s})"] = rewards.evaluate(reward, prompts, batch.sets[s].texts, columns,
+                                                           chats, rows)

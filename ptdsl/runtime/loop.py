@@ -57,6 +57,7 @@ class TrainOptions:
     max_length: int = 512
     max_prompt_length: int | None = None
     step_separator: str | None = None    # stepwise data: appended to each step (default "\n", embedded " ")
+    chat_template: str | None = None     # a Jinja template file, or "plain": replaces the tokenizer's
     seed: int = 0
     max_examples: int | None = None      # use only the first N usable rows of the dataset
     skip_invalid_rows: bool = False      # drop (and count) rows that do not fit the data kind, not stop
@@ -126,7 +127,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device,
                             uses=verifier_uses(compiled.method.definition), log=log) \
         if compiled.plan.rewards or reward_fns else None
-    models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log, tokenizer=tokenizer)
+    models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log, tokenizer=tokenizer,
+                         chat_template=opts.chat_template)
     load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
     sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
     examples = next(iter(sources.values()))

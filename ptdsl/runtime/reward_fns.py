@@ -5,7 +5,10 @@ ptdsl".
 A reward function has TRL's signature `fn(prompts, completions, **kwargs)` and
 returns one number (or None: no score for that completion) per completion. Its
 named parameters without defaults, other than `prompts` and `completions`, are
-dataset columns it reads (`answer` for `accuracy`); every row must have them."""
+dataset columns it reads (`answer` for `accuracy`); every row must have them. As in
+TRL's GRPOTrainer, a conversational row's prompt arrives as its list of messages and
+its completion as `[{"role": "assistant", "content": text}]`; a text row's as text; and
+`completion_ids` holds each completion's token ids."""
 from __future__ import annotations
 
 import importlib
@@ -22,7 +25,7 @@ from ptdsl.runtime.errors import RuntimeSetupError
 # frames from ptdsl and from the import machinery are not the user's
 _NOT_THEIRS = (str(Path(__file__).resolve().parents[1]), str(Path(importlib.__file__).parent), "<frozen importlib")
 _SIGNATURE = "a reward function is `fn(prompts, completions, **kwargs)` returning one number per completion"
-_PASSED = ("prompts", "completions")
+_PASSED = ("prompts", "completions", "completion_ids")  # what the runtime passes, not dataset columns
 
 
 def load(ref: str) -> tuple[str | None, Callable, str]:
@@ -73,13 +76,31 @@ def columns_read(fn: Callable) -> tuple[str, ...]:
                  and p.name not in _PASSED)
 
 
-def call(fn: Callable, label: str, prompts: list, completions: list, columns: dict) -> list[float | None]:
-    """The function's scores, checked: one real number or None per completion."""
+def call(fn: Callable, label: str, prompts: list, completions: list, columns: dict,
+         rows: list[str] | None = None) -> list[float | None]:
+    """The function's scores, checked: one real number or None per completion. `rows` names
+    each completion's dataset row, for the message when the function raises."""
     try:
         out = fn(prompts=prompts, completions=completions, **columns)
     except Exception as exc:  # noqa: BLE001 — the user's code failed: their traceback, not ours
-        raise _user_error(f"{label} raised {type(exc).__name__}", exc) from None
+        raise _user_error(f"{label} raised {type(exc).__name__}{_on_row(fn, prompts, completions, columns, rows)}",
+                          exc) from None
     return _scores(out, len(completions), label, completions)
+
+
+def _on_row(fn, prompts: list, completions: list, columns: dict, rows: list[str] | None) -> str:
+    """` on row 3 (line 3) of data.jsonl, completion '…'`: the first completion the function
+    fails on when called with it alone (it is called again, one completion at a time, only
+    after it has failed), else the rows of the batch."""
+    if not rows:
+        return ""
+    for i in range(len(completions)):
+        try:
+            fn(prompts=prompts[i:i + 1], completions=completions[i:i + 1],
+               **{k: v[i:i + 1] for k, v in columns.items()})
+        except Exception:  # noqa: BLE001 — the row it fails on
+            return f" on {rows[i]}, completion {_shown(completions[i])}"
+    return f" on a batch of {', '.join(dict.fromkeys(rows))}"
 
 
 def _scores(out, n: int, label: str, completions: list) -> list[float | None]:

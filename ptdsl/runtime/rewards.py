@@ -81,6 +81,15 @@ def unknown_verifiers(definition) -> list[Diagnostic]:
     return out
 
 
+def as_trl_passes(prompts: list[str], completions: list[str], chats: list | None) -> tuple[list, list]:
+    """Prompts and completions as TRL's GRPOTrainer gives them to reward functions: for a
+    conversational row the prompt's messages and `[{"role": "assistant", "content": text}]`."""
+    if chats is None:
+        return prompts, completions
+    return ([p if m is None else m for p, m in zip(prompts, chats)],
+            [c if m is None else [{"role": "assistant", "content": c}] for c, m in zip(completions, chats)])
+
+
 class RewardSources:
     """Resolves each reward of a plan to callables and evaluates weighted sums.
 
@@ -148,23 +157,40 @@ class RewardSources:
             self.models[path] = (tok, model)
         return self.models[path]
 
-    def _score_with_model(self, path, prompts, completions):
+    def _score_with_model(self, path, prompts, completions, chats=None):
+        """Text rows: prompt + completion. Conversational rows, as TRL scores them: the prompt's
+        messages and the answer rendered by the reward model's own chat template, tokenised
+        without adding special tokens (the template wrote them)."""
         import torch
         tok, model = self._reward_model(path)
-        texts = [p + c for p, c in zip(prompts, completions)]
-        enc = tok(texts, return_tensors="pt", padding=True, truncation=True).to(self.device)
+        chats = chats or [None] * len(prompts)
+        ids = [tok(p + c, truncation=True)["input_ids"] if m is None else
+               tok(self._rendered(path, tok, m, c), add_special_tokens=False, truncation=True)["input_ids"]
+               for p, c, m in zip(prompts, completions, chats)]
+        enc = tok.pad({"input_ids": ids}, padding_side="right", return_tensors="pt").to(self.device)  # as TRL
         with torch.inference_mode():
             return model(**enc).logits[:, 0].float().tolist()
 
-    def evaluate(self, name: str, prompts: list[str], completions: list[str], columns: dict) -> list[float]:
-        """The weighted sum of a reward's sources for each completion (unscored terms skipped)."""
+    @staticmethod
+    def _rendered(path: str, tok, messages: list, completion: str) -> str:
+        if getattr(tok, "chat_template", None) is None:
+            raise RuntimeSetupError(f"reward model `{path}`: its tokenizer has no chat template to render the "
+                                    "conversational rows with", help="give the reward model a tokenizer with a "
+                                    "chat template (TRL renders conversations with it too), or use text data")
+        return tok.apply_chat_template(messages + [{"role": "assistant", "content": completion}], tokenize=False)
+
+    def evaluate(self, name: str, prompts: list[str], completions: list[str], columns: dict,
+                 chats: list | None = None, rows: list[str] | None = None) -> list[float]:
+        """The weighted sum of a reward's sources for each completion (unscored terms skipped).
+        `chats`: each completion's prompt messages where its row is conversational (else None);
+        verifiers then get messages, as TRL passes them. `rows` names the rows, for errors."""
         total = [0.0] * len(completions)
         for term in self.plan.rewards[name]:
             if term.kind == "verifier":
-                values = user_fns.call(self.verifiers[term.name], self.labels[term.name], prompts, completions,
-                                       columns)
+                p, c = as_trl_passes(prompts, completions, chats)
+                values = user_fns.call(self.verifiers[term.name], self.labels[term.name], p, c, columns, rows)
             else:
-                values = self._score_with_model(term.name, prompts, completions)
+                values = self._score_with_model(term.name, prompts, completions, chats)
             missing = [i for i, v in enumerate(values) if v is None or math.isnan(v)]
             if missing:
                 self._unscored(term, name, len(missing), len(values))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ptdsl.ir.datakinds import DATA_KINDS
+from ptdsl.runtime import chat
 from ptdsl.runtime import data as D
 from ptdsl.runtime import critic as C
 from ptdsl.runtime import embedded
@@ -33,24 +34,28 @@ def _needs_scorer(compiled) -> bool:
     return any(q.output in ("score", "token_score") and q.model == "policy" for q in compiled.plan.queries)
 
 
-def load_tokenizer(model_id: str | None, given=None):
+def load_tokenizer(model_id: str | None, given=None, chat_template: str | None = None):
     """The tokenizer of `model_id` (None: the embedded one), or `given` (an object or a path) prepared
-    as training needs it: a pad token, left padding (a copy: the caller's object is not changed)."""
+    as training needs it: a pad token, left padding (a copy: the caller's object is not changed);
+    `chat_template` (a file, or `plain`) replaces its chat template."""
     if model_id is None and given is None:
-        return embedded.tokenizer()
-    if given is not None and not isinstance(given, (str, os.PathLike)):
-        tok = copy.deepcopy(given)
+        tok = embedded.tokenizer()
     else:
-        from transformers import AutoTokenizer
-        where = given if given is not None else model_id
-        try:
-            tok = AutoTokenizer.from_pretrained(where)
-        except (OSError, ValueError) as exc:
-            raise RuntimeSetupError(f"cannot load the tokenizer of `{where}`: {exc}",
-                                    help="pass tokenizer= (an object or a path) to ptdsl.train") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"  # generation needs left padding
+        if given is not None and not isinstance(given, (str, os.PathLike)):
+            tok = copy.deepcopy(given)
+        else:
+            from transformers import AutoTokenizer
+            where = given if given is not None else model_id
+            try:
+                tok = AutoTokenizer.from_pretrained(where)
+            except (OSError, ValueError) as exc:
+                raise RuntimeSetupError(f"cannot load the tokenizer of `{where}`: {exc}",
+                                        help="pass tokenizer= (an object or a path) to ptdsl.train") from None
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"  # generation needs left padding
+    if chat_template is not None:
+        tok.chat_template = chat.read_template(chat_template)
     return tok
 
 
@@ -85,10 +90,10 @@ def _with_lora(policy, r: int, alpha: int):
 
 
 def load_models(compiled, model, seed: int, lora_r: int = 0, lora_alpha: int = 16,
-                log=print, tokenizer=None) -> Models:
+                log=print, tokenizer=None, chat_template: str | None = None) -> Models:
     """`model`: a path or hub id, a loaded transformers model (trained in place, as a TRL trainer
     does), or None (the embedded default); `tokenizer` goes with an object (default: the one saved
-    beside it, found through its `name_or_path`)."""
+    beside it, found through its `name_or_path`); `chat_template`: --chat-template."""
     scorer = _needs_scorer(compiled)
     given = model if isinstance(model, torch.nn.Module) else None
     if given is None and model is not None and not isinstance(model, (str, os.PathLike)):
@@ -101,7 +106,7 @@ def load_models(compiled, model, seed: int, lora_r: int = 0, lora_alpha: int = 1
         raise RuntimeSetupError(f"the model given ({type(given).__name__}) does not say where it was loaded from "
                                 "(no name_or_path), so its tokenizer cannot be found", help="pass tokenizer=")
     model_id = _identity(given) if given is not None else (str(model) if model is not None else None)
-    tok = load_tokenizer(_name_or_path(given) if given is not None else model_id, tokenizer)
+    tok = load_tokenizer(_name_or_path(given) if given is not None else model_id, tokenizer, chat_template)
     if given is not None:
         policy = _checked_object(given, scorer)
     else:
@@ -200,7 +205,7 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     table = _embedded_table(label, kind, seed, extra, log, compiled.graph.graph["rows"].get("responses")) \
         if data is None else read_table(data)
     valid = validate(table, kind, label, extra, tuple(require_columns), skip_invalid_rows, log)
-    rows = _normalise(table, valid, kind, tok, label, skip_invalid_rows, log)
+    rows, origins = _normalise(table, valid, kind, tok, label, skip_invalid_rows, log)
     list_rows = DATA_KINDS[kind].list_rows
     size = compiled.graph.graph["rows"].get(list_rows) if list_rows else None
     # the embedded character tokenizer has no newline: its steps are separated by a space
@@ -213,6 +218,8 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     if not examples:
         raise RuntimeSetupError(f"no usable rows{f' in source `{source.rows}`' if source.named else ''}: {skipped}",
                                 help="raise --max-length, or check that completions are not empty")
+    for e in examples:  # which row of the user's data it came from, for messages
+        e.where = f"{table.where(origins[e.index])} of `{table.source}`"
     return D.renamed(examples, source)
 
 
@@ -226,14 +233,20 @@ def _embedded_table(label: str, kind: str, seed: int, extra: tuple[str, ...], lo
 
 
 def _normalise(table: Table, valid: list[tuple[int, dict]], kind: str, tok, method: str, skip: bool,
-               log) -> list[dict]:
-    """Validated rows in one shape; a conversation the chat template rejects names its row."""
-    rows, problems = [], []
+               log) -> tuple[list[dict], list[int]]:
+    """Validated rows in one shape, with the table position each came from; a conversation the
+    chat template rejects names its row."""
+    rows, origins, problems = [], [], []
     for i, row in valid:
         try:
-            rows += D.normalise(row, kind, tok)
+            out = D.normalise(row, kind, tok)
+        except chat.NoChatTemplate:  # the tokenizer's, not a row's: said once
+            raise
         except RuntimeSetupError as exc:
             problems.append(Problem(i, "", str(exc)))
+            continue
+        rows += out
+        origins += [i] * len(out)
     if problems:
         report(table, problems, len(valid) - len(problems), f"`{method}` (data {kind})", skip, log)
-    return rows
+    return rows, origins

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 
 # Benchmarks of one runtime component (not of a training step) import it by its public name.
-COMPONENTS = {"data_validation": {"ptdsl.runtime.data", "ptdsl.runtime.datafiles", "ptdsl.runtime.validate"},
+COMPONENTS = {"data_validation": {"ptdsl.runtime.data", "ptdsl.runtime.chat", "ptdsl.runtime.datafiles",
+                                   "ptdsl.runtime.validate"},
               "logprob_memory": {"ptdsl.runtime.queries"}}
 
 

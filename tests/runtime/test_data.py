@@ -2,34 +2,42 @@
 import pytest
 
 from ptdsl.runtime import embedded
-from ptdsl.runtime.data import normalise, tokenize
+from ptdsl.runtime.data import Chat, normalise, tokenize
 from ptdsl.runtime.datafiles import Table
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.setup import load_tokenizer
 from ptdsl.runtime.validate import validate
 
 TOK = embedded.tokenizer()
 
 
-def test_implicit_prompt_is_the_common_prefix():
+def test_implicit_prompt_is_the_common_prefix_with_the_space_in_the_completions():
+    # as TRL's extract_prompt: a space before the point where they differ starts the completions
     (row,) = normalise({"chosen": "3+4= 7", "rejected": "3+4= 8"}, "preference", TOK)
-    assert (row["prompt"], row["chosen"], row["rejected"]) == ("3+4= ", "7", "8")
+    assert (row["prompt"], row["chosen"], row["rejected"]) == ("3+4=", " 7", " 8")
+    (row,) = normalise({"chosen": "3+4=7", "rejected": "3+4=8"}, "preference", TOK)
+    assert (row["prompt"], row["chosen"], row["rejected"]) == ("3+4=", "7", "8")
 
 
 def test_conversational_preference_with_implicit_prompt():
     user = {"role": "user", "content": "3+4="}
     row = {"chosen": [user, {"role": "assistant", "content": "7"}],
            "rejected": [user, {"role": "assistant", "content": "8"}]}
-    (out,) = normalise(row, "preference", TOK)
-    assert out["chosen"] == "7" and out["rejected"] == "8"
-    assert "3+4=" in out["prompt"] and out["prompt"].endswith("assistant: ")  # no template: a transcript
+    tok = load_tokenizer(None, chat_template="plain")
+    (out,) = normalise(row, "preference", tok)
+    assert out["prompt"] == Chat("<s>user: 3+4=\nassistant: ", [user])
+    # each completion is the whole conversation as the template renders it, its end of turn included
+    assert out["chosen"].text == "<s>user: 3+4=\nassistant: 7</s>" and out["rejected"].content() == "8"
+    with pytest.raises(RuntimeSetupError, match="has no chat template"):  # no template: no invented transcript
+        normalise(row, "preference", TOK)
 
 
 def test_language_modelling_text_and_messages_for_sft():
     (a,) = normalise({"text": "12+1=13"}, "sft", TOK)
     assert (a["prompt"], a["completion"]) == ("", "12+1=13")
-    (b,) = normalise({"messages": [{"role": "user", "content": "1+1="},
-                                   {"role": "assistant", "content": "2"}]}, "sft", TOK)
-    assert b["completion"] == "2" and "1+1=" in b["prompt"]
+    msgs = [{"role": "user", "content": "1+1="}, {"role": "assistant", "content": "2"}]
+    (b,) = normalise({"messages": msgs}, "sft", load_tokenizer(None, chat_template="plain"))
+    assert b["completion"].messages == msgs[1:] and b["prompt"].messages == msgs[:1]
 
 
 def test_preference_data_is_unpaired_for_unpaired_methods():
@@ -63,7 +71,7 @@ class _Counting:
         self.tok, self.texts = tok, []
 
     def __call__(self, text, **kw):
-        self.texts.append(text)
+        self.texts += text if isinstance(text, list) else [text]
         return self.tok(text, **kw)
 
     def __getattr__(self, name):
@@ -94,3 +102,14 @@ def test_ranked_lists_of_two_to_size_responses_are_kept_others_skipped_and_count
     assert (skipped.list_too_short, skipped.list_too_long) == (1, 1)
     assert str(skipped) == ("skipped rows: 1 whose list has fewer than 2 responses, "
                             "1 whose list has more responses than the method's `size`")
+
+
+def test_no_prompt_tokens_make_the_first_token_the_prompt():
+    from tests.chat_tokenizers import chat_tokenizer
+    tok = chat_tokenizer("chatml")  # adds no BOS: language-modelling text has no prompt tokens
+    (e,), _ = tokenize([{"prompt": "", "completion": "The sky is blue."}], tok, "sft", (), 64, None)
+    whole = tok("The sky is blue.<|endoftext|>")["input_ids"]
+    assert (e.prompt_ids, e.completions["completion"]) == (whole[:1], whole[1:])
+    # completions that start differently share no first token: counted, not a crash in the forward
+    ex, skipped = tokenize([{"prompt": "", "chosen": "blue", "rejected": "green"}], tok, "preference", (), 64, None)
+    assert ex == [] and skipped.empty_prompt == 1 and "1 with no prompt tokens" in str(skipped)

@@ -60,3 +60,17 @@ def test_prompts_without_the_column_a_verifier_reads_stop_before_step_1(tmp_path
     err = capsys.readouterr().err
     assert code == 1 and "row 6 (line 6): `answer` is missing" in err
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_conversational_data_needs_a_chat_template_or_chat_template_plain(tmp_path, capsys):
+    rows = [{"prompt": [{"role": "user", "content": f"{i}+1="}],
+             "completion": [{"role": "assistant", "content": str(i + 1)}]} for i in range(8)]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    args = ["train", "sft", "--data", str(data), "--steps", "1", "--batch-size", "2", "--quiet"]
+    assert main(args + ["--output", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "the dataset is conversational, and the embedded default's tokenizer has no chat template" in err
+    assert "--chat-template plain" in err and err.count("no chat template") == 1   # once, not per row
+    assert "Traceback" not in err and "E0901" not in err
+    assert main(args + ["--output", str(tmp_path / "b"), "--chat-template", "plain"]) == 0

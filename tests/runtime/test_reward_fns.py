@@ -204,3 +204,63 @@ def test_check_warns_about_a_verifier_until_it_is_registered(tmp_path, monkeypat
     assert (w.severity, w.code, w.span.line, w.span.col, w.span.end_col) == ("warning", "W0201", 12, 12, 34)
     monkeypatch.setitem(rewards._REGISTRY, "unit_tests", embedded.digits)
     assert rewards.unknown_verifiers(definition) == []
+
+
+# ---- conversational rows: what TRL's GRPOTrainer passes ----------------------------------------
+
+CHATS = [[{"role": "user", "content": p}] for p in PROMPTS]
+
+
+def test_conversational_rows_give_reward_functions_message_lists(module):
+    name, _ = module("""\
+        SEEN = []
+
+        def f(prompts, completions, **kw):
+            SEEN.append((prompts, completions))
+            return [float((c[0]["content"] if isinstance(c, list) else c) == "4") for c in completions]
+        """)
+    src = _sources(refs=[f"accuracy={name}:f"])
+    chats = CHATS[:2] + [None, None]   # rows of one dataset may mix; each gets its own layout
+    assert src.evaluate("r", PROMPTS, COMPLETIONS, {"answer": ["2"] * 4}, chats) == [0.0, 1.0, 0.0, 0.0]
+    (prompts, completions), = __import__(name).SEEN
+    assert prompts == CHATS[:2] + PROMPTS[2:]
+    assert completions == [[{"role": "assistant", "content": "2"}], [{"role": "assistant", "content": "4"}],
+                           "7", "x"]
+
+
+def test_a_reward_function_that_raises_names_the_row_it_fails_on(module):
+    name, path = module("""\
+        def f(prompts, completions, **kw):
+            return [float(c[0]["content"]) for c in completions]
+        """)
+    rows = [f"row {i} (line {i}) of `d.jsonl`" for i in (1, 2, 3, 4)]
+    with pytest.raises(RuntimeSetupError) as e:  # "x" is no number: the 4th completion, alone, fails too
+        _sources(refs=[f"accuracy={name}:f"]).evaluate("r", PROMPTS, COMPLETIONS, {"answer": ["2"] * 4}, CHATS, rows)
+    msg = e.value.render()
+    assert f"verifier `accuracy` ({name}:f) raised ValueError on row 4 (line 4) of `d.jsonl`, completion" in msg
+    assert f'File "{path}", line 2' in msg and "E0901" not in msg and "bug in ptdsl" not in msg
+
+
+@pytest.mark.integration
+def test_a_trl_style_reward_function_trains_on_conversational_data(module, tmp_path):
+    """GRPO on conversational prompts with a tokenizer that has a chat template: the reward
+    function indexes messages as TRL's do, and sees the prompts' messages."""
+    from tests.chat_tokenizers import chat_tokenizer
+    tok = chat_tokenizer("chatml")
+    tok.padding_side = "left"
+    embedded.model(tok).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(__import__("json").dumps({"prompt": c}) for c in CHATS * 2) + "\n")
+    name, _ = module("""\
+        SEEN = []
+
+        def f(prompts, completions, completion_ids, **kw):  # completion_ids: TRL passes them too
+            assert len(completion_ids) == len(completions) and all(isinstance(t, int) for t in completion_ids[0])
+            SEEN.extend(p[-1]["content"] for p in prompts)
+            return [float(len(c[0]["content"])) for c in completions]
+        """)
+    train("grpo", model=str(tmp_path / "m"), data=str(data), reward_fns=[f"{name}:f"], steps=1, batch_size=4,
+          output=str(tmp_path / "out"), rollout={"max_tokens": 4}, quiet=True)
+    seen = __import__(name).SEEN
+    assert seen and set(seen) <= set(PROMPTS)

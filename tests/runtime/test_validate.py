@@ -12,7 +12,7 @@ from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime import embedded
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.schema import kind_format
-from ptdsl.runtime.setup import load_examples, load_models
+from ptdsl.runtime.setup import load_examples, load_models, load_tokenizer
 
 TOK = embedded.tokenizer()
 U, A = "user", "assistant"
@@ -172,9 +172,9 @@ def test_stepwise_and_ranked_lists_are_well_formed(tmp_path):
 
 def test_an_implicit_prompt_is_the_shared_start_ending_in_a_user_turn(tmp_path):
     ok = {"chosen": [_msg(U, "1+1="), _msg(A, "2")], "rejected": [_msg(U, "1+1="), _msg(A, "3")]}
-    (ex,) = _load("dpo", _jsonl(tmp_path, [ok]))
-    # no chat template: the prompt renders as a transcript with the generation prompt
-    assert _text(ex.completions["chosen"]) == "2</s>" and ex.prompt_text == "user: 1+1=\nassistant: "
+    plain = load_tokenizer(None, chat_template="plain")  # --chat-template plain: a transcript with the generation prompt
+    (ex,) = load_examples(_compiled("dpo"), str(_jsonl(tmp_path, [ok])), plain, 64, None, 0, log=lambda m: None)
+    assert _text(ex.completions["chosen"]) == "2</s>" and ex.prompt_text == "<s>user: 1+1=\nassistant: "
     bad = {"chosen": [_msg(U, "1+1="), _msg(A, "2"), _msg(U, "and 2+2="), _msg(A, "4")],
            "rejected": [_msg(U, "1+1="), _msg(A, "2"), _msg(U, "and 3+3="), _msg(A, "5")]}
     msg = _error("dpo", _jsonl(tmp_path, [ok, bad]))
