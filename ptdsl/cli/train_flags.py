@@ -77,6 +77,17 @@ OPTS: tuple[Opt, ...] = (
     Opt("lora_r", ("--lora-r", "--lora_r"), int, "train LoRA adapters of this rank (needs peft); a frozen(policy) "
         "reference is then the base model with adapters disabled"),
     Opt("lora_alpha", ("--lora-alpha", "--lora_alpha"), int, "LoRA alpha (default 16)"),
+    Opt("lora_dropout", ("--lora-dropout", "--lora_dropout"), float, "dropout on the LoRA adapters' input (default 0)"),
+    Opt("lora_target_modules", ("--lora-target-modules", "--lora_target_modules"), str,
+        "comma-separated module names to adapt, e.g. q_proj,v_proj (default all-linear)", metavar="NAMES"),
+    Opt("lora_path", ("--lora-path",), str, "a saved LoRA adapter (a LoRA run's final/) to train further",
+        metavar="DIR"),
+    Opt("torch_dtype", ("--torch-dtype", "--torch_dtype", "--dtype"), str, "the models' weights dtype "
+        "(default: float32; auto: as saved)", choices=("auto", "float32", "bfloat16", "float16")),
+    Opt("attn_implementation", ("--attn-implementation", "--attn_implementation"), str,
+        "transformers' attention implementation: eager, sdpa, flash_attention_2, …", metavar="NAME"),
+    Opt("gradient_checkpointing", ("--gradient-checkpointing", "--gradient_checkpointing"), None,
+        "recompute the policy's layer activations in backward (less memory, more time)"),
     Opt("quiet", ("--quiet",), None, "print nothing but errors"),
 )
 
