@@ -45,6 +45,8 @@ def register(sub) -> None:
     s.add_argument("--log-steps", type=int, default=10)
     s.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     s.add_argument("--no-precompute", action="store_true", help="run frozen data-only queries at every step")
+    s.add_argument("--no-prefix-sharing", action="store_true", help="encode every row's prompt, even where rows "
+                   "share it (default: once per prompt when that pays; `ptdsl show` says where)")
     s.add_argument("--report-to", action="append", default=[], choices=["tensorboard", "trackio"])
     s.add_argument("--temperature", type=float, help="override the rollout sampling temperature")
     s.add_argument("--max-tokens", type=int, help="override the rollout's maximum completion tokens")
@@ -70,6 +72,7 @@ def cmd_train(args) -> int:
               max_prompt_length=args.max_prompt_length, seed=args.seed, max_examples=args.max_examples,
               skip_invalid_rows=args.skip_invalid_rows, save_steps=args.save_steps,
               log_steps=args.log_steps, mixed_precision=args.mixed_precision, precompute=not args.no_precompute,
+              prefix_sharing=not args.no_prefix_sharing,
               report_to=tuple(args.report_to), rollout=rollout, quiet=args.quiet, lora_r=args.lora_r,
               lora_alpha=args.lora_alpha, step_separator=args.step_separator)
     except RuntimeSetupError as err:

@@ -11,10 +11,10 @@ prompt. The result is the [R, P + C] hidden states of the plain forward (the pro
 columns gathered from the prompt pass), so every output downstream is unchanged.
 
 Rows are grouped by their prompt's token ids, whatever sets they belong to: the
-compiler knows nothing of chosen or groups, the data does. The cache holds every
-layer's full keys (plain `DynamicLayer`s, no sliding-window trimming): the model's
-mask then applies any sliding window on absolute columns exactly as in the plain
-forward.
+compiler knows nothing of chosen or groups, the data does; when it pays is the rule of
+ptdsl/sharing.py. The cache holds every layer's full keys (plain `DynamicLayer`s, no
+sliding-window trimming): the model's mask then applies any sliding window on absolute
+columns exactly as in the plain forward.
 """
 from __future__ import annotations
 
@@ -22,13 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-# When sharing pays (measured on this machine's CPU with the tiny and `small` configs, fp32,
-# forward + backward; benchmarks/prefix_crossover.py): the shared forward costs two decoder
-# calls and a copy of the prompt's keys/values per row, so it wins once the prompt tokens it
-# saves are a large enough share of the tokens the plain forward encodes. Below about a fifth
-# (e.g. a DPO pair whose prompt is half its completion) the two passes' overhead eats the
-# saving; at a quarter and above it was faster in every configuration measured.
-MIN_SAVED_FRACTION = 0.25
+from ptdsl.sharing import pays
 
 # Attention layer types whose cache is a plain key/value store the completion pass can
 # continue (recurrent or KV-sharing layers keep other state: those models never share).
@@ -50,18 +44,6 @@ def prompt_groups(prompts: list[list[int]]) -> list[int]:
     of first appearance."""
     seen: dict[tuple, int] = {}
     return [seen.setdefault(tuple(p), len(seen)) for p in prompts]
-
-
-def saved_fraction(groups: list[int], prompt_len: int, completion_len: int) -> float:
-    """The share of the plain forward's tokens, R × (P + C), that the shared one does not encode,
-    (R − U) × P."""
-    rows, unique = len(groups), len(set(groups))
-    return (rows - unique) * prompt_len / max(rows * (prompt_len + completion_len), 1)
-
-
-def pays(groups: list[int], prompt_len: int, completion_len: int) -> bool:
-    """Whether the shared forward is worth its second decoder call (MIN_SAVED_FRACTION)."""
-    return prompt_len > 0 and saved_fraction(groups, prompt_len, completion_len) >= MIN_SAVED_FRACTION
 
 
 def shareable(config) -> bool:

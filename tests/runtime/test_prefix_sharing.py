@@ -7,6 +7,7 @@ import pytest
 import torch
 import transformers as tf
 
+from ptdsl import sharing
 from ptdsl.runtime import prefix
 from ptdsl.runtime.batch import SetRows, layout
 from ptdsl.runtime.queries import Trunk, decoder, hidden_states, run_model, sharing_for
@@ -80,19 +81,19 @@ def test_hidden_states_and_gradients_match(kind):
         torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-5, msg=n)
 
 
-def _logprob_loss(model, sets, sharing, frozen=False):
+def _logprob_loss(model, sets, on, frozen=False):
     res = run_model(model, sets, list(sets), {s: ["logprobs"] for s in sets}, PAD, "cpu", frozen=frozen,
-                    prefix_sharing=sharing)
+                    prefix_sharing=on)
     return {s: res[("logprobs", s)] for s in sets}
 
 
 @pytest.mark.parametrize("kind", ["llama", "mistral"])
 def test_logprobs_and_all_gradients_match(kind, monkeypatch):
-    monkeypatch.setattr(prefix, "MIN_SAVED_FRACTION", 0.0)  # share whatever the lengths
+    monkeypatch.setattr(sharing, "MIN_SAVED_FRACTION", 0.0)  # share whatever the lengths
     model, sets = _model(kind), _sets()
     results = []
-    for sharing in (False, True):
-        lp = _logprob_loss(model, sets, sharing)
+    for on in (False, True):
+        lp = _logprob_loss(model, sets, on)
         loss = sum((v * (i + 1)).sum() for i, v in enumerate(lp.values()))
         results.append(({s: v.detach() for s, v in lp.items()}, _grads(model, loss)))
     (lp0, g0), (lp1, g1) = results
@@ -104,7 +105,7 @@ def test_logprobs_and_all_gradients_match(kind, monkeypatch):
 
 
 def test_frozen_reference_under_inference_mode(monkeypatch):
-    monkeypatch.setattr(prefix, "MIN_SAVED_FRACTION", 0.0)
+    monkeypatch.setattr(sharing, "MIN_SAVED_FRACTION", 0.0)
     model, sets = _model("qwen2"), _sets()
     with torch.inference_mode():
         plain, shared = (_logprob_loss(model, sets, s, frozen=True) for s in (False, True))
@@ -116,7 +117,7 @@ def test_frozen_reference_under_inference_mode(monkeypatch):
 def test_lora_policy_and_its_adapter_disabled_base(monkeypatch):
     peft = pytest.importorskip("peft")
     from ptdsl.runtime.setup import AdapterDisabled
-    monkeypatch.setattr(prefix, "MIN_SAVED_FRACTION", 0.0)
+    monkeypatch.setattr(sharing, "MIN_SAVED_FRACTION", 0.0)
     lm = peft.get_peft_model(_model("llama"), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         for n, p in lm.named_parameters():
@@ -124,10 +125,10 @@ def test_lora_policy_and_its_adapter_disabled_base(monkeypatch):
                 p.normal_(0, 0.5)
     sets = _sets()
     results = []
-    for sharing in (False, True):
-        lp = _logprob_loss(lm, sets, sharing)
+    for on in (False, True):
+        lp = _logprob_loss(lm, sets, on)
         results.append((lp["group"].detach(), _grads(lm, sum(v.sum() for v in lp.values()))))
-        base = _logprob_loss(AdapterDisabled(lm), sets, sharing, frozen=True)["group"]
+        base = _logprob_loss(AdapterDisabled(lm), sets, on, frozen=True)["group"]
         results[-1] += (base,)
     (lp0, g0, b0), (lp1, g1, b1) = results
     torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
@@ -146,14 +147,14 @@ def test_rows_are_grouped_by_prompt_ids_whatever_their_set():
 
 def test_the_rule_shares_long_prompts_not_short_ones():
     pairs = [0, 0, 1, 1]  # a DPO micro-batch of 2: saved (4 − 2) × P of 4 × (P + C)
-    assert prefix.pays(pairs, prompt_len=64, completion_len=16)       # saved 0.40
-    assert not prefix.pays(pairs, prompt_len=8, completion_len=64)    # saved 0.06
-    assert not prefix.pays([0, 1, 2, 3], prompt_len=64, completion_len=1)  # nothing shared
-    assert prefix.pays([0] * 8, prompt_len=32, completion_len=64)     # a group of 8: 0.29
+    assert sharing.pays(pairs, prompt_len=64, completion_len=16)       # saved 0.40
+    assert not sharing.pays(pairs, prompt_len=8, completion_len=64)    # saved 0.06
+    assert not sharing.pays([0, 1, 2, 3], prompt_len=64, completion_len=1)  # nothing shared
+    assert sharing.pays([0] * 8, prompt_len=32, completion_len=64)     # a group of 8: 0.29
 
 
 def test_off_and_unshareable_models_use_the_plain_forward(monkeypatch):
-    monkeypatch.setattr(prefix, "MIN_SAVED_FRACTION", 0.0)
+    monkeypatch.setattr(sharing, "MIN_SAVED_FRACTION", 0.0)
     model, sets = _model("llama"), _sets()
     lay = layout(sets, list(sets), PAD, "cpu")
     assert sharing_for(model, lay) is not None and sharing_for(model, lay, enabled=False) is None
@@ -161,3 +162,35 @@ def test_off_and_unshareable_models_use_the_plain_forward(monkeypatch):
     assert sharing_for(model, lay) is None
     h = hidden_states(model, lay, None)
     assert h.shape[:2] == lay.input_ids.shape
+
+
+class _Losses:
+    def __init__(self):
+        self.losses = []
+
+    def on_step_end(self, step, metrics):
+        self.losses.append(metrics["loss"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method,params", [("dpo", {}), ("grpo", {"num_generations": 4})])
+def test_training_with_and_without_sharing_gives_the_same_losses(tmp_path, monkeypatch, method, params):
+    """`ptdsl.train` end to end: the per-step losses with prefix sharing (forced on, and seen to run)
+    equal those with `prefix_sharing=False` within 1e-5 (fp32)."""
+    import ptdsl
+    monkeypatch.setattr(sharing, "MIN_SAVED_FRACTION", 0.0)
+    calls = []
+    real = prefix.shared_forward
+    monkeypatch.setattr("ptdsl.runtime.queries.shared_forward", lambda *a: calls.append(1) or real(*a))
+    runs = {}
+    for on in (True, False):
+        cb = _Losses()
+        ptdsl.train(method, output=str(tmp_path / str(on)), steps=3, batch_size=4, max_examples=32, params=params,
+                    precompute=False, prefix_sharing=on, log_steps=1, callbacks=[cb], quiet=True)
+        runs[on] = cb.losses
+        if on:
+            assert calls, "the shared forward never ran"
+            calls.clear()
+    assert not calls  # prefix_sharing=False: never
+    assert len(runs[True]) == 3
+    assert runs[True] == pytest.approx(runs[False], abs=1e-5, rel=1e-5)
