@@ -115,7 +115,7 @@ def test_grpo_records_old_only_when_an_experience_feeds_several_steps():
                                       "current policy's, detached", "")]
     assert one.stage("record").runs == () and "next mini-batch" not in to_dot(one)
     shared = ("prefix sharing, policy: each prompt encoded once for its 8 rows, when the saved prompt tokens pay: "
-              "(R − U)·P ≥ 0.25·R·(P + C)", "--no-prefix-sharing: off")
+              "(R − U)·P ≥ 0.1·R·(P + C)", "--no-prefix-sharing: off")
     assert _lines(two, "record") == [("policy on y → logprobs(old, y)", "per experience, before its first update"),
                                      shared]
     assert _lines(two, "reuse")[0][0].startswith("2 passes × 1 mini-batch")
@@ -132,7 +132,7 @@ def test_dpo_precomputes_reference_log_probs_once():
     assert _lines(t, "precompute") == [("reference on chosen, rejected → logprobs(reference, chosen), "
                                         "logprobs(reference, rejected)", "once, cached; --no-precompute: per micro-batch"),
                                        ("prefix sharing, reference: each prompt encoded once for its 2 rows, when the "
-                                        "saved prompt tokens pay: (R − U)·P ≥ 0.25·R·(P + C)", "--no-prefix-sharing: off")]
+                                        "saved prompt tokens pay: (R − U)·P ≥ 0.1·R·(P + C)", "--no-prefix-sharing: off")]
     assert t.stage("record") is None and t.stage("sample") is None
     assert _lines(t, "sources") == [("preference: chosen, rejected", "per experience: 1 global batch")]
     assert '"s_precompute" -> "s_forward" [label="cached"]' in to_dot(t)
@@ -255,7 +255,7 @@ def test_show_says_where_prompts_are_shared():
     def sharing(name, stage="forward", **params):
         return [text for text, _ in _lines(_graph(name, **params), stage) if text.startswith("prefix sharing")]
     assert sharing("dpo") == ["prefix sharing, policy: each prompt encoded once for its 2 rows, when the saved "
-                              "prompt tokens pay: (R − U)·P ≥ 0.25·R·(P + C)"]
+                              "prompt tokens pay: (R − U)·P ≥ 0.1·R·(P + C)"]
     assert "for its 8 rows" in sharing("grpo")[0]
     assert "for its up to 4 rows" in sharing("lipo")[0]
     assert sharing("sft") == ["prefix sharing, policy: no (one row per prompt)"]

@@ -149,8 +149,9 @@ def test_the_rule_shares_long_prompts_not_short_ones():
     pairs = [0, 0, 1, 1]  # a DPO micro-batch of 2: saved (4 − 2) × P of 4 × (P + C)
     assert sharing.pays(pairs, prompt_len=64, completion_len=16)       # saved 0.40
     assert not sharing.pays(pairs, prompt_len=8, completion_len=64)    # saved 0.06
+    assert sharing.pays(pairs, prompt_len=16, completion_len=64)       # saved 0.10
     assert not sharing.pays([0, 1, 2, 3], prompt_len=64, completion_len=1)  # nothing shared
-    assert sharing.pays([0] * 8, prompt_len=32, completion_len=64)     # a group of 8: 0.29
+    assert sharing.pays([0] * 8, prompt_len=16, completion_len=64)     # a group of 8: 0.18
 
 
 def test_off_and_unshareable_models_use_the_plain_forward(monkeypatch):
