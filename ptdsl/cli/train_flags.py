@@ -69,6 +69,8 @@ OPTS: tuple[Opt, ...] = (
     Opt("mixed_precision", ("--bf16",), None, "= --mixed-precision bf16", switch="bf16"),
     Opt("mixed_precision", ("--fp16",), None, "= --mixed-precision fp16", switch="fp16"),
     Opt("precompute", ("--no-precompute",), None, "run frozen data-only queries at every step", switch=False),
+    Opt("prefix_sharing", ("--no-prefix-sharing",), None, "encode every row's prompt, even where rows share it "
+        "(default: once per prompt when that pays; `ptdsl show` says where)", switch=False),
     Opt("report_to", ("--report-to", "--report_to"), str, "a metrics reporter", choices=("tensorboard", "trackio"),
         many=True),
     Opt("rollout.temperature", ("--temperature",), float, "override the rollout sampling temperature"),

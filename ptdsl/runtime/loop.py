@@ -66,6 +66,7 @@ class TrainOptions:
     log_steps: int = 10
     mixed_precision: str = "no"          # no | bf16 | fp16
     precompute: bool = True              # precompute frozen data-only queries (reference log-probs)
+    prefix_sharing: bool = True          # rows with one prompt encode it once when that pays (ptdsl/sharing.py)
     report_to: tuple = ()                # tensorboard, trackio
     lora_r: int = 0                      # > 0: train LoRA adapters (peft); a frozen(policy) reference is
     lora_alpha: int = 16                 #   then the base model with adapters disabled, not a copy
@@ -165,7 +166,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     positions = {e.index: i for rows in sources.values() for i, e in enumerate(rows)}
     cache = precompute(pre, models.frozen, sources, compiled.graph.graph["sets"], models.tokenizer.pad_token_id,
                        acc.device, 16, out / "cache" if acc.is_main_process else None, models.ids,
-                       _progress(acc, opts)) if pre else {}
+                       _progress(acc, opts), prefix_sharing=opts.prefix_sharing) if pre else {}
 
     # -- optimizer (a parameter group per learner: the policy with its heads, each critic), schedule, accelerate
     heads, critics = list(models.heads.values()), list(models.critics.values())
@@ -187,7 +188,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
     ctx = StepContext(compiled, models, acc.device, cache, positions,
-                      temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed)
+                      temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed,
+                      prefix_sharing=opts.prefix_sharing)
     experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares)
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps

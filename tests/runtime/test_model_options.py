@@ -37,7 +37,7 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_the_numbers(tmp_path
     ptdsl.train("sft", model=ckpt, tokenizer=tok, output=str(tmp_path / "b"), gradient_checkpointing=True, **OPTS)
     assert len(ckpt_calls) == 2 * len(plain_calls) > 0  # every layer runs again in backward
     assert _losses(tmp_path / "b") == pytest.approx(_losses(tmp_path / "a"), rel=1e-6)
-    assert ckpt.is_gradient_checkpointing and ckpt.training
+    assert ckpt.is_activation_checkpointing and ckpt.training
 
 
 def test_torch_dtype_sets_the_weights_dtype(tmp_path):
@@ -114,3 +114,13 @@ def test_lora_path_continues_from_the_saved_adapter(tmp_path, monkeypatch):
 def test_bad_memory_options_are_setup_errors(tmp_path, opts, message):
     with pytest.raises(ptdsl.RuntimeSetupError, match=message):
         ptdsl.train("sft", output=str(tmp_path / "o"), steps=1, quiet=True, **opts)
+
+
+def test_gradient_checkpointing_and_prompt_sharing_together_keep_the_numbers(tmp_path):
+    """transformers drops the cache inside checkpointed layers, which the shared-prompt forward
+    continues: with checkpointing the policy's forward encodes every prompt (the reference, under
+    inference_mode, still shares), and the losses are those of the plain run."""
+    a = ptdsl.train("dpo", output=str(tmp_path / "a"), **OPTS)
+    b = ptdsl.train("dpo", output=str(tmp_path / "b"), gradient_checkpointing=True, **OPTS)
+    assert b.model.training
+    assert _losses(tmp_path / "b") == pytest.approx(_losses(tmp_path / "a"), rel=1e-5)
