@@ -28,13 +28,18 @@ from ptdsl.runtime.errors import RuntimeSetupError
 class Reporter:
     module: str     # what must import
     install: str    # the command that installs it (the extra of ptdsl first)
+    store: str = ""  # its local store under OUTPUT
+    env: str = ""    # the variable that, when the user sets it, puts the store elsewhere
 
 
 REPORTERS = {
-    "tensorboard": Reporter("tensorboard", "pip install 'ptdsl[tensorboard]'  (or: pip install tensorboard)"),
-    "wandb": Reporter("wandb", "pip install 'ptdsl[wandb]'  (or: pip install wandb)"),
-    "mlflow": Reporter("mlflow", "pip install 'ptdsl[mlflow]'  (or: pip install mlflow-skinny)"),
-    "trackio": Reporter("trackio", "pip install 'ptdsl[trackio]'  (or: pip install trackio)"),
+    "tensorboard": Reporter("tensorboard", "pip install 'ptdsl[tensorboard]'  (or: pip install tensorboard)",
+                            "ptdsl"),
+    "wandb": Reporter("wandb", "pip install 'ptdsl[wandb]'  (or: pip install wandb)", "wandb", "WANDB_MODE"),
+    "mlflow": Reporter("mlflow", "pip install 'ptdsl[mlflow]'  (or: pip install mlflow-skinny)", "mlruns",
+                       "MLFLOW_TRACKING_URI"),
+    "trackio": Reporter("trackio", "pip install 'ptdsl[trackio]'  (or: pip install trackio)", "trackio",
+                        "TRACKIO_DIR"),
 }
 NAMINGS = ("ptdsl", "trl")
 _OURS = [""]  # the TRACKIO_DIR this module set (an earlier run's), told apart from the user's
@@ -69,6 +74,19 @@ def check(report_to, metric_names: str = "ptdsl") -> tuple[str, ...]:
     if metric_names not in NAMINGS:
         raise RuntimeSetupError(f"--metric-names is one of {', '.join(NAMINGS)}, not `{metric_names}`")
     return names
+
+
+def stores(names, out) -> list[str]:
+    """Where each reporter's run is, for the end of `ptdsl train`: "wandb: out/wandb (offline)", …"""
+    said = []
+    for name in names:
+        r = REPORTERS[name]
+        user = os.environ.get(r.env) if r.env and os.environ.get(r.env) != _OURS[0] else None
+        if name == "wandb":
+            said.append(f"wandb: {Path(out) / r.store} ({user or 'offline'}; `wandb sync` uploads it)")
+        else:
+            said.append(f"{name}: {user or Path(out) / r.store}")
+    return said
 
 
 def start(acc, names: tuple[str, ...], out: Path, config: dict) -> None:
