@@ -6,6 +6,7 @@
     ptdsl show METHOD [--set k=v ...] [--unoptimised]    (params, inputs, plan, training graph, IR)
     ptdsl compile METHOD --emit python|ir [--set k=v ...]
     ptdsl new NAME --from METHOD [--copy] [-o FILE]     (a new spec file to edit)
+    ptdsl plot RUN_DIR [--metrics a,b] [-o FILE.png]    (a run's train and eval curves)
 
 Commands that do not run models never import torch. Exit status: 0 ok, 1 the
 spec (or input) has errors, 2 bad usage, 3 an internal error in ptdsl.
@@ -210,6 +211,7 @@ EXTRA_COMMANDS: list[str] = [
     "ptdsl.cli.equiv",
     "ptdsl.cli.migrate",
     "ptdsl.cli.new",
+    "ptdsl.cli.plot",
 ]
 
 

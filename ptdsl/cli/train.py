@@ -69,12 +69,17 @@ def _train_kwargs(given: dict) -> dict:
 
 def _summary(fmt: str, method: str, kwargs: dict, last: dict) -> None:
     out = Path(kwargs.get("output", "out"))
-    files = {"metrics_file": str(out / "metrics.jsonl"), "model": str(out / "final")}
+    from ptdsl.runtime.reporters import stores
+    files = {"metrics_file": str(out / "metrics.jsonl"), "model": str(out / "final"),
+             "plot": f"ptdsl plot {out}", "reporters": stores(kwargs.get("report_to", ()), out)}
     if fmt == "json":
         print(json.dumps({"method": method, "output": str(out), **files, "steps": last.get("step"),
                           "metrics": last}, default=str))
     elif not kwargs.get("quiet"):
         print(f"done: metrics in {files['metrics_file']}, model in {files['model']}")
+        print(f"curves: `{files['plot']}` writes {out / 'curves.png'}")
+        for line in files["reporters"]:
+            print(f"  {line}")
 
 
 # ---- the config file --------------------------------------------------------------------

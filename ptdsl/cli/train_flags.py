@@ -71,8 +71,11 @@ OPTS: tuple[Opt, ...] = (
     Opt("precompute", ("--no-precompute",), None, "run frozen data-only queries at every step", switch=False),
     Opt("prefix_sharing", ("--no-prefix-sharing",), None, "encode every row's prompt, even where rows share it "
         "(default: once per prompt when that pays; `ptdsl show` says where)", switch=False),
-    Opt("report_to", ("--report-to", "--report_to"), str, "a metrics reporter", choices=("tensorboard", "trackio"),
-        many=True),
+    Opt("report_to", ("--report-to", "--report_to"), str, "also send the metrics to this reporter, which writes "
+        "under --output (wandb offline, mlflow file store, trackio local)",
+        choices=("tensorboard", "wandb", "mlflow", "trackio"), many=True),
+    Opt("metric_names", ("--metric-names",), str, "the metric names --report-to gets: the spec's (default) or "
+        "TRL's (rewards/chosen, …; docs/metrics.md); metrics.jsonl keeps the spec's", choices=("ptdsl", "trl")),
     Opt("rollout.temperature", ("--temperature",), float, "override the rollout sampling temperature"),
     Opt("rollout.max_tokens", ("--max-tokens", "--max_completion_length"), int,
         "override the rollout's maximum completion tokens"),

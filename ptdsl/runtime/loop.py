@@ -25,7 +25,7 @@ import torch
 from ptdsl.api import compile as compile_method  # the API below the runtime, not the package above it
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, experience, metrics_log, run_record
+from ptdsl.runtime import checkpoint, embedded, experience, metrics_log, reporters, run_record
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -67,7 +67,8 @@ class TrainOptions:
     mixed_precision: str = "no"          # no | bf16 | fp16
     precompute: bool = True              # precompute frozen data-only queries (reference log-probs)
     prefix_sharing: bool = True          # rows with one prompt encode it once when that pays (ptdsl/sharing.py)
-    report_to: tuple = ()                # tensorboard, trackio
+    report_to: tuple = ()                # tensorboard, wandb, mlflow, trackio (runtime/reporters.py)
+    metric_names: str = "ptdsl"          # ptdsl | trl: the names the reporters get (metrics.jsonl keeps ptdsl's)
     lora_r: int = 0                      # > 0: train LoRA adapters (peft); a frozen(policy) reference is
     lora_alpha: int = 16                 #   then the base model with adapters disabled, not a copy
     lora_dropout: float = 0.0
@@ -107,6 +108,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     if opts.epochs is not None and not opts.epochs > 0:
         raise RuntimeSetupError(f"--epochs must be a positive number, got {opts.epochs}")
     check_callbacks(opts.callbacks)
+    opts.report_to = reporters.check(opts.report_to, opts.metric_names)  # installed, before step 1
     compiled = compile_method(method, **(params or {}))
     lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
     critic_lrs = C.learning_rates(compiled.plan.learners, lr, opts.critic_lr, compiled.name)  # --critic-lr: checked now
@@ -203,7 +205,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
                   opts.max_skipped_steps, lr, saved.get("skipped", 0), log,
                   clip_groups=(("policy", params_), *zip(models.critics, critic_params)) if critics else ())
     if opts.report_to:
-        acc.init_trackers("ptdsl", config=_tracker_config(compiled, opts))
+        reporters.start(acc, opts.report_to, out, _tracker_config(compiled, opts))
 
     # a metric whose batch means take global counts sums over micro-batches; others average
     summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
@@ -217,7 +219,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         micro = experiences.minibatch(step)  # makes the next experience when this step starts one
         norm = _global_counts(compiled, micro, acc)
         state_before = dict(state)
-        sums: dict[str, float] = {}
+        # each reward source's mean over the completions this step scored (rewards/NAME/mean, as TRL)
+        sums: dict[str, float] = rewards.drain_means() if rewards is not None else {}
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
             with contextlib.ExitStack() as stack:
@@ -386,7 +389,7 @@ def _log_step(acc, opts, out: Path, bar, metrics: dict, log):
     if hasattr(bar, "set_postfix"):
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(shown.items())[:4]}, refresh=False)
     if opts.report_to:
-        acc.log(metrics, step=metrics["step"])
+        reporters.log(acc, metrics, opts.metric_names)
     if metrics["step"] % max(opts.log_steps, 1) == 0 and not opts.quiet:
         log(f"step {metrics['step']}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 

@@ -14,6 +14,10 @@ nothing to the completion's reward — a completion no source scores gets 0. Suc
 values are counted per verifier: the first one is reported when it happens, the
 totals at the end of the run. An infinite score is an error.
 
+Each source's scores are also kept until the training loop drains them into the step's
+metrics as `rewards/NAME/mean` (TRL's name: NAME is the verifier, or the last part of a
+reward model's path), so the terms of a weighted reward can be watched one by one.
+
 This module does not import torch: `ptdsl check` reads the registry's names.
 """
 from __future__ import annotations
@@ -108,6 +112,7 @@ class RewardSources:
         # the dataset columns the bound verifiers read: every row must have them
         self.columns = tuple(sorted({c for n in needed for c in user_fns.columns_read(self.verifiers[n])}))
         self.unscored: Counter = Counter()
+        self.scored: dict[str, list[float]] = {}  # metric name → scores since the last drain_means()
         self.models = {t.name: None for terms in plan.rewards.values() for t in terms if t.kind == "reward_model"}
 
     def _bind(self, refs, needed, names, embedded_default) -> dict[str, Verifier]:
@@ -194,8 +199,21 @@ class RewardSources:
             missing = [i for i, v in enumerate(values) if v is None or math.isnan(v)]
             if missing:
                 self._unscored(term, name, len(missing), len(values))
+            self._keep(term, values)
             total = [t if v is None or math.isnan(v) else t + term.weight * v for t, v in zip(total, values)]
         return total
+
+    def _keep(self, term, values: list) -> None:
+        label = term.name if term.kind == "verifier" else term.name.rstrip("/").rsplit("/", 1)[-1]
+        kept = self.scored.setdefault(f"rewards/{label}/mean", [])
+        kept.extend(float(v) for v in values if v is not None and not math.isnan(v))
+
+    def drain_means(self) -> dict[str, float]:
+        """Each source's mean score over the completions scored since the last call (a source
+        that scored none is left out, as TRL's nanmean would give NaN), and forget them."""
+        means = {k: sum(v) / len(v) for k, v in self.scored.items() if v}
+        self.scored = {}
+        return means
 
     def _unscored(self, term, reward: str, k: int, n: int) -> None:
         if not self.unscored[term.name]:

@@ -99,7 +99,15 @@ def test_json_summary_is_one_object_on_stdout(seen, capsys):
     assert main(["train", "dpo", "--output", "runs/a", "--format", "json", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary == {"method": "dpo", "output": "runs/a", "metrics": {"step": 1, "loss": 0.5}, "steps": 1,
-                       "model": "runs/a/final", "metrics_file": "runs/a/metrics.jsonl"}
+                       "model": "runs/a/final", "metrics_file": "runs/a/metrics.jsonl",
+                       "plot": "ptdsl plot runs/a", "reporters": []}
+
+
+def test_the_text_summary_says_where_the_metrics_curves_and_reporter_stores_are(seen, capsys):
+    assert main(["train", "dpo", "--output", "runs/b", "--report-to", "tensorboard"]) == 0
+    out = capsys.readouterr().out
+    assert "metrics in runs/b/metrics.jsonl" in out and "`ptdsl plot runs/b` writes runs/b/curves.png" in out
+    assert "tensorboard: runs/b/ptdsl" in out and seen[-1][1]["report_to"] == ("tensorboard",)
 
 
 @pytest.mark.parametrize("data", ["missing.jsonl", "./nowhere/rows", "~/no_such_ptdsl_dir/x.parquet"])
