@@ -76,11 +76,13 @@ def test_a_prompt_is_prefilled_once_for_its_samples(kind):
 @pytest.mark.parametrize("keep_logprobs", [False, True])
 def test_greedy_decoding_is_token_identical(kind, keep_logprobs):
     """Greedy completions equal the unshared path's token for token (past the sliding window:
-    12 new tokens), and so do the recorded log-probs within fp32 rounding."""
+    12 new tokens), and so do the recorded log-probs within fp32 rounding. The empty prompt
+    (BOS alone) has only padding in the prefilled columns."""
     model = _model(kind, sharpen=20.0)
     roll = Rollout("y", "policy", {"n": 3, "greedy": True})
-    a = sample(model, TOK, _examples(), roll, "cpu", {"max_tokens": 12}, keep_logprobs)
-    b = sample(model, TOK, _examples(), roll, "cpu", {"max_tokens": 12}, keep_logprobs, prefix_sharing=False)
+    examples = _examples(TEXTS + [""])
+    a = sample(model, TOK, examples, roll, "cpu", {"max_tokens": 12}, keep_logprobs)
+    b = sample(model, TOK, examples, roll, "cpu", {"max_tokens": 12}, keep_logprobs, prefix_sharing=False)
     assert a.completion_ids == b.completion_ids and a.truncated == b.truncated
     assert len({tuple(c) for c in a.completion_ids}) > 1   # the prompts lead to different answers
     if keep_logprobs:
