@@ -1,5 +1,6 @@
 """Rollouts: `sample(M, n = …)` through `model.generate` (KV cache), n samples per
-prompt in contiguous groups, each cut after its first EOS. A completion with no
+prompt in contiguous groups, each cut after its first EOS. Each distinct prompt is
+prefilled once and its KV cache gathered to its samples (runtime/prefill.py). A completion with no
 EOS within `max_tokens` is marked truncated (masked out when the rollout says
 `mask_truncated = true`, as DAPO's overlong filtering). A `geometric_mixture` role
 samples token by token from softmax((1 − μ)·z_A + μ·z_B), both models with their own
