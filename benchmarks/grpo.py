@@ -494,7 +494,8 @@ def _grouped_markdown(s: dict) -> list[str]:
                          [["ptdsl_n8 / trl_n8"] + [f"{ratio[p]:.2f}" for p in PHASES]]), "",
             f"- Generation {ratio['generation']:.2f}× TRL's (target ≤ 0.7×: "
             f"{'met' if ratio['generation'] <= 0.7 else 'missed'}); the training half {ratio['train']:.2f}× "
-            f"(target ≤ 0.5×: {'met' if ratio['train'] <= 0.5 else 'missed'}); the whole step {ratio['step']:.2f}×."]
+            f"(target ≤ 0.5×: {'met' if ratio['train'] <= 0.5 else 'missed'}); "
+            f"the whole step {ratio['step']:.2f}×."]
 
 
 def main(argv=None):
