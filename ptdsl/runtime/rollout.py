@@ -40,7 +40,7 @@ def samples_now(rollout, seed: int, step: int, micro: int) -> bool:
 
 
 def sample_once(cache: dict, model, tok, examples, rollout, device, overrides, seed: int,
-                keep_logprobs: bool = False) -> SetRows:
+                keep_logprobs: bool = False, prefix_sharing: bool = True) -> SetRows:
     """A frozen model's samples for these prompts, each prompt's drawn on first sight and kept
     in `cache`. The draw is seeded per (seed, rollout, example), so a resumed run or another
     process draws the same samples without the cache."""
@@ -50,7 +50,7 @@ def sample_once(cache: dict, model, tok, examples, rollout, device, overrides, s
             devices = [device] if torch.device(device).type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(zlib.crc32(f"{seed}:{rollout.name}:{e.index}".encode()))
-                cache[key] = sample(model, tok, [e], rollout, device, overrides, keep_logprobs)
+                cache[key] = sample(model, tok, [e], rollout, device, overrides, keep_logprobs, prefix_sharing)
     parts = [cache[(rollout.name, e.index)] for e in examples]
     kept = [lp for part in parts for lp in part.sampler_logprobs] if keep_logprobs else None
     return SetRows([p for part in parts for p in part.prompt_ids], [c for part in parts for c in part.completion_ids],
