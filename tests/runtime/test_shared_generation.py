@@ -238,3 +238,15 @@ def test_chi_square_helper_matches_a_known_quantile():
     """Pearson's statistic 3.84 on 1 degree of freedom has p ≈ 0.05 (the textbook value)."""
     counts = torch.tensor([50.0 + math.sqrt(3.84 * 25), 50.0 - math.sqrt(3.84 * 25)])
     assert abs(_chi_square_p_value(counts, torch.tensor([0.5, 0.5])) - 0.05) < 1e-3
+
+
+def test_a_frozen_models_once_samples_share_too_unless_switched_off():
+    """`once = true` rollouts (rollout.sample_once) sample prompt by prompt: each prompt's n
+    samples read one prefill; `prefix_sharing=False` reaches `sample`."""
+    from ptdsl.runtime.rollout import sample_once
+    model = _model("llama")
+    roll = Rollout("y", "ref", {"n": 3, "greedy": True, "once": True})
+    for share, want in ((True, (1, 4)), (False, (3, 5))):
+        widths = _prefill_widths(model, lambda: sample_once({}, model, TOK, _examples(["1+2="]), roll, "cpu",
+                                                            {"max_tokens": 2}, 0, prefix_sharing=share))
+        assert widths[0] == want
