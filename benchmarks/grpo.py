@@ -1,5 +1,6 @@
 """GRPO step time: ptdsl's training loop vs TRL 1.16's GRPOTrainer vs a minimal
-hand-written torch step, side by side; then ptdsl vs TRL with num_iterations = 2.
+hand-written torch step, side by side; then ptdsl vs TRL with num_iterations = 2, and
+with n = 8 completions per prompt and prompts 4× the completion.
 
     python benchmarks/grpo.py [--quick | --smoke] [--json PATH]
 
@@ -36,10 +37,16 @@ the old log-probs with a no-grad forward after sampling (TRL: `old_per_token_log
 the same settings otherwise. A step's time alternates (a sampling step, a reusing one),
 so this table summarises the mean of each consecutive pair of steps, per step.
 
+Groups of eight (third table): ptdsl and TRL with `num_generations = 8` and prompts of
+128 tokens (4× the 32 new tokens), where encoding a prompt once per group instead of once
+per completion pays most: ptdsl prefills each prompt once for its 8 samples (issue 14).
+
 Phases, measured the same way for all three: generation = time inside
-`GenerationMixin.generate` (patched in each worker); reward = time inside the reward
-function; train = the rest of the step (forward, backward, optimizer, and the
-contender's bookkeeping: tokenising, padding, advantages, metrics).
+`GenerationMixin.generate` (patched in each worker), plus for ptdsl its shared prompt
+prefill (`ptdsl.runtime.prefill.shared_prefill`, which runs just before `generate`);
+reward = time inside the reward function; train = the rest of the step (forward,
+backward, optimizer, and the contender's bookkeeping: tokenising, padding, advantages,
+metrics).
 """
 from __future__ import annotations
 
@@ -59,10 +66,13 @@ import common  # noqa: E402
 BENCHMARK = True
 SECTION = "GRPO step: ptdsl vs TRL GRPOTrainer vs hand-written torch"
 PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS, LR = 2, 4, 32, 32, 1e-6
+BIG_GROUP, LONG_PROMPT_LEN = 8, 4 * NEW_TOKENS   # the third table's groups and prompts
 CONTENDERS = ("ptdsl", "trl", "hand")
 REUSE = ("ptdsl_mu2", "trl_mu2")   # num_iterations = 2: each generation feeds two optimizer steps
+GROUPED = ("ptdsl_n8", "trl_n8")   # n = 8 completions of 128-token prompts
 LABELS = {"ptdsl": "ptdsl (`ptdsl.train`)", "trl": "TRL 1.16 GRPOTrainer", "hand": "hand-written torch",
-          "ptdsl_mu2": "ptdsl, num_iterations = 2", "trl_mu2": "TRL 1.16 GRPOTrainer, num_iterations = 2"}
+          "ptdsl_mu2": "ptdsl, num_iterations = 2", "trl_mu2": "TRL 1.16 GRPOTrainer, num_iterations = 2",
+          "ptdsl_n8": "ptdsl, n = 8, long prompts", "trl_n8": "TRL 1.16 GRPOTrainer, n = 8, long prompts"}
 
 
 # ---- what every worker shares --------------------------------------------------------
@@ -122,6 +132,22 @@ def _patch_generate(clock: Clock):
     GenerationMixin.generate = generate
 
 
+def _patch_shared_prefill(clock: Clock):
+    """ptdsl prefills each distinct prompt once just before `generate` (which then runs the
+    last prompt token and the new ones): that prefill is generation time too."""
+    from ptdsl.runtime import prefill
+    original = prefill.shared_prefill
+
+    def shared_prefill(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock.gen += (time.perf_counter() - t0) * 1000
+
+    prefill.shared_prefill = shared_prefill
+
+
 def _reward_fn(clock: Clock):
     def constant_reward(prompts, completions, **_):
         t0 = time.perf_counter()
@@ -131,16 +157,17 @@ def _reward_fn(clock: Clock):
     return constant_reward
 
 
-def _prompt_ids(i: int) -> list[int]:
-    """Prompt i: BOS + 31 words (32 tokens), the same ids for every contender."""
+def _prompt_ids(i: int, length: int = PROMPT_LEN) -> list[int]:
+    """Prompt i: BOS + length − 1 words, the same ids for every contender."""
     import random
     rng = random.Random(1000 + i)
     return [common.BOS] + [rng.randrange(common.FIRST, common.SIZES["tiny"]["vocab_size"])
-                           for _ in range(PROMPT_LEN - 1)]
+                           for _ in range(length - 1)]
 
 
 def prepare(workdir: Path, n_prompts: int):
-    """The model + tokenizer directory and the prompt file every worker loads."""
+    """The model + tokenizer directory and the prompt files the workers load (32-token
+    prompts; 128-token ones for the n = 8 workers)."""
     common.setup_env()
     tok = common.word_tokenizer(common.SIZES["tiny"]["vocab_size"])
     model = common.make_model("tiny", seed=0)
@@ -151,15 +178,18 @@ def prepare(workdir: Path, n_prompts: int):
     model.generation_config.eos_token_id = common.EOS
     model.save_pretrained(workdir / "model")
     tok.save_pretrained(workdir / "model")
-    with open(workdir / "prompts.jsonl", "w") as f:
-        for i in range(n_prompts):
-            # ptdsl prepends BOS itself; TRL tokenises the text as given (so it carries `<s>`)
-            words = common.text(_prompt_ids(i)[1:])
-            f.write(json.dumps({"prompt": words, "prompt_bos": "<s> " + words}) + "\n")
+    for name, length in (("prompts", PROMPT_LEN), ("prompts_long", LONG_PROMPT_LEN)):
+        with open(workdir / f"{name}.jsonl", "w") as f:
+            for i in range(n_prompts):
+                # ptdsl prepends BOS itself; TRL tokenises the text as given (so it carries `<s>`)
+                words = common.text(_prompt_ids(i, length)[1:])
+                f.write(json.dumps({"prompt": words, "prompt_bos": "<s> " + words}) + "\n")
 
 
-def _load_prompts(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in open(workdir / "prompts.jsonl")]
+def _load_prompts(workdir: Path, group: int = GROUP) -> list[dict]:
+    """The prompts of a worker with this group size: the long ones go with the big groups."""
+    name = "prompts_long" if group == BIG_GROUP else "prompts"
+    return [json.loads(line) for line in open(workdir / f"{name}.jsonl")]
 
 
 # ---- the contenders (each runs in its own worker process) -----------------------------
@@ -177,21 +207,21 @@ class StepTimer:
         self.clock.stop()
 
 
-def run_ptdsl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
+def run_ptdsl(workdir: Path, steps: int, clock: Clock, iterations: int = 1, group: int = GROUP):
     import ptdsl
     ptdsl.rewards.register("accuracy")(_reward_fn(clock))
-    data = workdir / "ptdsl_prompts.jsonl"
+    data = workdir / f"ptdsl_prompts_{group}.jsonl"
     with open(data, "w") as f:
-        for row in _load_prompts(workdir):
+        for row in _load_prompts(workdir, group):
             f.write(json.dumps({"prompt": row["prompt"]}) + "\n")
     ptdsl.train("grpo", model=str(workdir / "model"), data=str(data), output=str(workdir / "out_ptdsl"),
-                params={"num_generations": GROUP, "max_completion_length": NEW_TOKENS, "temperature": 1.0,
+                params={"num_generations": group, "max_completion_length": NEW_TOKENS, "temperature": 1.0,
                         "num_iterations": iterations},
                 steps=steps, batch_size=PROMPTS, learning_rate=LR, warmup_ratio=0.0, max_grad_norm=1.0,
                 log_steps=10 ** 9, quiet=True, callbacks=[StepTimer(clock)])
 
 
-def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
+def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1, group: int = GROUP):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -199,7 +229,7 @@ def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
     tok = AutoTokenizer.from_pretrained(workdir / "model")
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(workdir / "model")
-    rows = _load_prompts(workdir)
+    rows = _load_prompts(workdir, group)
     ds = Dataset.from_dict({"prompt": [r["prompt_bos"] for r in rows]})
 
     class Timer(TrainerCallback):
@@ -209,8 +239,8 @@ def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1):
         def on_step_end(self, args, state, control, **kw):
             clock.stop()
 
-    cfg = GRPOConfig(output_dir=str(workdir / "out_trl"), per_device_train_batch_size=PROMPTS * GROUP,
-                     num_generations=GROUP, max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0,
+    cfg = GRPOConfig(output_dir=str(workdir / "out_trl"), per_device_train_batch_size=PROMPTS * group,
+                     num_generations=group, max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0,
                      top_k=0, beta=0.0, loss_type="grpo", learning_rate=LR, lr_scheduler_type="constant",
                      num_iterations=iterations,
                      max_grad_norm=1.0, max_steps=steps, logging_steps=10 ** 6, save_strategy="no",
@@ -264,17 +294,30 @@ def worker(name: str, workdir: Path, warmup: int, chunk: int, steps: int):
     common.setup_env()
     clock = Clock(warmup, chunk)
     _patch_generate(clock)
+    base, options = _variant(name)
+    if base == "ptdsl":
+        _patch_shared_prefill(clock)
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # libraries' prints must not mix with the protocol lines
     _send("ready", None)
     _wait_go()
-    base, _, mu = name.partition("_mu")
     run = {"ptdsl": run_ptdsl, "trl": run_trl, "hand": run_hand}[base]
-    run(workdir, steps, clock, int(mu)) if mu else run(workdir, steps, clock)
+    run(workdir, steps, clock, **options)
     sys.stdout = real_stdout
     if clock.pending:
         _send("chunk", clock.pending)
     _send("done", {"peak_rss_mb": common.peak_rss_mb()})
+
+
+def _variant(name: str) -> tuple[str, dict]:
+    """A worker's contender and options: `ptdsl_mu2` is ptdsl with num_iterations = 2,
+    `trl_n8` TRL with groups of 8 (and long prompts)."""
+    base, _, tail = name.partition("_")
+    if tail.startswith("mu"):
+        return base, {"iterations": int(tail[2:])}
+    if tail.startswith("n"):
+        return base, {"group": int(tail[1:])}
+    return base, {}
 
 
 # ---- the parent: alternate the workers, summarise -----------------------------------
@@ -312,19 +355,21 @@ class Worker:
 
 
 # (warmup, chunk, rounds): one optimizer step per generation, then two (an even warmup and
-# chunk, so that every chunk holds whole generations)
-PLANS = {"full": ((5, 10, 8), (6, 10, 8)), "quick": ((2, 3, 2), (2, 4, 2))}
-SMOKE = (0, 2, 1)  # two steps each, all five workers at once: the start-ups (imports) overlap
+# chunk, so that every chunk holds whole generations), then groups of eight
+PLANS = {"full": ((5, 10, 8), (6, 10, 8), (5, 10, 8)), "quick": ((2, 3, 2), (2, 4, 2), (2, 3, 2))}
+SMOKE = (0, 2, 1)  # two steps each, all seven workers at once: the start-ups (imports) overlap
+WORKERS = CONTENDERS + REUSE + GROUPED
 
 
 def measure(mode: str) -> dict:
-    """Both configurations: one optimizer step per generation (three contenders), then two
-    (ptdsl and TRL)."""
+    """The three configurations: one optimizer step per generation (three contenders), two
+    (ptdsl and TRL), and groups of eight with long prompts (ptdsl and TRL)."""
     if mode == "smoke":
-        return _measure(CONTENDERS + REUSE, *SMOKE)
-    one, two = PLANS[mode]
+        return _measure(WORKERS, *SMOKE)
+    one, two, grouped = PLANS[mode]
     raw = _measure(CONTENDERS, *one)
     raw.update(_measure(REUSE, *two))
+    raw.update(_measure(GROUPED, *grouped))
     return raw
 
 
@@ -415,7 +460,7 @@ def markdown(s: dict, mode: str) -> str:
               "- Tiny-model steps are dominated by per-op overhead, so they are very sensitive to other load on the "
               "machine (with 2 OpenMP threads on a busy 2-core machine, steps ran up to 6× slower): quote only runs "
               "made on an idle machine."]
-    return "\n".join(lines + _reuse_markdown(s))
+    return "\n".join(lines + _reuse_markdown(s) + _grouped_markdown(s))
 
 
 def _reuse_markdown(s: dict) -> list[str]:
@@ -434,9 +479,28 @@ def _reuse_markdown(s: dict) -> list[str]:
             f"{'met' if r <= 0.7 else 'missed'})."]
 
 
+def _grouped_markdown(s: dict) -> list[str]:
+    rows = [[LABELS[name]] + [f"{s[name][p]['median']:.1f} [{s[name][p]['q1']:.1f}–{s[name][p]['q3']:.1f}]"
+                              for p in PHASES] + [f"{s[name]['peak_rss_mb']:.0f}" if s[name]["peak_rss_mb"] else "?"]
+            for name in GROUPED]
+    ratio = {p: s["ptdsl_n8"][p]["median"] / max(s["trl_n8"][p]["median"], 1e-9) for p in PHASES}
+    return ["", f"### n = {BIG_GROUP}, prompts {LONG_PROMPT_LEN} tokens (4× the completion)", "",
+            f"The same setup with {PROMPTS} prompts × {BIG_GROUP} completions = {PROMPTS * BIG_GROUP} completions "
+            f"per step and {LONG_PROMPT_LEN}-token prompts; ptdsl's generation includes its shared prompt prefill. "
+            f"Milliseconds per optimizer step, median [quartiles] over {s['trl_n8']['step']['n']} steps each.", "",
+            common.table(["contender", "step", "generation", "reward", "train (fwd/bwd/opt + rest)", "peak RSS MiB"],
+                         rows), "",
+            common.table(["ratio (median / median)"] + list(PHASES),
+                         [["ptdsl_n8 / trl_n8"] + [f"{ratio[p]:.2f}" for p in PHASES]]), "",
+            f"- Generation {ratio['generation']:.2f}× TRL's (target ≤ 0.7×: "
+            f"{'met' if ratio['generation'] <= 0.7 else 'missed'}); the training half {ratio['train']:.2f}× "
+            f"(target ≤ 0.5×: {'met' if ratio['train'] <= 0.5 else 'missed'}); "
+            f"the whole step {ratio['step']:.2f}×."]
+
+
 def main(argv=None):
     ap = common.cli(__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=CONTENDERS + REUSE, help=argparse_hidden())
+    ap.add_argument("--worker", choices=WORKERS, help=argparse_hidden())
     ap.add_argument("--workdir")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=1)
@@ -451,6 +515,7 @@ def main(argv=None):
     s = summarise(raw)
     md = markdown(s, mode)
     data = {"setup": {"prompts": PROMPTS, "group": GROUP, "prompt_tokens": PROMPT_LEN, "new_tokens": NEW_TOKENS,
+                      "big_group": BIG_GROUP, "long_prompt_tokens": LONG_PROMPT_LEN,
                       "quick": args.quick, "mode": mode}, "machine": common.machine_info(), "summary": s,
             "steps_ms": {k: v["records"] for k, v in raw.items()}}
     common.emit(args.json, SECTION, md, data)

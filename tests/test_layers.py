@@ -32,7 +32,7 @@ LAYERS = [
     {"ir"},
     {"passes"},
     {"plan"},
-    {"codegen", "inputs"},
+    {"codegen", "inputs", "sharing"},
     {"compiler"},
     {"api"},
     {"inspect", "equivalence", "runtime"},

@@ -114,6 +114,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     critic_lrs = C.learning_rates(compiled.plan.learners, lr, opts.critic_lr, compiled.name)  # --critic-lr: checked now
     if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
         opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
+    if not opts.prefix_sharing:  # --no-prefix-sharing: generation prefills every row's prompt too
+        opts.rollout = {**opts.rollout, "prefix_sharing": False}
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
