@@ -201,7 +201,7 @@ def _read_parquet(path: Path, source: str) -> Table:
 def _with_datasets(path: Path, source: str) -> Table:
     import datasets
     try:
-        if path.is_dir() and (path / "dataset_info.json").exists():
+        if _saved(path):
             ds = datasets.load_from_disk(str(path))
         else:
             ds = datasets.load_dataset(source, split="train")
@@ -212,6 +212,28 @@ def _with_datasets(path: Path, source: str) -> Table:
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
     return Table([dict(r) for r in ds], source)
+
+
+def _saved(path: Path) -> bool:
+    """A directory `save_to_disk` wrote: a Dataset's, or a DatasetDict's (its splits in subdirectories)."""
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
+
+
+def test_split(source):
+    """The `test` split of a DatasetDict — an object, or a directory `save_to_disk` wrote — or None:
+    the held-out rows a run evaluates on when no --eval-data is given (read_table reads `train`)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not _saved(path):
+            return None
+        import datasets
+        try:
+            source = datasets.load_from_disk(str(path))
+        except Exception:  # noqa: BLE001 - read_table has reported (or will report) what is wrong with it
+            return None
+    elif type(source).__module__.split(".")[0] != "datasets":
+        return None
+    return source["test"] if isinstance(source, dict) and "test" in source else None
 
 
 READERS = {".json": _read_json, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}

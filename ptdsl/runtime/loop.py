@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import torch
 from ptdsl.api import compile as compile_method  # the API below the runtime, not the package above it
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, experience, metrics_log, run_record
+from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_log, run_record, samples_log
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -72,6 +72,9 @@ class TrainOptions:
     rollout: dict = field(default_factory=dict)   # sample option overrides (temperature, max_tokens, …)
     quiet: bool = False
     callbacks: tuple = ()                # objects with on_step_begin(step) and/or on_step_end(step, metrics)
+    eval_data: object = None             # held-out rows, as `data` (default: a DatasetDict's `test` split)
+    eval_steps: int = 0                  # evaluate every N steps (0: once, at the end)
+    log_samples: int = 0                 # write N greedy completions per evaluation to samples.jsonl
 
 
 class TrainResult(dict):
@@ -132,6 +135,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
     sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
     examples = next(iter(sources.values()))
+    eval_sources = _held_out(compiled, models.tokenizer, opts, log, rewards, data, sources)
     world = acc.num_processes
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     shares = source_shares(compiled.plan.sources, sources, opts.batch_size)  # the other sources' rows per micro-batch
@@ -180,6 +184,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     ctx = StepContext(compiled, models, acc.device, cache, positions,
                       temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed)
     experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares)
+    evaluator = evaluate.Evaluator(compiled, models, eval_sources, opts, acc, rewards, out, log, _global_counts,
+                                   _reduce_metrics, explicit=opts.eval_data is not None) if eval_sources else None
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
@@ -244,10 +250,14 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
             last["skipped_steps"] = guard.skipped
         guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
+        if evaluator is not None and evaluator.due(step + 1, total):
+            last.update(evaluator.run(ctx, step + 1, state))
         notify(opts.callbacks, "on_step_end", step, last)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
             checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
                             experience=experiences.state() if reuse.steps > 1 else None)
+    if evaluator is not None and evaluator.active:  # the final evaluation, with the final weights
+        last.update(evaluator.run(ctx, total, state))
     _save_final(acc, models, out)
     if rewards is not None:
         rewards.report()
@@ -279,6 +289,19 @@ def _load_source(compiled, tok, opts, log, verifier_columns, source, path, seed)
                              require_columns=verifier_columns, source=source,  # what the verifiers read
                              limit=opts.max_examples or None)  # tokenise no further than needed
     return examples
+
+
+def _held_out(compiled, tok, opts, log, rewards, data, sources) -> dict | None:
+    """The held-out examples of every source (runtime/evaluate.py), all of them, checked as the
+    training rows are and numbered after them; None when the run does not evaluate."""
+    held_out = evaluate.held_out(data, opts.eval_data, log)
+    evaluate.check(opts, held_out is not None)
+    if held_out is None:
+        return None
+    load = partial(_load_source, compiled, tok, replace(opts, max_examples=None), log,
+                   rewards.columns if rewards else ())
+    after = 1 + max(e.index for rows in sources.values() for e in rows)
+    return evaluate.load(compiled, held_out, load, opts.seed, after)
 
 
 def _adamw(params, lr: float, weight_decay: float):
@@ -332,6 +355,7 @@ def _resume(acc, out: Path, total: int, layout, log, experiences) -> tuple[int, 
         experiences.restore(checkpoint.load_experience(found, acc.process_index), start)
     if acc.is_main_process:
         metrics_log.truncate(out, start)
+        metrics_log.truncate(out, start, samples_log.NAME)
     log(f"resumed from {found.path} at step {start}")
     return start, saved
 
