@@ -85,6 +85,9 @@ class Evaluator:
                 self.scored = None  # nothing to report: the run does not evaluate
             else:
                 log(f"note: {why}, so evaluation reports rewards (eval/reward), not the loss")
+        if opts.log_samples and self.reward_set is None and _scorer(models.policy):
+            raise RuntimeSetupError(f"--log-samples: `{compiled.name}` trains a sequence classifier, which "
+                                    "writes no completions", help="leave out --log-samples")
         self.parts = self._parts(sources)
 
     @property
@@ -106,6 +109,9 @@ class Evaluator:
         if usable < len(first):
             self.log(f"note: evaluation uses {usable} of the {len(first)} held-out rows (a multiple of the "
                      f"{world} processes)")
+        if usable == 0:
+            raise RuntimeSetupError(f"evaluation needs at least one held-out row per process ({world}); "
+                                    f"it has {len(first)}")
         shares = source_shares(self.compiled.plan.sources, sources, size)
         parts = []
         for c, i in enumerate(range(0, usable, size * world)):
@@ -226,6 +232,11 @@ def load(compiled, eval_data, load_one, seed: int, offset: int) -> dict[str, lis
     """Row space → the held-out examples of every source, validated and tokenised as the training
     rows are (a bad row is named with its file), numbered after the training rows."""
     return load_sources(compiled, eval_data, load_one, seed, flag="--eval-data", offset=offset)
+
+
+def _scorer(policy) -> bool:
+    """A policy with no language-model head (a sequence classifier: the spec reads its score)."""
+    return getattr(policy, "get_output_embeddings", lambda: None)() is None
 
 
 @contextlib.contextmanager

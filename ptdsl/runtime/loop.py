@@ -250,14 +250,14 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
             last["skipped_steps"] = guard.skipped
         guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
-        if evaluator is not None and evaluator.due(step + 1, total):
-            last.update(evaluator.run(ctx, step + 1, state))
         notify(opts.callbacks, "on_step_end", step, last)
+        if evaluator is not None and evaluator.due(step + 1, total):  # eval/ rows are their own
+            evaluator.run(ctx, step + 1, state)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
             checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
                             experience=experiences.state() if reuse.steps > 1 else None)
-    if evaluator is not None and evaluator.active:  # the final evaluation, with the final weights
-        last.update(evaluator.run(ctx, total, state))
+    if evaluator is not None and evaluator.active:  # the final evaluation, with the final weights: in the result too
+        last = {**last, **evaluator.run(ctx, total, state)}
     _save_final(acc, models, out)
     if rewards is not None:
         rewards.report()

@@ -191,3 +191,10 @@ def test_eval_data_for_several_sources_is_named_as_eval_data():
         data_paths(["bogus=x.jsonl"], sources, "--eval-data")
     assert str(info.value).startswith("--eval-data names `bogus`")
     assert "--eval-data" in info.value.help and "--data" not in info.value.help.replace("--eval-data", "")
+
+
+def test_log_samples_of_a_sequence_classifier_is_an_error_before_step_1(tmp_path):
+    with pytest.raises(RuntimeSetupError, match="`reward_model` trains a sequence classifier, which writes no"):
+        ptdsl.train("reward_model", data=_jsonl(tmp_path / "t.jsonl", TRAIN), eval_data=_jsonl(tmp_path / "e.jsonl", HELD),
+                    log_samples=2, steps=1, output=str(tmp_path / "out"), **QUICK)
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
