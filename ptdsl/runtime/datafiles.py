@@ -37,9 +37,22 @@ class Table:
         return f"row {i + 1}" + (f" (line {self.lines[i]})" if self.lines else "")
 
 
+@dataclass(frozen=True)
+class Split:
+    """One split of a DatasetDict, which messages name (the `test` split a run evaluates on)."""
+
+    dataset: object
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
 def read_table(source) -> Table:
     """Rows from a local .json/.jsonl/.csv/.parquet file, a saved dataset directory, a hub name, or
-    (from Python) a `datasets.Dataset` or `DatasetDict` object."""
+    (from Python) a `datasets.Dataset` or `DatasetDict` object, or a Split."""
+    if isinstance(source, Split):
+        return Table([dict(r) for r in source.dataset], f"the DatasetDict's {source.name} split")
     if not isinstance(source, (str, os.PathLike)):
         return _from_object(source)
     path = Path(source).expanduser()
@@ -233,7 +246,7 @@ def test_split(source):
             return None
     elif type(source).__module__.split(".")[0] != "datasets":
         return None
-    return source["test"] if isinstance(source, dict) and "test" in source else None
+    return Split(source["test"], "test") if isinstance(source, dict) and "test" in source else None
 
 
 READERS = {".json": _read_json, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}

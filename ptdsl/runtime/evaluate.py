@@ -73,7 +73,7 @@ class Evaluator:
         self.with_loss = not group
         self.reward_set = next((s for s, r in plan.rollouts.items()
                                 if r.model == "policy" and "on_policy" not in r.options), None)
-        self.scored = bool(rewards and plan.rewards and self.reward_set)
+        self.scored = rewards is not None and bool(plan.rewards) and self.reward_set is not None
         if group:
             s, n = next(iter(group.items()))
             why = f"the loss of `{compiled.name}` needs rollout `{s}`'s n = {n} samples per prompt; greedy " \
@@ -127,8 +127,8 @@ class Evaluator:
 
     def run(self, ctx, step: int, state: dict) -> dict:
         """Evaluate now (after optimizer step `step`); write and log the row; return its metrics."""
-        ctx = dataclasses.replace(ctx, precomputed={}, positions={},
-                                  temperatures=scoring_temperatures(self.compiled.plan, {**self.opts.rollout, **GREEDY}))
+        greedy = scoring_temperatures(self.compiled.plan, {**self.opts.rollout, **GREEDY})
+        ctx = dataclasses.replace(ctx, precomputed={}, positions={}, temperatures=greedy)
         with _eval_mode(self._modules()), torch.no_grad():
             batches = [self._batch(examples, others) for examples, others in self.parts]
             row = self._rewards(batches) if self.scored else {}

@@ -94,8 +94,9 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     """Train `method` (name, path or Method) and return the last logged metrics with the trained model.
     `model`: a path or hub id, a loaded transformers model (trained in place), or None (the embedded
     default); `tokenizer` goes with a model object. `data`: a path or a datasets.Dataset /
-    DatasetDict (its train split) for the method's one dataset, `{source: data}` or
-    `["NAME=PATH", …]` for named sources, or None (the embedded default for every source)."""
+    DatasetDict (its train split; its test split is the default `eval_data`) for the method's one
+    dataset, `{source: data}` or `["NAME=PATH", …]` for named sources, or None (the embedded
+    default for every source)."""
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = _options(options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
@@ -256,7 +257,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
             checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
                             experience=experiences.state() if reuse.steps > 1 else None)
-    if evaluator is not None and evaluator.active:  # the final evaluation, with the final weights: in the result too
+    if evaluator is not None and evaluator.active:  # the final evaluation (final weights), in the result too
         last = {**last, **evaluator.run(ctx, total, state)}
     _save_final(acc, models, out)
     if rewards is not None:

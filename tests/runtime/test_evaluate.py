@@ -195,6 +195,41 @@ def test_eval_data_for_several_sources_is_named_as_eval_data():
 
 def test_log_samples_of_a_sequence_classifier_is_an_error_before_step_1(tmp_path):
     with pytest.raises(RuntimeSetupError, match="`reward_model` trains a sequence classifier, which writes no"):
-        ptdsl.train("reward_model", data=_jsonl(tmp_path / "t.jsonl", TRAIN), eval_data=_jsonl(tmp_path / "e.jsonl", HELD),
-                    log_samples=2, steps=1, output=str(tmp_path / "out"), **QUICK)
+        ptdsl.train("reward_model", data=_jsonl(tmp_path / "t.jsonl", TRAIN), log_samples=2, steps=1,
+                    eval_data=_jsonl(tmp_path / "e.jsonl", HELD), output=str(tmp_path / "out"), **QUICK)
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # two processes: about a minute on a busy CPU
+def test_two_processes_evaluate_as_one(tmp_path):
+    """Each process evaluates its share of the held-out rows; the counts are global, so the eval
+    row is the one process's (as the train rows are)."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["train", "dpo", "--data", _jsonl(tmp_path / "t.jsonl", TRAIN), "--steps", "2", "--quiet",
+            "--eval-data", _jsonl(tmp_path / "e.jsonl", embedded.dataset("preference", n=8, seed=2))]
+    assert main([*args, "--batch-size", "8", "--output", str(tmp_path / "one")]) == 0
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                        "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+                        "--dynamo_backend", "no", "-m", "ptdsl", *args, "--batch-size", "4",
+                        "--output", str(tmp_path / "two")], cwd=Path(__file__).resolve().parents[2],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = _evals(tmp_path / "one"), _evals(tmp_path / "two")
+    assert len(one) == len(two) == 1 and two[0].keys() == one[0].keys()
+    for k in one[0]:
+        assert two[0][k] == pytest.approx(one[0][k], rel=1e-5, abs=1e-7), k
+
+
+def test_resume_cuts_samples_back_to_the_checkpoint_as_metrics(tmp_path):
+    from ptdsl.runtime import metrics_log, samples_log
+    samples_log.append(tmp_path, [{"step": s, "prompt": "1+1=", "completion": "2", "reward": float("nan")}
+                                  for s in (2, 2, 4)])
+    assert metrics_log.truncate(tmp_path, 3, samples_log.NAME) == 1  # the step-4 row
+    assert _rows(tmp_path, samples_log.NAME) == [{"step": 2, "prompt": "1+1=", "completion": "2", "reward": "nan"}] * 2
