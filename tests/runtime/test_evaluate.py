@@ -233,3 +233,19 @@ def test_resume_cuts_samples_back_to_the_checkpoint_as_metrics(tmp_path):
                                   for s in (2, 2, 4)])
     assert metrics_log.truncate(tmp_path, 3, samples_log.NAME) == 1  # the step-4 row
     assert _rows(tmp_path, samples_log.NAME) == [{"step": 2, "prompt": "1+1=", "completion": "2", "reward": "nan"}] * 2
+
+
+@pytest.mark.integration
+def test_several_sources_take_eval_data_per_source(tmp_path):
+    """NPO+RT with npo_coeff = 0: the eval loss is the retain rows' token-mean NLL (4 forget rows in
+    one micro-batch of 4 take the 4 held-out retain rows, `mix` 1:1)."""
+    forget, retain = _sft(HELD[:4]), _sft(embedded.dataset("preference", n=4, seed=5))
+    files = {name: _jsonl(tmp_path / f"{name}.jsonl", rows) for name, rows in
+             {"f": _sft(TRAIN), "r": _sft(TRAIN[::-1]), "ef": forget, "er": retain}.items()}
+    out = tmp_path / "out"
+    result = ptdsl.train("npo_rt", data=[f"forget={files['f']}", f"retain={files['r']}"], steps=1, output=str(out),
+                         eval_data=[f"forget={files['ef']}", f"retain={files['er']}"], params={"npo_coeff": 0.0},
+                         **QUICK)
+    (final,) = _evals(out)
+    assert final["eval/loss"] == pytest.approx(_sft_loss(result.model, retain)[0], rel=1e-5)
+    assert final["eval/retain_nll"] == pytest.approx(final["eval/loss"], rel=1e-6)
