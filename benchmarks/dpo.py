@@ -1,11 +1,14 @@
 """DPO step: ptdsl vs a minimal hand-written torch step vs TRL 1.16's DPOTrainer, side by side.
 
-    python benchmarks/dpo.py [--quick | --smoke] [--json PATH]
+    python benchmarks/dpo.py [--quick | --smoke | --long-prompt] [--json PATH]
 
 Setup (PERF.md's): Llama-style models built from a config with random weights (tiny ≈1.3M,
 small ≈20M), batches of 8 preference pairs of exact-length sequences (prompt L/2 + completion
 L/2 tokens, L = 64 tiny / 128 small), AdamW (lr 1e-6), gradient clipping at 1.0, β = 0.1;
-fp32 and bf16 autocast.
+fp32 and bf16 autocast. The "long-prompt" configuration (issue 14: prompt 4× the completion)
+has prompts of L and completions of L/4 tokens (tiny: 64 + 16); `--long-prompt` runs it alone.
+There ptdsl's forward encodes each pair's prompt once (runtime/prefix.py); the hand-written
+step and TRL encode it for chosen and for rejected.
 
 Contenders (each with its own copy of the same initial model, reference and optimizer):
 - hand:        one concatenated forward over chosen+rejected, the reference under no_grad,
@@ -70,9 +73,13 @@ LABELS = {"hand": "hand-written torch (live reference)",
 PAIRS, BETA, LR = 8, 0.1, 1e-6
 # (size, precision) → timed rounds; warm-up rounds are extra. Chosen so the full run takes
 # ~10 minutes on the 2-core reference machine (small fp32: 6 contenders ≈ 9 s per round).
-FULL = {("tiny", "fp32"): 40, ("tiny", "bf16"): 40, ("small", "fp32"): 12, ("small", "bf16"): 16}
-QUICK = {("tiny", "fp32"): 6, ("tiny", "bf16"): 6}
-SMOKE = {("tiny", "fp32"): 1}   # one round, no warm-up; peak RSS: the timing process's, for all
+# A key's third part is the shape: "even" (prompt L/2, completions L/2) or "long" (prompt L,
+# completions L/4).
+FULL = {("tiny", "fp32", "even"): 40, ("tiny", "bf16", "even"): 40, ("small", "fp32", "even"): 12,
+        ("small", "bf16", "even"): 16, ("tiny", "fp32", "long"): 40}
+QUICK = {("tiny", "fp32", "even"): 6, ("tiny", "bf16", "even"): 6}
+SMOKE = {("tiny", "fp32", "even"): 1}   # one round, no warm-up; peak RSS: the timing process's, for all
+LONG = {("tiny", "fp32", "long"): 40}   # --long-prompt
 WARMUP = 2
 MEM_STEPS = 3
 
@@ -80,12 +87,35 @@ MEM_STEPS = 3
 # ---- contenders -------------------------------------------------------------------
 
 class Examples:
-    """`n_batches` × PAIRS preference triples of token ids (prompt, chosen, rejected)."""
+    """`n_batches` × PAIRS preference triples of token ids (prompt, chosen, rejected), of the
+    `shape` "even" (C.preference_data) or "long" (`long_prompt_data`)."""
 
-    def __init__(self, size, n_batches):
-        self.triples = C.preference_data(size, n_batches * PAIRS)
+    def __init__(self, size, n_batches, shape="even"):
+        make = long_prompt_data if shape == "long" else C.preference_data
+        self.triples = make(size, n_batches * PAIRS)
         self.batches = [self.triples[b * PAIRS:(b + 1) * PAIRS] for b in range(n_batches)]
         self.prompt_len = len(self.triples[0][0])
+
+
+def long_prompt_data(size: str, n: int, seed: int = 0):
+    """n triples with a prompt of L tokens and completions of L/4 (prompt 4× the completion)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    L, V = C.SIZES[size]["length"], C.SIZES[size]["vocab_size"]
+    out = []
+    for _ in range(n):
+        ids = torch.randint(C.FIRST, V, (L + L // 2,), generator=g).tolist()
+        out.append((ids[:L], ids[L:L + L // 4], ids[L + L // 4:]))
+    return out
+
+
+def seq_len(size: str, shape: str) -> int:
+    L = C.SIZES[size]["length"]
+    return L + L // 4 if shape == "long" else L
+
+
+def config_name(size: str, precision: str, shape: str) -> str:
+    return f"{size} {precision}" + (" long-prompt" if shape == "long" else "")
 
 
 def adamw(params):
@@ -284,8 +314,8 @@ def build(name, size, precision, data, n_steps):
 
 # ---- workers (one subprocess each) -------------------------------------------------
 
-def worker_time(size, precision, rounds, contenders, warmup=WARMUP):
-    data = Examples(size, warmup + rounds)
+def worker_time(size, precision, rounds, contenders, warmup=WARMUP, shape="even"):
+    data = Examples(size, warmup + rounds, shape)
     fns, startup = {}, {}
     base = C.peak_rss_mb()
     for name in contenders:
@@ -295,12 +325,12 @@ def worker_time(size, precision, rounds, contenders, warmup=WARMUP):
             "shared_memory": {"peak_mb": C.peak_rss_mb(), "before_models_mb": base}}
 
 
-def worker_mem(size, precision, name):
+def worker_mem(size, precision, name, shape="even"):
     import torch  # noqa: F401 - every memory process imports the same libraries
     import datasets  # noqa: F401
     import trl  # noqa: F401
     import ptdsl
-    data = Examples(size, MEM_STEPS)
+    data = Examples(size, MEM_STEPS, shape)
     base = C.peak_rss_mb()
     if name.startswith("ptdsl"):  # the product, its own loop (with its start-up allocator tuning)
         ptdsl.train("dpo", **train_kwargs(size, precision, data, name == "ptdsl", MEM_STEPS))
@@ -313,24 +343,24 @@ def worker_mem(size, precision, name):
 
 # ---- driver -------------------------------------------------------------------------
 
-def run(quick: bool, smoke: bool = False) -> dict:
-    plan = SMOKE if smoke else QUICK if quick else FULL
+def run(quick: bool, smoke: bool = False, long_prompt: bool = False) -> dict:
+    plan = SMOKE if smoke else QUICK if quick else LONG if long_prompt else FULL
     warmup = 0 if smoke else WARMUP
-    out = {"quick": quick, "smoke": smoke, "configs": {}, "rounds": {f"{s} {p}": n for (s, p), n in plan.items()},
+    out = {"quick": quick, "smoke": smoke, "configs": {}, "rounds": {config_name(*k): n for k, n in plan.items()},
            "warmup": warmup, "mem_steps": MEM_STEPS}
-    for (size, precision), rounds in plan.items():
-        key = f"{size} {precision}"
+    for (size, precision, shape), rounds in plan.items():
+        key = config_name(size, precision, shape)
         print(f"[dpo] timing {key}: {rounds} rounds × {len(CONTENDERS)} contenders", file=sys.stderr, flush=True)
         t = C.run_json_subprocess([__file__, "--worker", "time", "--size", size, "--precision", precision,
-                                   "--rounds", str(rounds), "--warmup", str(warmup)])
+                                   "--rounds", str(rounds), "--warmup", str(warmup), "--shape", shape])
         shared = t.pop("shared_memory")
         mem = {name: shared for name in CONTENDERS} if smoke else {}  # smoke: no memory processes (seconds)
         for name in [] if smoke else CONTENDERS:
             print(f"[dpo] memory {key} {name}", file=sys.stderr, flush=True)
             mem[name] = C.run_json_subprocess([__file__, "--worker", "mem", "--size", size, "--precision",
-                                               precision, "--contender", name])
-        out["configs"][key] = {"size": size, "precision": precision, **t, "memory": mem,
-                               "tokens_per_step": 2 * PAIRS * C.SIZES[size]["length"]}
+                                               precision, "--contender", name, "--shape", shape])
+        out["configs"][key] = {"size": size, "precision": precision, "shape": shape, **t, "memory": mem,
+                               "tokens_per_step": 2 * PAIRS * seq_len(size, shape)}
     return out
 
 
@@ -345,7 +375,8 @@ def cpu_ratio(cfg, a, b):
 def markdown(data: dict) -> str:
     lines = [f"## {SECTION}", "",
              "Llama-style models from a config (tiny ≈1.3M params: hidden 128, 4 layers, vocab 1024, "
-             "64 tokens; small ≈20M: hidden 384, 6 layers, vocab 8192, 128 tokens); 8 preference pairs of "
+             "64 tokens; small ≈20M: hidden 384, 6 layers, vocab 8192, 128 tokens; long-prompt: prompt L, "
+             "completions L/4, so 80 tokens in tiny); 8 preference pairs of "
              "exact-length sequences per step; AdamW, clip 1.0, β = 0.1. Per-step wall time, contenders "
              f"interleaved step by step in one process after {data['warmup']} warm-up rounds; rounds per "
              f"configuration: {', '.join(f'{k} {v}' for k, v in data['rounds'].items())}"
@@ -371,6 +402,7 @@ def markdown(data: dict) -> str:
         r = {"ptdsl_live / hand": ratio(cfg, "ptdsl_live", "hand"),
              "ptdsl / policy_only": ratio(cfg, "ptdsl", "policy_only"),
              "ptdsl default / TRL default": ratio(cfg, "ptdsl", "trl_live"),
+             "ptdsl default / hand": ratio(cfg, "ptdsl", "hand"),
              "ptdsl / TRL precompute": ratio(cfg, "ptdsl", "trl"),
              "TRL default / hand": ratio(cfg, "trl_live", "hand"),
              "ptdsl peak RSS / TRL": cfg["memory"]["ptdsl"]["peak_mb"] / cfg["memory"]["trl_live"]["peak_mb"],
@@ -380,7 +412,8 @@ def markdown(data: dict) -> str:
         ratios.append([key] + [f"{v:.2f}" for v in r.values()])
     lines += ["### Ratios (medians)", "", C.table(["config", "ptdsl live / hand-written (target ≤ 1.05)",
                                                    "ptdsl precompute / policy-only (≤ 1.05)",
-                                                   "ptdsl default / TRL default (≤ 0.65)",
+                                                   "ptdsl default / TRL default (≤ 0.65; long prompts ≤ 0.45)",
+                                                   "ptdsl default / hand-written (long prompts ≤ 0.7)",
                                                    "ptdsl / TRL precompute", "TRL default / hand-written",
                                                    "ptdsl peak RSS / TRL's (≤ 1)",
                                                    "CPU time: ptdsl live / hand-written",
@@ -417,6 +450,7 @@ def _verdict(data) -> list[str]:
         out.append(f"- {what}: {'met' if not missed else 'missed in ' + ', '.join(missed)} (ratios {span}).")
         if missed and key == "ptdsl default / TRL default":
             out.append("  Why: " + "; ".join(_floor_vs_trl(data["configs"][k]["ratios"], k) for k in missed) + ".")
+    out += _long_prompt_verdict(data)
     t = [c["ratios"]["TRL default / hand"] for c in data["configs"].values()]
     out.append(f"- TRL's default step costs {min(t):.2f}–{max(t):.2f}× the hand-written one here "
                "(PERF.md measured 1.3–1.8×).")
@@ -432,6 +466,20 @@ def _verdict(data) -> list[str]:
     return out
 
 
+def _long_prompt_verdict(data) -> list[str]:
+    """Issue 14's long-prompt targets: ptdsl's default ≤ 0.7× hand-written and ≤ 0.45× TRL's default."""
+    out = []
+    for k, c in data["configs"].items():
+        if c.get("shape") != "long":
+            continue
+        r = c["ratios"]
+        hand, trl = r["ptdsl default / hand"], r["ptdsl default / TRL default"]
+        out.append(f"- {k}: ptdsl's default step is {hand:.2f}× the hand-written one (target ≤ 0.7: "
+                   f"{'met' if hand <= 0.7 else 'missed'}) and {trl:.2f}× TRL's default (target ≤ 0.45: "
+                   f"{'met' if trl <= 0.45 else 'missed'}); each pair's prompt is encoded once.")
+    return out
+
+
 def main():
     ap = C.cli(__doc__.splitlines()[0])
     ap.add_argument("--worker", choices=["time", "mem"])
@@ -440,20 +488,23 @@ def main():
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=WARMUP)
     ap.add_argument("--contender", default="ptdsl")
+    ap.add_argument("--shape", default="even", choices=["even", "long"])
+    ap.add_argument("--long-prompt", action="store_true", help="only the long-prompt configuration (prompt 4× "
+                    "the completion)")
     ap.add_argument("--only", help="comma-separated contenders (a --worker time run, for profiling)")
     args = ap.parse_args()
     C.setup_env(args.smoke)
     if args.worker == "time":
         import json
         names = args.only.split(",") if args.only else CONTENDERS
-        print(json.dumps(worker_time(args.size, args.precision, args.rounds, names, args.warmup)))
+        print(json.dumps(worker_time(args.size, args.precision, args.rounds, names, args.warmup, args.shape)))
         return
     if args.worker == "mem":
         import json
-        print(json.dumps(worker_mem(args.size, args.precision, args.contender)))
+        print(json.dumps(worker_mem(args.size, args.precision, args.contender, args.shape)))
         return
     t0 = time.time()
-    data = run(args.quick, args.smoke)
+    data = run(args.quick, args.smoke, args.long_prompt)
     data["machine"] = C.machine_info()
     data["wall_s"] = round(time.time() - t0, 1)
     C.emit(args.json, SECTION, markdown(data), data)

@@ -75,6 +75,8 @@ OPTS: tuple[Opt, ...] = (
     Opt("mixed_precision", ("--bf16",), None, "= --mixed-precision bf16", switch="bf16"),
     Opt("mixed_precision", ("--fp16",), None, "= --mixed-precision fp16", switch="fp16"),
     Opt("precompute", ("--no-precompute",), None, "run frozen data-only queries at every step", switch=False),
+    Opt("prefix_sharing", ("--no-prefix-sharing",), None, "encode every row's prompt, even where rows share it "
+        "(default: once per prompt when that pays; `ptdsl show` says where)", switch=False),
     Opt("report_to", ("--report-to", "--report_to"), str, "a metrics reporter", choices=("tensorboard", "trackio"),
         many=True),
     Opt("rollout.temperature", ("--temperature",), float, "override the rollout sampling temperature"),
@@ -83,6 +85,17 @@ OPTS: tuple[Opt, ...] = (
     Opt("lora_r", ("--lora-r", "--lora_r"), int, "train LoRA adapters of this rank (needs peft); a frozen(policy) "
         "reference is then the base model with adapters disabled"),
     Opt("lora_alpha", ("--lora-alpha", "--lora_alpha"), int, "LoRA alpha (default 16)"),
+    Opt("lora_dropout", ("--lora-dropout", "--lora_dropout"), float, "dropout on the LoRA adapters' input (default 0)"),
+    Opt("lora_target_modules", ("--lora-target-modules", "--lora_target_modules"), str,
+        "comma-separated module names to adapt, e.g. q_proj,v_proj (default all-linear)", metavar="NAMES"),
+    Opt("lora_path", ("--lora-path",), str, "a saved LoRA adapter (a LoRA run's final/) to train further",
+        metavar="DIR"),
+    Opt("torch_dtype", ("--torch-dtype", "--torch_dtype", "--dtype"), str, "the models' weights dtype "
+        "(default: float32; auto: as saved)", choices=("auto", "float32", "bfloat16", "float16")),
+    Opt("attn_implementation", ("--attn-implementation", "--attn_implementation"), str,
+        "transformers' attention implementation: eager, sdpa, flash_attention_2, …", metavar="NAME"),
+    Opt("gradient_checkpointing", ("--gradient-checkpointing", "--gradient_checkpointing"), None,
+        "recompute the policy's layer activations in backward (less memory, more time)"),
     Opt("quiet", ("--quiet",), None, "print nothing but errors"),
 )
 

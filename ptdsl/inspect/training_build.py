@@ -15,6 +15,7 @@ from ptdsl.ir.consteval import Schedule as Scheduled
 from ptdsl.ir.graph import leaves
 from ptdsl.ir.ops import STATEFUL
 from ptdsl.plan import Plan
+from ptdsl.sharing import describe as describe_sharing
 
 PER_MICRO = "per micro-batch"
 
@@ -222,7 +223,8 @@ STAGES = (_precompute, _sources, _sample, _score, _pick, _record, _reuse, _forwa
 # ---- helpers --------------------------------------------------------------------------
 
 def _forward_lines(f: _Facts, queries, when: str) -> tuple[tuple[Line, ...], tuple[Run, ...]]:
-    """One line and one Run per network and gradient setting, as the runtime batches them."""
+    """One line and one Run per network and gradient setting, as the runtime batches them, each
+    followed by whether that forward encodes a shared prompt once (ptdsl/sharing.py)."""
     groups: dict[tuple[str, bool], list] = {}
     for q in queries:
         groups.setdefault((f.network(q.model), not q.frozen), []).append(q)
@@ -232,8 +234,14 @@ def _forward_lines(f: _Facts, queries, when: str) -> tuple[tuple[Line, ...], tup
         outputs = tuple(q.leaf for q in qs)
         lines.append(Line(f"{net} on {', '.join(sets)} → {', '.join(outputs)}",
                           f"{when}, with gradient" if grad else when))
+        lines.append(_sharing_line(f, net, sets))
         runs.append(Run(net, sets, outputs, grad))
     return tuple(lines), tuple(runs)
+
+
+def _sharing_line(f: _Facts, net: str, sets) -> Line:
+    text, applies = describe_sharing(net, f.graph, sets, net in f.roles and f.roles[net].kind == "critic")
+    return Line(text, "--no-prefix-sharing: off" if applies else "")
 
 
 def _leaves(g):

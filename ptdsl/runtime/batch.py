@@ -88,6 +88,7 @@ class Layout:
     prompt_len: int         # P: completions start at column P
     spans: dict             # set → (first row, row count, completion length C_s)
     completion_mask: dict   # set → [rows, C_s] bool
+    prompt_groups: list = field(default_factory=list)  # row → index of its prompt among the distinct ones
 
 
 def completion_width(rows: SetRows) -> int:
@@ -110,6 +111,8 @@ def set_mask(rows: SetRows, width: int):
 
 def layout(sets: dict[str, SetRows], names: list[str], pad_id: int, device) -> Layout:
     import torch
+
+    from ptdsl.runtime.prefix import prompt_groups
     rows = [(s, p, c) for s in names for p, c in zip(sets[s].prompt_ids, sets[s].completion_ids)]
     P = max(len(p) for _, p, _ in rows)
     C = max(max(len(c) for _, _, c in rows), 1)
@@ -129,4 +132,5 @@ def layout(sets: dict[str, SetRows], names: list[str], pad_id: int, device) -> L
         masks[s] = set_mask(sets[s], width).to(device)
         spans[s] = (start, n, width)
         start += n
-    return Layout(ids.to(device), att.to(device), pos.to(device), P, spans, masks)
+    groups = prompt_groups([p for _, p, _ in rows])
+    return Layout(ids.to(device), att.to(device), pos.to(device), P, spans, masks, groups)

@@ -32,6 +32,7 @@ from ptdsl.runtime.callbacks import check_callbacks, notify
 from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.guard import Guard, check_options
+from ptdsl.runtime.model_options import Loading
 from ptdsl.runtime.precompute import precompute
 from ptdsl.runtime.queries import Trunk
 from ptdsl.runtime.rewards import RewardSources, verifier_uses
@@ -65,9 +66,16 @@ class TrainOptions:
     log_steps: int = 10
     mixed_precision: str = "no"          # no | bf16 | fp16
     precompute: bool = True              # precompute frozen data-only queries (reference log-probs)
+    prefix_sharing: bool = True          # rows with one prompt encode it once when that pays (ptdsl/sharing.py)
     report_to: tuple = ()                # tensorboard, trackio
     lora_r: int = 0                      # > 0: train LoRA adapters (peft); a frozen(policy) reference is
     lora_alpha: int = 16                 #   then the base model with adapters disabled, not a copy
+    lora_dropout: float = 0.0
+    lora_target_modules: str | None = None   # comma-separated module names (default all-linear)
+    lora_path: str | None = None         # a saved adapter to train further (implies LoRA)
+    torch_dtype: str | None = None       # auto | float32 | bfloat16 | float16: the weights' dtype
+    attn_implementation: str | None = None   # eager | sdpa | flash_attention_2 | …
+    gradient_checkpointing: bool = False # recompute the policy's activations in backward
     resume: bool = False
     rollout: dict = field(default_factory=dict)   # sample option overrides (temperature, max_tokens, …)
     quiet: bool = False
@@ -131,8 +139,10 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     rewards = RewardSources(compiled.plan, reward_fns, embedded_default=model is None, device=acc.device,
                             uses=verifier_uses(compiled.method.definition), log=log) \
         if compiled.plan.rewards or reward_fns else None
+    loading = Loading(opts.torch_dtype, opts.attn_implementation, opts.gradient_checkpointing, opts.lora_dropout,
+                      opts.lora_target_modules, opts.lora_path)
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log, tokenizer=tokenizer,
-                         chat_template=opts.chat_template)
+                         chat_template=opts.chat_template, loading=loading)
     load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
     sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
     examples = next(iter(sources.values()))
@@ -161,7 +171,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     positions = {e.index: i for rows in sources.values() for i, e in enumerate(rows)}
     cache = precompute(pre, models.frozen, sources, compiled.graph.graph["sets"], models.tokenizer.pad_token_id,
                        acc.device, 16, out / "cache" if acc.is_main_process else None, models.ids,
-                       _progress(acc, opts)) if pre else {}
+                       _progress(acc, opts), prefix_sharing=opts.prefix_sharing) if pre else {}
 
     # -- optimizer (a parameter group per learner: the policy with its heads, each critic), schedule, accelerate
     heads, critics = list(models.heads.values()), list(models.critics.values())
@@ -183,7 +193,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
     ctx = StepContext(compiled, models, acc.device, cache, positions,
-                      temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed)
+                      temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed,
+                      prefix_sharing=opts.prefix_sharing)
     experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares)
     evaluator = evaluate.Evaluator(compiled, models, eval_sources, opts, acc, rewards, out, log, _global_counts,
                                    _reduce_metrics, explicit=opts.eval_data is not None) if eval_sources else None

@@ -23,9 +23,10 @@ def cache_key(model_id: str, examples, kind: str, leaf_names) -> str:
 
 
 def precompute(queries, models, examples, set_info, pad_id, device, batch_size, cache_dir: Path | None,
-               model_ids: dict, progress) -> dict:
+               model_ids: dict, progress, prefix_sharing: bool = True) -> dict:
     """{leaf name: [per-example 1-D tensors]} for every precomputable query. `examples` is a list,
-    or with several data sources a dict row space → examples: a query runs over its set's source."""
+    or with several data sources a dict row space → examples: a query runs over its set's source.
+    `prefix_sharing`: rows with one prompt may encode it once (runtime/prefix.py)."""
     out: dict[str, list] = {}
     by_model: dict[tuple[str, str], list] = {}
     for q in queries:
@@ -46,7 +47,7 @@ def precompute(queries, models, examples, set_info, pad_id, device, batch_size, 
             chunk = examples[i:i + batch_size]
             rows = dataset_sets(chunk, sets, set_info)
             res = run_model(models[model_name], rows, sets, {s: {q.output for q in qs if q.set == s} for s in sets},
-                            pad_id, device, frozen=True)
+                            pad_id, device, frozen=True, prefix_sharing=prefix_sharing)
             for q in qs:
                 t, m = res[(q.output, q.set)], res[("mask", q.set)]
                 values[q.leaf].extend(t[j][m[j]].float().cpu() for j in range(len(chunk)))

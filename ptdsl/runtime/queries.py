@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ptdsl.runtime.batch import layout
+from ptdsl.runtime.prefix import plan_sharing, shareable, shared_forward
 
 # Elements of one [rows × vocabulary slice] logits tile, and of its [vocabulary slice ×
 # hidden] LM-head gradient, alive at once (4 MiB in fp32). The tile's size then does not grow
@@ -200,13 +201,17 @@ class Trunk(torch.nn.Module):
 
     Distributed wrappers (DDP) sync gradients of what runs through their forward;
     the LM head is applied outside it (chunked, `TokenLogprobs`) but its weight is
-    a parameter of this module, so its gradient is synchronised too."""
+    a parameter of this module, so its gradient is synchronised too. With `share` (a
+    prefix.Sharing) rows with one prompt encode it once; that is still one call of this
+    module, as DDP needs (one forward per backward)."""
 
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids, attention_mask, position_ids):
+    def forward(self, input_ids, attention_mask, position_ids, share=None):
+        if share is not None:
+            return shared_forward(decoder(self.lm), input_ids, attention_mask, position_ids, share)
         out = decoder(self.lm)(input_ids=input_ids, attention_mask=attention_mask,
                                 position_ids=position_ids, use_cache=False)
         return out[0] if isinstance(out, tuple) else out.last_hidden_state
@@ -221,28 +226,50 @@ def hf_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def hidden_states(model, lay):
+def hidden_states(model, lay, share=None):
+    """[R, P + C, H] for a layout's rows (`share`: a prefix.Sharing, or None for the plain forward)."""
+    args = (lay.input_ids, lay.attention_mask, lay.position_ids, share)
     if hasattr(model, "peft"):  # the base of a LoRA policy: its adapters off
         with model.peft.disable_adapter():
-            return Trunk(model.peft)(lay.input_ids, lay.attention_mask, lay.position_ids)
+            return Trunk(model.peft)(*args)
     inner = getattr(model, "module", model)
     if isinstance(inner, Trunk):
-        return model(lay.input_ids, lay.attention_mask, lay.position_ids)
-    return Trunk(model)(lay.input_ids, lay.attention_mask, lay.position_ids)
+        return model(*args)
+    return Trunk(model)(*args)
+
+
+def sharing_for(model, lay, enabled: bool = True):
+    """The prefix.Sharing a forward of `model` over `lay` uses: None when turned off, when the
+    model's cache cannot be continued, when too few prompt tokens are saved (prefix.pays), or when
+    the model checkpoints its layers in this forward (transformers then drops the prompt pass's
+    cache: the completions would not see their prompt)."""
+    hf = hf_model(model)
+    if not enabled or not shareable(hf.config) or _checkpoints(hf):
+        return None
+    width = lay.input_ids.shape[1] - lay.prompt_len
+    return plan_sharing(lay.prompt_groups, lay.prompt_len, width, lay.input_ids.device)
+
+
+def _checkpoints(hf) -> bool:
+    """Whether a forward now would run checkpointed layers (training mode, gradients on)."""
+    on = getattr(hf, "is_activation_checkpointing", None)
+    on = on if on is not None else getattr(hf, "is_gradient_checkpointing", False)
+    return bool(on) and hf.training and torch.is_grad_enabled()
 
 
 def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, temperatures: dict | None = None,
-              value_head=None):
+              value_head=None, prefix_sharing: bool = True):
     """{(output, set): tensor} for one model over the sets `names`.
 
     `outputs` maps set → the output kinds wanted (logprobs, entropy, logits, values, score,
     token_score: the classifier head of a sequence classifier applied at every token);
-    `temperatures` maps a set to the temperature its logits are divided by (default 1)."""
+    `temperatures` maps a set to the temperature its logits are divided by (default 1);
+    `prefix_sharing`: rows with one prompt may encode it once (`sharing_for`)."""
     temperatures = temperatures or {}
     lay = layout(sets, names, pad_id, device)
     ctx = torch.inference_mode() if frozen else torch.enable_grad()
     with ctx:
-        h = hidden_states(model, lay)
+        h = hidden_states(model, lay, sharing_for(model, lay, prefix_sharing))
         model = hf_model(model)
         result = {}
         for s in names:

@@ -14,6 +14,7 @@ from ptdsl.runtime import chat
 from ptdsl.runtime import data as D
 from ptdsl.runtime import critic as C
 from ptdsl.runtime import embedded
+from ptdsl.runtime import model_options as MO
 from ptdsl.runtime.datafiles import Table, read_table
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.validate import Problem, report, validate
@@ -59,11 +60,11 @@ def load_tokenizer(model_id: str | None, given=None, chat_template: str | None =
     return tok
 
 
-def _load_lm(model_id: str, scorer: bool):
+def _load_lm(model_id: str, scorer: bool, loading: MO.Loading = MO.Loading()):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     cls = AutoModelForSequenceClassification if scorer else AutoModelForCausalLM
     try:
-        return cls.from_pretrained(model_id, **({"num_labels": 1} if scorer else {}))
+        return cls.from_pretrained(model_id, **({"num_labels": 1} if scorer else {}), **MO.pretrained_kwargs(loading))
     except OSError as exc:
         raise RuntimeSetupError(f"cannot load model `{model_id}`: {exc}",
                                 help="give a local directory or a hub id reachable from this machine") from None
@@ -80,20 +81,13 @@ class AdapterDisabled(torch.nn.Module):
         self.peft = peft_model
 
 
-def _with_lora(policy, r: int, alpha: int):
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise RuntimeSetupError("--lora-r needs the `peft` package", help="pip install peft") from None
-    task = "SEQ_CLS" if hasattr(policy, "score") else "CAUSAL_LM"
-    return get_peft_model(policy, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type=task))
-
-
 def load_models(compiled, model, seed: int, lora_r: int = 0, lora_alpha: int = 16,
-                log=print, tokenizer=None, chat_template: str | None = None) -> Models:
+                log=print, tokenizer=None, chat_template: str | None = None,
+                loading: MO.Loading = MO.Loading()) -> Models:
     """`model`: a path or hub id, a loaded transformers model (trained in place, as a TRL trainer
     does), or None (the embedded default); `tokenizer` goes with an object (default: the one saved
-    beside it, found through its `name_or_path`); `chat_template`: --chat-template."""
+    beside it, found through its `name_or_path`); `chat_template`: --chat-template; `loading`: dtype,
+    attention, gradient checkpointing and LoRA options (runtime/model_options.py)."""
     scorer = _needs_scorer(compiled)
     given = model if isinstance(model, torch.nn.Module) else None
     if given is None and model is not None and not isinstance(model, (str, os.PathLike)):
@@ -108,16 +102,22 @@ def load_models(compiled, model, seed: int, lora_r: int = 0, lora_alpha: int = 1
     model_id = _identity(given) if given is not None else (str(model) if model is not None else None)
     tok = load_tokenizer(_name_or_path(given) if given is not None else model_id, tokenizer, chat_template)
     if given is not None:
-        policy = _checked_object(given, scorer)
+        policy = MO.apply(_checked_object(given, scorer), loading)
+    elif model_id is None:
+        policy = MO.apply(embedded.model(tok, seed, sequence_classifier=scorer), loading)
     else:
-        policy = embedded.model(tok, seed, sequence_classifier=scorer) if model_id is None else _load_lm(model_id, scorer)
+        policy = _load_lm(model_id, scorer, loading)
+    MO.checkpointing(policy, loading, log)
     if getattr(policy.config, "pad_token_id", None) is None:
         policy.config.pad_token_id = tok.pad_token_id
     # critics first: `critic(policy)` copies the policy's body as loaded, before LoRA adapters
     critics = {c.name: C.build(c, policy, model_id, tok, seed, log) for c in compiled.plan.learners}
-    if lora_r:
-        policy = _with_lora(policy, lora_r, lora_alpha)
-    models = Models(policy, tok, ids={"policy": model_id or f"embedded(seed={seed})"}, critics=critics)
+    lora = bool(lora_r or loading.lora_path)
+    if lora:
+        policy = MO.lora(policy, lora_r, lora_alpha, loading)
+    MO.training_mode(policy, loading)
+    models = Models(policy, tok, ids={"policy": (model_id or f"embedded(seed={seed})") + MO.tag(loading)},
+                    critics=critics)
     roles = compiled.graph.graph["roles"]
     used = {q.model for q in compiled.plan.queries} | {r.model for r in compiled.plan.rollouts.values()}
     for name in list(used):  # a mixture samples from two models: both are loaded
@@ -129,20 +129,21 @@ def load_models(compiled, model, seed: int, lora_r: int = 0, lora_alpha: int = 1
             continue
         if role.kind == "frozen_copy":
             moving = dict(role.options).get("sync_steps")
-            if lora_r and moving:
+            if lora and moving:
                 raise RuntimeSetupError(f"`{name}` moves toward the policy (sync_steps), which needs a copy, "
                                         "not the adapter-disabled base of a LoRA policy",
                                         help="train without --lora-r, or drop sync_steps")
             # with LoRA the base model is the reference: no second copy of the weights
-            models.frozen[name] = AdapterDisabled(policy) if lora_r else _freeze(copy.deepcopy(policy))
+            models.frozen[name] = AdapterDisabled(policy) if lora else _freeze(copy.deepcopy(policy))
             models.ids[name] = models.ids["policy"]
         elif role.kind == "model":
             path = role.source[len('model("'):-2]
             if model_id is None:  # the embedded default has no named models: say that one stands in
                 log(f"note: `{name} = model(\"{path}\")` is not loaded with the embedded default: another tiny "
                     f"model with random weights (seed {seed + 1}) stands in; give --model to load `{path}`")
-            models.frozen[name] = _freeze(embedded.model(tok, seed + 1) if model_id is None else _load_lm(path, False))
-            models.ids[name] = path
+            models.frozen[name] = _freeze(MO.apply(embedded.model(tok, seed + 1), loading) if model_id is None
+                                          else _load_lm(path, False, loading))
+            models.ids[name] = path + MO.tag(loading)
         elif role.kind == "value_head":
             torch.manual_seed(seed + 2)
             models.heads[name] = torch.nn.Linear(policy.config.hidden_size, 1)

@@ -33,6 +33,7 @@ class StepContext:
     temperatures: dict = field(default_factory=dict)  # set → scoring temperature (see scoring_temperatures)
     seed: int = 0           # the run's seed: random draws are keyed by it (runtime/draws.py)
     clock: Clock = field(default_factory=Clock)  # the optimizer step being made (the loop sets it)
+    prefix_sharing: bool = True  # rows with one prompt may encode it once (runtime/prefix.py)
 
 
 def _policy(ctx):
@@ -124,7 +125,7 @@ def _run(ctx, body, head, batch, sets, outputs, frozen):
         return run_critic(ctx.models.critics[body], batch.sets, sets, pad, ctx.device, frozen=frozen)
     model = _policy(ctx) if body == "policy" else ctx.models.frozen[body]
     return run_model(model, batch.sets, sets, outputs, pad, ctx.device, frozen=frozen or body != "policy",
-                     temperatures=ctx.temperatures, value_head=head)
+                     temperatures=ctx.temperatures, value_head=head, prefix_sharing=ctx.prefix_sharing)
 
 
 def _snapshot_of(q) -> str:

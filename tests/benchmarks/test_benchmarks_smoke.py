@@ -14,7 +14,8 @@ BENCH = ROOT / "benchmarks"
 # Benchmarks of one runtime component (not of a training step) import it by its public name.
 COMPONENTS = {"data_validation": {"ptdsl.runtime.data", "ptdsl.runtime.chat", "ptdsl.runtime.datafiles",
                                    "ptdsl.runtime.validate"},
-              "logprob_memory": {"ptdsl.runtime.queries"}}
+              "logprob_memory": {"ptdsl.runtime.queries"},
+              "prefix_crossover": {"ptdsl.runtime.batch", "ptdsl.runtime.queries"}}  # not run_all's: a measurement
 
 
 def module(name: str):

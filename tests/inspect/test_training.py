@@ -94,10 +94,12 @@ def test_ppo_records_old_log_probs_and_values_for_four_passes():
     t = _graph("ppo")
     assert _lines(t, "record") == [
         ("reference on y → logprobs(reference, y)", "per experience, before its first update"),
-        ("policy on y → logprobs(old, y), values(old(value), y)", "per experience, before its first update")]
+        ("prefix sharing, reference: no (one row per prompt)", ""),
+        ("policy on y → logprobs(old, y), values(old(value), y)", "per experience, before its first update"),
+        ("prefix sharing, policy: no (one row per prompt)", "")]
     assert _lines(t, "reuse") == [("4 passes × 1 mini-batch → 4 optimizer steps per experience", "")]
     assert _lines(t, "forward") == [("policy on y → logprobs(policy, y), values(value, y)",
-                                     "per micro-batch, with gradient")]
+                                     "per micro-batch, with gradient"), ("prefix sharing, policy: no (one row per prompt)", "")]
     assert [r.grad for r in t.stage("record").runs] == [False, False]
     assert t.steps_per_experience == "4" and "AdamW on policy, value" in _lines(t, "optimize")[0][0]
     assert [(m.name, m.heads) for m in t.models] == [("policy", ("value = value_head(policy)",)),
@@ -112,11 +114,14 @@ def test_grpo_records_old_only_when_an_experience_feeds_several_steps():
     assert _lines(one, "record") == [("nothing: one optimizer step per experience, so logprobs(old, y) = the "
                                       "current policy's, detached", "")]
     assert one.stage("record").runs == () and "next mini-batch" not in to_dot(one)
-    assert _lines(two, "record") == [("policy on y → logprobs(old, y)", "per experience, before its first update")]
+    shared = ("prefix sharing, policy: each prompt encoded once for its 8 rows, when the saved prompt tokens pay: "
+              "(R − U)·P ≥ 0.1·R·(P + C)", "--no-prefix-sharing: off")
+    assert _lines(two, "record") == [("policy on y → logprobs(old, y)", "per experience, before its first update"),
+                                     shared]
     assert _lines(two, "reuse")[0][0].startswith("2 passes × 1 mini-batch")
     assert "next mini-batch (2 steps per experience)" in to_dot(two)
     k = _graph("grpo", beta=0.04, steps_per_generation=4)
-    assert _lines(k, "record")[1] == ("reference on y → logprobs(reference, y)",
+    assert _lines(k, "record")[2] == ("reference on y → logprobs(reference, y)",
                                      "per experience, before its first update, when --grad-accum < 4")
     assert _lines(k, "sources") == [("prompts", "per experience: 4 ÷ --grad-accum global batches")]
 
@@ -125,7 +130,9 @@ def test_dpo_precomputes_reference_log_probs_once():
     t = _graph("dpo")
     assert t.stages[0].name == "precompute" and t.stages[0].phase == "setup"
     assert _lines(t, "precompute") == [("reference on chosen, rejected → logprobs(reference, chosen), "
-                                        "logprobs(reference, rejected)", "once, cached; --no-precompute: per micro-batch")]
+                                        "logprobs(reference, rejected)", "once, cached; --no-precompute: per micro-batch"),
+                                       ("prefix sharing, reference: each prompt encoded once for its 2 rows, when the "
+                                        "saved prompt tokens pay: (R − U)·P ≥ 0.1·R·(P + C)", "--no-prefix-sharing: off")]
     assert t.stage("record") is None and t.stage("sample") is None
     assert _lines(t, "sources") == [("preference: chosen, rejected", "per experience: 1 global batch")]
     assert '"s_precompute" -> "s_forward" [label="cached"]' in to_dot(t)
@@ -240,3 +247,16 @@ def test_training_graph_commands_do_not_import_torch():
             "sys.exit(3 if 'torch' in sys.modules else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_show_says_where_prompts_are_shared():
+    """Per forward: pairs and groups share (with the rule), a ranked list shares up to its size,
+    one row per prompt or a separate critic does not."""
+    def sharing(name, stage="forward", **params):
+        return [text for text, _ in _lines(_graph(name, **params), stage) if text.startswith("prefix sharing")]
+    assert sharing("dpo") == ["prefix sharing, policy: each prompt encoded once for its 2 rows, when the saved "
+                              "prompt tokens pay: (R − U)·P ≥ 0.1·R·(P + C)"]
+    assert "for its 8 rows" in sharing("grpo")[0]
+    assert "for its up to 4 rows" in sharing("lipo")[0]
+    assert sharing("sft") == ["prefix sharing, policy: no (one row per prompt)"]
+    assert "prefix sharing, value: no (a separate critic encodes every row)" in sharing("ppo_critic", "record")
