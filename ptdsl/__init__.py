@@ -22,8 +22,10 @@ def train(method, model=None, data=None, **options):
     default. `model` is a path or hub id, or a loaded transformers model (trained in place;
     `tokenizer=` an object or path, default the one beside it); `data` is a path or a
     `datasets.Dataset` / `DatasetDict` (its train split), or for a method with several sources
-    `{source: data}`. Returns the last metrics (a dict) with `.model` (the trained policy) and
-    `.tokenizer`.
+    `{source: data}`. `eval_data=` (default: a DatasetDict's test split), `eval_steps=` and
+    `log_samples=` evaluate on held-out rows (ptdsl/runtime/evaluate.py). Returns the last metrics
+    (a dict, with the final evaluation's `eval/…` when the run evaluates) with `.model` (the
+    trained policy) and `.tokenizer`.
 
     `callbacks=[obj, …]` observes the loop's own optimizer steps: `obj.on_step_begin(step)`
     at the start of each (before its experience or mini-batch is fetched; `step` counts from

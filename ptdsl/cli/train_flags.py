@@ -63,6 +63,12 @@ OPTS: tuple[Opt, ...] = (
     Opt("max_examples", ("--max-examples",), int, "use only the first N usable rows of the dataset (of each source)"),
     Opt("skip_invalid_rows", ("--skip-invalid-rows",), None, "drop the dataset rows that do not fit the method's "
         "data kind (counted, the first few shown) instead of stopping before step 1"),
+    Opt("eval_data", ("--eval-data", "--eval_dataset"), str, "held-out rows to evaluate on (eval/ rows in "
+        "metrics.jsonl), as --data; default: a DatasetDict's `test` split", many=True, metavar="[NAME=]PATH"),
+    Opt("eval_steps", ("--eval-steps", "--eval_steps"), int, "evaluate every N steps (default 0: once, at the end)",
+        metavar="N"),
+    Opt("log_samples", ("--log-samples",), int, "write N held-out prompts with the policy's greedy completion and "
+        "reward to samples.jsonl at each evaluation", metavar="N"),
     Opt("save_steps", ("--save-steps", "--save_steps"), int, "checkpoint every N steps (default 0: final model only)"),
     Opt("log_steps", ("--log-steps", "--logging_steps"), int, "print metrics every N steps (default 10)"),
     Opt("mixed_precision", ("--mixed-precision",), str, "default no", choices=("no", "bf16", "fp16")),

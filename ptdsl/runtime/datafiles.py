@@ -37,9 +37,22 @@ class Table:
         return f"row {i + 1}" + (f" (line {self.lines[i]})" if self.lines else "")
 
 
+@dataclass(frozen=True)
+class Split:
+    """One split of a DatasetDict, which messages name (the `test` split a run evaluates on)."""
+
+    dataset: object
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
 def read_table(source) -> Table:
     """Rows from a local .json/.jsonl/.csv/.parquet file, a saved dataset directory, a hub name, or
-    (from Python) a `datasets.Dataset` or `DatasetDict` object."""
+    (from Python) a `datasets.Dataset` or `DatasetDict` object, or a Split."""
+    if isinstance(source, Split):
+        return Table([dict(r) for r in source.dataset], f"the DatasetDict's {source.name} split")
     if not isinstance(source, (str, os.PathLike)):
         return _from_object(source)
     path = Path(source).expanduser()
@@ -201,7 +214,7 @@ def _read_parquet(path: Path, source: str) -> Table:
 def _with_datasets(path: Path, source: str) -> Table:
     import datasets
     try:
-        if path.is_dir() and (path / "dataset_info.json").exists():
+        if _saved(path):
             ds = datasets.load_from_disk(str(path))
         else:
             ds = datasets.load_dataset(source, split="train")
@@ -212,6 +225,28 @@ def _with_datasets(path: Path, source: str) -> Table:
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
     return Table([dict(r) for r in ds], source)
+
+
+def _saved(path: Path) -> bool:
+    """A directory `save_to_disk` wrote: a Dataset's, or a DatasetDict's (its splits in subdirectories)."""
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
+
+
+def test_split(source):
+    """The `test` split of a DatasetDict — an object, or a directory `save_to_disk` wrote — or None:
+    the held-out rows a run evaluates on when no --eval-data is given (read_table reads `train`)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not _saved(path):
+            return None
+        import datasets
+        try:
+            source = datasets.load_from_disk(str(path))
+        except Exception:  # noqa: BLE001 - read_table has reported (or will report) what is wrong with it
+            return None
+    elif type(source).__module__.split(".")[0] != "datasets":
+        return None
+    return Split(source["test"], "test") if isinstance(source, dict) and "test" in source else None
 
 
 READERS = {".json": _read_json, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}

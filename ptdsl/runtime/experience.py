@@ -240,14 +240,17 @@ def score(compiled, batch, rewards):
     needed = {(i.name.split("(", 1)[0], i.set) for i in compiled.inputs if i.kind == "reward"}
     needed |= {(sets[s].by, sets[s].base) for s in compiled.plan.sets if sets[s].source == "picked"}
     for reward, s in sorted(needed):
-        if sets[s].source != "rollout":
-            continue
-        n = int(compiled.plan.rollouts[s].options.get("n", 1))
-        prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
-        keys = dict.fromkeys(k for e in batch.examples for k in e.columns)  # rows may differ in their columns
-        columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in keys}
-        columns["completion_ids"] = [list(ids) for ids in batch.sets[s].completion_ids]  # as TRL passes them
-        chats = [e.prompt_messages for e in batch.examples for _ in range(n)]
-        rows = [e.where or f"example {e.index + 1}" for e in batch.examples for _ in range(n)]
-        batch.rewards[f"{reward}({s})"] = rewards.evaluate(reward, prompts, batch.sets[s].texts, columns,
-                                                           chats, rows)
+        if sets[s].source == "rollout":
+            batch.rewards[f"{reward}({s})"] = score_set(batch, s, reward, rewards)
+
+
+def score_set(batch, s: str, reward: str, rewards) -> list[float]:
+    """Reward `reward` of each row of rollout set `s`: its completion with its prompt and columns."""
+    n = len(batch.sets[s]) // len(batch.examples)  # samples per prompt, as drawn (an eval draws one)
+    prompts = [e.prompt_text for e in batch.examples for _ in range(n)]
+    keys = dict.fromkeys(k for e in batch.examples for k in e.columns)  # rows may differ in their columns
+    columns = {k: [e.columns.get(k) for e in batch.examples for _ in range(n)] for k in keys}
+    columns["completion_ids"] = [list(ids) for ids in batch.sets[s].completion_ids]  # as TRL passes them
+    chats = [e.prompt_messages for e in batch.examples for _ in range(n)]
+    rows = [e.where or f"example {e.index + 1}" for e in batch.examples for _ in range(n)]
+    return rewards.evaluate(reward, prompts, batch.sets[s].texts, columns, chats, rows)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import torch
 from ptdsl.api import compile as compile_method  # the API below the runtime, not the package above it
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
-from ptdsl.runtime import checkpoint, embedded, experience, metrics_log, reporters, run_record
+from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_log, reporters, run_record, samples_log
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -81,6 +81,9 @@ class TrainOptions:
     rollout: dict = field(default_factory=dict)   # sample option overrides (temperature, max_tokens, …)
     quiet: bool = False
     callbacks: tuple = ()                # objects with on_step_begin(step) and/or on_step_end(step, metrics)
+    eval_data: object = None             # held-out rows, as `data` (default: a DatasetDict's `test` split)
+    eval_steps: int = 0                  # evaluate every N steps (0: once, at the end)
+    log_samples: int = 0                 # write N greedy completions per evaluation to samples.jsonl
 
 
 class TrainResult(dict):
@@ -100,8 +103,9 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     """Train `method` (name, path or Method) and return the last logged metrics with the trained model.
     `model`: a path or hub id, a loaded transformers model (trained in place), or None (the embedded
     default); `tokenizer` goes with a model object. `data`: a path or a datasets.Dataset /
-    DatasetDict (its train split) for the method's one dataset, `{source: data}` or
-    `["NAME=PATH", …]` for named sources, or None (the embedded default for every source)."""
+    DatasetDict (its train split; its test split is the default `eval_data`) for the method's one
+    dataset, `{source: data}` or `["NAME=PATH", …]` for named sources, or None (the embedded
+    default for every source)."""
     tune_malloc()  # large step buffers reused from the heap, not re-mmapped each step (runtime/alloc.py)
     opts = _options(options)
     check_options(opts.nonfinite_grads, opts.max_skipped_steps)
@@ -146,6 +150,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
     sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
     examples = next(iter(sources.values()))
+    eval_sources = _held_out(compiled, models.tokenizer, opts, log, rewards, data, sources)
     world = acc.num_processes
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     shares = source_shares(compiled.plan.sources, sources, opts.batch_size)  # the other sources' rows per micro-batch
@@ -195,6 +200,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
                       temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed,
                       prefix_sharing=opts.prefix_sharing)
     experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares)
+    evaluator = evaluate.Evaluator(compiled, models, eval_sources, opts, acc, rewards, out, log, _global_counts,
+                                   _reduce_metrics, explicit=opts.eval_data is not None) if eval_sources else None
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     if opts.resume:
@@ -261,9 +268,13 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         guard.check_metrics(last, step)
         _log_step(acc, opts, out, bar, last, log)
         notify(opts.callbacks, "on_step_end", step, last)
+        if evaluator is not None and evaluator.due(step + 1, total):  # eval/ rows are their own
+            evaluator.run(ctx, step + 1, state)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
             checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
                             experience=experiences.state() if reuse.steps > 1 else None)
+    if evaluator is not None and evaluator.active:  # the final evaluation (final weights), in the result too
+        last = {**last, **evaluator.run(ctx, total, state)}
     _save_final(acc, models, out)
     if rewards is not None:
         rewards.report()
@@ -295,6 +306,19 @@ def _load_source(compiled, tok, opts, log, verifier_columns, source, path, seed)
                              require_columns=verifier_columns, source=source,  # what the verifiers read
                              limit=opts.max_examples or None)  # tokenise no further than needed
     return examples
+
+
+def _held_out(compiled, tok, opts, log, rewards, data, sources) -> dict | None:
+    """The held-out examples of every source (runtime/evaluate.py), all of them, checked as the
+    training rows are and numbered after them; None when the run does not evaluate."""
+    held_out = evaluate.held_out(data, opts.eval_data, log)
+    evaluate.check(opts, held_out is not None)
+    if held_out is None:
+        return None
+    load = partial(_load_source, compiled, tok, replace(opts, max_examples=None), log,
+                   rewards.columns if rewards else ())
+    after = 1 + max(e.index for rows in sources.values() for e in rows)
+    return evaluate.load(compiled, held_out, load, opts.seed, after)
 
 
 def _adamw(params, lr: float, weight_decay: float):
@@ -348,6 +372,7 @@ def _resume(acc, out: Path, total: int, layout, log, experiences) -> tuple[int, 
         experiences.restore(checkpoint.load_experience(found, acc.process_index), start)
     if acc.is_main_process:
         metrics_log.truncate(out, start)
+        metrics_log.truncate(out, start, samples_log.NAME)
     log(f"resumed from {found.path} at step {start}")
     return start, saved
 

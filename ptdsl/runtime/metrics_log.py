@@ -1,4 +1,5 @@
-"""OUTPUT/metrics.jsonl: one JSON object per optimizer step, written by the main process.
+"""OUTPUT/metrics.jsonl: one JSON object per optimizer step, and one per evaluation (its keys
+`step` and `eval/…`, runtime/evaluate.py), written by the main process.
 
 Every line is strict JSON. A non-finite number (a NaN metric, an infinite gradient
 norm) is written as the string "nan", "inf" or "-inf" — Python's `float()` reads
@@ -32,10 +33,11 @@ def append(output: Path, row: dict) -> None:
         f.write(json.dumps(encode(row), allow_nan=False) + "\n")
 
 
-def truncate(output: Path, step: int) -> int:
+def truncate(output: Path, step: int, name: str = NAME) -> int:
     """Keep the rows of steps up to `step` (the checkpoint a run resumes from); drop later
-    ones and a line cut short by a kill. Returns how many lines were dropped."""
-    path = output / NAME
+    ones and a line cut short by a kill. Returns how many lines were dropped. `name`: another
+    file of rows with a step (samples.jsonl)."""
+    path = output / name
     if not path.exists():
         return 0
     kept, dropped = [], 0
@@ -49,7 +51,7 @@ def truncate(output: Path, step: int) -> int:
             kept.append(json.dumps(encode(row), allow_nan=False))
         else:
             dropped += 1
-    tmp = path.with_name(NAME + ".tmp")
+    tmp = path.with_name(name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)  # atomic: a kill now leaves the old file or the new one
     return dropped

@@ -39,7 +39,7 @@ def record(compiled, opts, acc, model_ids: dict, data, mixed_precision: str) -> 
         "spec_sha256": spec_hash(compiled),
         "params": dict(compiled.params),
         "seed": opts.seed,
-        "options": options,
+        "options": {**options, "eval_data": _described(opts.eval_data)},
         "models": dict(model_ids),
         "data": _described(data),
         "distributed": distributed_mode(acc),

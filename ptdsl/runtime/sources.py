@@ -30,9 +30,10 @@ class Share:
     n: int
 
 
-def data_paths(data, sources) -> dict[str, str | None]:
+def data_paths(data, sources, flag: str = "--data") -> dict[str, str | None]:
     """Row space → the file that feeds it (None: the embedded default). `data` is None, a path,
-    a `NAME=PATH` string, or a list of them (the CLI's repeated --data), or a dict."""
+    a `NAME=PATH` string, or a list of them (the CLI's repeated --data), or a dict; `flag` is how
+    messages name the option (--eval-data for held-out rows)."""
     names = [s.rows for s in sources]
     named = any(s.named for s in sources)
     given = _given(data)
@@ -40,29 +41,29 @@ def data_paths(data, sources) -> dict[str, str | None]:
         return dict.fromkeys(names)
     if not named:
         if len(given) > 1:
-            raise RuntimeSetupError("--data is given more than once, and the method reads one dataset",
-                                    help="give one --data PATH")
+            raise RuntimeSetupError(f"{flag} is given more than once, and the method reads one dataset",
+                                    help=f"give one {flag} PATH")
         name, path, raw = given[0]
         if name is not None and not _exists(raw):
-            raise RuntimeSetupError(f"--data names the source `{name}`, and the method reads one unnamed dataset",
-                                    help="give the dataset as --data PATH")
+            raise RuntimeSetupError(f"{flag} names the source `{name}`, and the method reads one unnamed dataset",
+                                    help=f"give the dataset as {flag} PATH")
         return {names[0]: path if name is None else raw}  # `a=b` naming no source: a file's name
     out: dict[str, str | None] = {}
     for name, path, raw in given:
         if name is None:
-            raise RuntimeSetupError(f"--data `{raw}` does not say which source it feeds; the method reads "
-                                    f"{_listed(names)}", help=f"give each as --data NAME=PATH, e.g. --data {names[0]}={raw}")
+            raise RuntimeSetupError(f"{flag} `{raw}` does not say which source it feeds; the method reads "
+                                    f"{_listed(names)}", help=f"give each as {flag} NAME=PATH, e.g. {flag} {names[0]}={raw}")
         if name not in names:
-            raise RuntimeSetupError(f"--data names `{name}`, which the method does not declare; its sources are "
-                                    f"{_listed(names)}", help=_close(name, names))
+            raise RuntimeSetupError(f"{flag} names `{name}`, which the method does not declare; its sources are "
+                                    f"{_listed(names)}", help=_close(name, names, flag))
         if name in out:
-            raise RuntimeSetupError(f"--data gives source `{name}` twice", help="give each source once")
+            raise RuntimeSetupError(f"{flag} gives source `{name}` twice", help="give each source once")
         out[name] = path
     missing = [n for n in names if n not in out]
     if missing:
         raise RuntimeSetupError(f"source{'s' if len(missing) > 1 else ''} {_listed(missing)} "
                                 f"{'have' if len(missing) > 1 else 'has'} no data",
-                                help=" ".join(f"--data {n}=PATH" for n in missing) + " (the embedded default "
+                                help=" ".join(f"{flag} {n}=PATH" for n in missing) + " (the embedded default "
                                 "supplies every source only when no --data is given)")
     return out
 
@@ -96,19 +97,20 @@ def _listed(names) -> str:
     return ", ".join(f"`{n}`" for n in names)
 
 
-def _close(name: str, names) -> str:
+def _close(name: str, names, flag: str) -> str:
     from ptdsl.diagnostics import did_you_mean
-    return did_you_mean(name, names) or f"give --data {names[0]}=PATH for each source"
+    return did_you_mean(name, names) or f"give {flag} {names[0]}=PATH for each source"
 
 
-def load_sources(compiled, data, load, seed: int) -> dict[str, list]:
+def load_sources(compiled, data, load, seed: int, flag: str = "--data", offset: int = 0) -> dict[str, list]:
     """Row space → tokenised examples of every source, the first first. `load(source, path,
     seed)` loads one (runtime/setup.load_examples); each source after the first gets another
-    slice of the embedded task (its own seed) and indices after the previous source's."""
+    slice of the embedded task (its own seed) and indices after the previous source's (the first
+    from `offset`: held-out rows are numbered after the training rows)."""
     from ptdsl.runtime.data import only_source
     sources = compiled.plan.sources or (only_source(compiled.plan),)
-    paths = data_paths(data, sources)
-    out, offset = {}, 0
+    paths = data_paths(data, sources, flag)
+    out = {}
     for j, source in enumerate(sources):
         examples = load(source, paths[source.rows], seed + 7919 * j)
         for e in examples:

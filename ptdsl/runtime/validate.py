@@ -37,7 +37,7 @@ def validate(table: Table, kind: str, method: str, fields: tuple[str, ...] = (),
         raise RuntimeSetupError(f"the dataset for `{method}` is empty (`{table.source}` has no rows)")
     filled = {k for row in table.rows for k, v in row.items() if v is not None}
     fmt = _with_extras(choose_format(DATA_KINDS[kind], filled), fields, require)
-    _check_columns(fmt, filled, {k for row in table.rows for k in row}, method, kind, require)
+    _check_columns(fmt, filled, {k for row in table.rows for k in row}, method, kind, require, table.source)
     known = _format_columns(kind)
     clean, problems = [], []
     for i, row in enumerate(table.rows):
@@ -65,13 +65,14 @@ def _format_columns(kind: str) -> set[str]:
 
 
 def _check_columns(fmt: Format, filled: set[str], keys: set[str], method: str, kind: str,
-                   require: tuple[str, ...]) -> None:
-    """A column no row fills is one error, not one per row."""
+                   require: tuple[str, ...], source: str) -> None:
+    """A column no row fills is one error, not one per row, naming the data (a run reads several:
+    sources, held-out rows)."""
     for col in fmt.columns:
         if col.optional or col.name in filled:
             continue
         why = " (a verifier reads it)" if col.name in require else ""
-        lacks = "it is null in every row" if col.name in keys else "the dataset does not have it"
+        lacks = f"it is null in every row of `{source}`" if col.name in keys else f"`{source}` does not have it"
         raise RuntimeSetupError(
             f"method `{method}` (data {kind}) needs the field `{col.name}`{why}, and {lacks}",
             help=f"the dataset has: {', '.join(f'`{c}`' for c in sorted(filled)) or 'no columns'}; "

@@ -58,9 +58,14 @@ def test_objects_train_exactly_as_the_same_model_and_rows_from_disk(tmp_path):
 @pytest.mark.integration
 def test_a_dataset_dict_trains_on_its_train_split(tmp_path):
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:8]),
-                               "test": datasets.Dataset.from_list([{"prompt": "x"}])})  # not read
+                               "validation": datasets.Dataset.from_list([{"prompt": "x"}])})  # not read
     result = ptdsl.train("sft", data=dd, output=str(tmp_path / "o"), steps=1, batch_size=4, quiet=True)
-    assert "loss" in result
+    assert "loss" in result and "eval/loss" not in result
+    # its `test` split is the held-out data (test_evaluate.py), checked as the training rows are
+    dd["test"] = datasets.Dataset.from_list([{"prompt": "x"}])
+    with pytest.raises(ptdsl.RuntimeSetupError, match="needs the field `completion`, and `the DatasetDict's test "
+                                                      "split` does not have it"):
+        ptdsl.train("sft", data=dd, output=str(tmp_path / "o"), steps=1, batch_size=4, quiet=True)
 
 
 @pytest.mark.parametrize("make,message", [
