@@ -257,17 +257,22 @@ def test_reward_fn_from_the_command_line(tmp_path):
 
 def _reference_rows_per_phase(monkeypatch) -> dict:
     """Rows the reference model's decoder runs before step 1 (the precompute) and in the
-    steps (from the first micro-batch on)."""
+    steps (from the first micro-batch on). A shared-prompt forward (runtime/prefix.py) runs the
+    distinct prompts into an empty cache, then every row's completion: the rows are counted once,
+    by the second call."""
     from ptdsl.runtime import experience, loop
     rows = {"precompute": 0, "steps": 0}
     phase = ["precompute"]
     real_load, real_micro = loop.load_models, experience.Experiences.minibatch
 
+    def count(mod, args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is None or cache.get_seq_length() > 0:  # a whole row, or a completion continuing its prompt
+            rows[phase[0]] += kwargs["input_ids"].shape[0]
+
     def load(*a, **kw):
         models = real_load(*a, **kw)
-        models.frozen["reference"].model.register_forward_hook(
-            lambda mod, args, kwargs, out: rows.__setitem__(phase[0], rows[phase[0]] + kwargs["input_ids"].shape[0]),
-            with_kwargs=True)
+        models.frozen["reference"].model.register_forward_pre_hook(count, with_kwargs=True)
         return models
 
     def micro(*a, **kw):
