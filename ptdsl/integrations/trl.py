@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import torch
 import trl
+
+if not trl.__version__.startswith("1.16."):   # the bridge overrides trainer internals of TRL 1.16
+    raise ImportError(f"ptdsl.integrations.trl needs trl 1.16 (found {trl.__version__}): pip install 'ptdsl[trl]'")
+
 from accelerate.utils import is_peft_model
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.grpo_trainer import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
