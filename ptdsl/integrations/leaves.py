@@ -75,8 +75,9 @@ def require_supplied(compiled, supply: Supply) -> None:
 def pack(mask):
     """Where each row's masked positions go when moved to the front, in order: (index
     [rows, width], packed mask), width the longest row's count; `take(values, index)` moves a
-    tensor the same way. TRL scores whole sequences (prompt, completion, padding); ptdsl's token
-    leaves start at the completion's first token, which position-aware specs read."""
+    tensor the same way. TRL scores whole sequences (prompt, completion, padding); packed, the
+    leaves have the completion's width and ptdsl's runtime layout (the loss counts positions
+    within the mask, so this is layout, not meaning)."""
     import torch
     mask = mask.bool()
     order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)

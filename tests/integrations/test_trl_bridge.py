@@ -122,6 +122,33 @@ def test_dpo_bridge_runs_the_specs_loss_not_trls(tmp_path):
     assert abs(loss - sigmoid.compute_loss(sigmoid.model, batch).item()) > 1e-2
 
 
+@needs_trl
+def test_dpo_bridge_with_a_position_reading_spec_gives_trls_ld_alpha_loss(tmp_path):
+    """ld_dpo reads `position(chosen)` and `length(chosen)` of the bridge's leaves (packed from
+    TRL's prompt-first rows); on TRL's batch it is TRL's own ld_alpha loss."""
+    from trl import DPOTrainer as TRLDPOTrainer
+
+    from ptdsl.integrations.trl import DPOTrainer
+    tok = embedded.tokenizer()
+    ours = _dpo(tmp_path / "ours", DPOTrainer, tok, method="ld_dpo", params={"ld_alpha": 0.5})
+    theirs = _dpo(tmp_path / "theirs", TRLDPOTrainer, tok, beta=0.1, loss_type=["sigmoid"], ld_alpha=0.5)
+    plain = _dpo(tmp_path / "plain", TRLDPOTrainer, tok, beta=0.1, loss_type=["sigmoid"])
+    batch = _batch(ours)
+    loss = ours.compute_loss(ours.model, batch).item()
+    assert abs(loss - theirs.compute_loss(theirs.model, batch).item()) < ATOL
+    assert abs(loss - plain.compute_loss(plain.model, batch).item()) > 1e-4   # ld_alpha acts on this batch
+
+
+def test_bridge_refuses_a_trl_other_than_1_16(monkeypatch):
+    import importlib
+    import sys
+    trl = pytest.importorskip("trl")
+    monkeypatch.setattr(trl, "__version__", "1.17.0")
+    monkeypatch.delitem(sys.modules, "ptdsl.integrations.trl", raising=False)
+    with pytest.raises(ImportError, match=r"needs trl 1.16 \(found 1.17.0\)"):
+        importlib.import_module("ptdsl.integrations.trl")
+
+
 # --- GRPO --------------------------------------------------------------------------------------
 
 PROMPTS, G = ["1+2=", "7*3="], 4
