@@ -63,6 +63,10 @@ def _log_metrics(trainer, mode: str, metrics: dict) -> None:
             trainer.accelerator.gather_for_metrics(value).mean().item())
 
 
+def _log_aux(trainer, mode: str, aux_loss) -> None:
+    trainer._metrics[mode]["aux_loss"].append(trainer.accelerator.gather_for_metrics(aux_loss.detach()).mean().item())
+
+
 def _fill(compiled, token_set: str, per_token: dict, entropy, mask, extra: dict) -> dict:
     """The leaf tensors of one token set: `per_token` maps role kinds to [rows, tokens]
     log-probs aligned with `mask`; `extra` gives the per-row leaves (rewards) by name."""
@@ -113,6 +117,8 @@ class DPOTrainer(trl.DPOTrainer):
         mode = "train" if self.model.training else "eval"
         model_kwargs = {k: v for k, v in inputs.items() if k not in _DPO_NON_MODEL_KEYS}
         model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:   # MoE: the router's load-balancing loss, as TRL adds it
+            model_kwargs["output_router_logits"] = True
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
@@ -122,6 +128,9 @@ class DPOTrainer(trl.DPOTrainer):
             per_token["frozen_copy"] = self._reference_logps(model_kwargs, labels)[:, -width:]
         leaves = self._pair_leaves(per_token, outputs.entropy[:, -width:], completion_mask[:, 1:])
         loss, metrics = self.compiled_method.loss(leaves)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            _log_aux(self, mode, outputs.aux_loss)
         self._log_batch(mode, inputs, metrics)
         if return_outputs:
             with torch.no_grad():
@@ -226,15 +235,18 @@ class GRPOTrainer(trl.GRPOTrainer):
         attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
         mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
         wants_entropy = any(i.kind == "entropy" for i in self.compiled_method.inputs)
-        logps, entropies, _ = self._get_per_token_logps_and_entropies(
+        logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=wants_entropy,
-            **{k: inputs.get(k) for k in _GRPO_MODEL_EXTRAS})
+            compute_aux_loss=self.aux_loss_enabled, **{k: inputs.get(k) for k in _GRPO_MODEL_EXTRAS})
         old = inputs.get("old_per_token_logps")   # absent when on-policy: TRL's old is the policy, detached
         per_token = {"policy": logps, "old": logps.detach() if old is None else old,
                      "frozen_copy": inputs.get("ref_per_token_logps")}
         rewards = {i.name: inputs[REWARDS] for i in self.compiled_method.inputs if i.kind == "reward"}
         leaves = _fill(self.compiled_method, self._rollout, per_token, entropies, mask.bool(), rewards)
         loss, metrics = self.compiled_method.loss(leaves)
+        if self.aux_loss_enabled:   # MoE: the router's load-balancing loss, as TRL adds it
+            loss = loss + self.router_aux_loss_coef * aux_loss
+            _log_aux(self, mode, aux_loss)
         _log_metrics(self, mode, metrics)
         # TRL scales its policy loss for gradient accumulation itself (the Trainer's scaling is off)
         return loss / self.current_gradient_accumulation_steps if mode == "train" else loss

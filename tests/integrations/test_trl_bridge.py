@@ -34,20 +34,31 @@ def _common(tmp_path) -> dict:
                 save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, learning_rate=1e-2)
 
 
-def _models(tok):
-    """Policy and reference with different weights, so β·log(π/π_ref) is not 0; dropout is 0."""
-    return embedded.model(tok, 0), embedded.model(tok, 1)
+def _models(tok, moe: bool = False):
+    """Policy and reference with different weights, so β·log(π/π_ref) is not 0; dropout is 0.
+    `moe`: a tiny Mixtral, whose router adds TRL's load-balancing loss."""
+    if not moe:
+        return embedded.model(tok, 0), embedded.model(tok, 1)
+    from transformers import MixtralConfig, MixtralForCausalLM
+    cfg = MixtralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=4, num_local_experts=4, num_experts_per_tok=2,
+                        max_position_embeddings=64, pad_token_id=tok.pad_token_id, router_aux_loss_coef=0.5)
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        out.append(MixtralForCausalLM(cfg))
+    return tuple(out)
 
 
 # --- DPO ---------------------------------------------------------------------------------------
 
 
-def _dpo(tmp_path, cls, tok, **config):
+def _dpo(tmp_path, cls, tok, moe=False, **config):
     from datasets import Dataset
     from trl import DPOConfig
     method = {k: config.pop(k) for k in ("method", "params") if k in config}
     cfg = DPOConfig(**_common(tmp_path), per_device_train_batch_size=len(DPO_ROWS), max_steps=2, **config)
-    policy, reference = _models(tok)
+    policy, reference = _models(tok, moe)
     data = Dataset.from_dict({k: [r[i] for r in DPO_ROWS] for i, k in enumerate(("prompt", "chosen", "rejected"))})
     return _quiet(cls, policy, ref_model=reference, args=cfg, train_dataset=data, processing_class=tok, **method)
 
@@ -85,6 +96,21 @@ def _dpo_leaves(trainer, batch) -> dict:
                                     for i in rows])
             leaves[f"logprobs({who}, {name})"], leaves[f"mask({name})"] = values, mask
     return leaves
+
+
+@needs_trl
+def test_dpo_bridge_adds_the_routers_loss_of_a_mixture_of_experts_as_trl(tmp_path):
+    from trl import DPOTrainer as TRLDPOTrainer
+
+    from ptdsl.integrations.trl import DPOTrainer
+    tok = embedded.tokenizer()
+    ours = _dpo(tmp_path / "ours", DPOTrainer, tok, moe=True, method="dpo")
+    theirs = _dpo(tmp_path / "theirs", TRLDPOTrainer, tok, moe=True, beta=0.1, loss_type=["sigmoid"])
+    assert ours.aux_loss_enabled
+    batch = _batch(ours)
+    loss = ours.compute_loss(ours.model, batch).item()
+    assert abs(loss - theirs.compute_loss(theirs.model, batch).item()) < ATOL
+    assert ours._metrics["train"]["aux_loss"] == pytest.approx(theirs._metrics["train"]["aux_loss"]) != [0.0]
 
 
 @needs_trl
@@ -161,14 +187,14 @@ def _reward(prompts, completions, **_):
     return [REWARDS[p, c] for p, c in zip(prompts, completions, strict=True)]
 
 
-def _grpo(tmp_path, cls, tok, rows=len(PROMPTS) * G, **config):
+def _grpo(tmp_path, cls, tok, rows=len(PROMPTS) * G, moe=False, **config):
     """A GRPOTrainer whose generation returns COMPLETIONS (the j-th sample of a prompt its j-th)."""
     from datasets import Dataset
     from trl import GRPOConfig
     method = {k: config.pop(k) for k in ("method", "params") if k in config}
     cfg = GRPOConfig(**_common(tmp_path), per_device_train_batch_size=rows, num_generations=G,
                      max_completion_length=4, beta=0.0, max_steps=2, shuffle_dataset=False, **config)
-    trainer = _quiet(cls, embedded.model(tok, 0), reward_funcs=_reward, args=cfg,
+    trainer = _quiet(cls, _models(tok, moe)[0], reward_funcs=_reward, args=cfg,
                      train_dataset=Dataset.from_dict({"prompt": PROMPTS * 4}), processing_class=tok, **method)
 
     def generate(prompts):
@@ -201,16 +227,16 @@ def _grpo_leaves(trainer, batch) -> dict:
 
 
 @needs_trl
-@pytest.mark.parametrize("scale", [True, False])
-def test_grpo_bridge_gives_trls_loss_from_the_raw_rewards(tmp_path, scale):
+@pytest.mark.parametrize("scale, moe", [(True, False), (False, False), (True, True)])
+def test_grpo_bridge_gives_trls_loss_from_the_raw_rewards(tmp_path, scale, moe):
     from trl import GRPOTrainer as TRLGRPOTrainer
 
     from ptdsl.integrations.trl import REWARDS as KEY
     from ptdsl.integrations.trl import GRPOTrainer
     tok = embedded.tokenizer()
     params = {"num_generations": G, "scale_rewards": scale}
-    ours = _grpo(tmp_path / "ours", GRPOTrainer, tok, method="grpo", params=params)
-    theirs = _grpo(tmp_path / "theirs", TRLGRPOTrainer, tok, loss_type="grpo",
+    ours = _grpo(tmp_path / "ours", GRPOTrainer, tok, moe=moe, method="grpo", params=params)
+    theirs = _grpo(tmp_path / "theirs", TRLGRPOTrainer, tok, moe=moe, loss_type="grpo",
                    scale_rewards="group" if scale else "none")
     # ours keeps TRL's default advantages (scale_rewards="group") in its batch: the spec's own
     # formula, on the raw rewards, is what must act
@@ -226,7 +252,11 @@ def test_grpo_bridge_gives_trls_loss_from_the_raw_rewards(tmp_path, scale):
     loss = ours.compute_loss(ours.model, batch)
     expected, metrics = ptdsl.compile("grpo", **params).loss({**leaves, "logprobs(old, y)": old})
     assert abs(loss.item() - theirs.compute_loss(theirs.model, their_batch).item()) < ATOL
-    assert abs(loss.item() - expected.item()) < ATOL and abs(loss.item()) > 1e-3
+    if moe:   # TRL adds the router's loss; the spec's own is what the independent forward gives
+        assert ours.aux_loss_enabled and abs(loss.item() - expected.item()) > 1e-3
+        assert ours._metrics["train"]["aux_loss"] == pytest.approx(theirs._metrics["train"]["aux_loss"])
+    else:
+        assert abs(loss.item() - expected.item()) < ATOL and abs(loss.item()) > 1e-3
     assert abs(ours._metrics["train"]["grpo/mean_reward"][0] - metrics["mean_reward"].item()) < ATOL
 
 
