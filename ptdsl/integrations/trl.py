@@ -208,8 +208,11 @@ class GRPOTrainer(trl.GRPOTrainer):
         per_func = self._rewards_per_func   # every process's rows, as TRL normalises them
         unscorable = torch.isnan(per_func).all(dim=1).nonzero().flatten().tolist()
         if unscorable:
-            raise BridgeError(f"completion {unscorable[0]} of the generation batch has no reward: every reward "
-                              "function returned None for it, and the spec's reward leaf needs a number",
+            more = len(unscorable) - 10
+            rows = ", ".join(map(str, unscorable[:10])) + (f" and {more} more" if more > 0 else "")
+            raise BridgeError(f"{len(unscorable)} completion(s) of the generation batch have no reward (rows {rows}, "
+                              "counted from 0): every reward function returned None, and the spec's reward leaf "
+                              "needs a number",
                               help="make a reward function score every completion")
         rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
         rows = out["completion_ids"].size(0)

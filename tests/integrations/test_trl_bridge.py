@@ -323,6 +323,18 @@ def test_grpo_bridge_refuses_specs_it_cannot_run(tmp_path, method, params, needl
     assert needle in str(e.value)
 
 
+@needs_trl
+def test_grpo_bridge_names_every_completion_no_reward_function_scored(tmp_path, monkeypatch):
+    from ptdsl.integrations.trl import BridgeError, GRPOTrainer
+    ours = _grpo(tmp_path, GRPOTrainer, embedded.tokenizer(), method="grpo", params={"num_generations": G})
+    scored = ours.reward_funcs[0]
+    unscored = {("1+2=", "33"), ("7*3=", "9")}
+    monkeypatch.setattr(ours, "reward_funcs", [lambda prompts, completions, **kw: [
+        None if (p, c) in unscored else r for p, c, r in zip(prompts, completions, scored(prompts, completions))]])
+    with pytest.raises(BridgeError, match=r"2 completion\(s\) .* \(rows 2, 7, counted from 0\)"):
+        _generation(ours)
+
+
 def test_import_ptdsl_imports_no_integration():
     import subprocess
     import sys
