@@ -184,8 +184,23 @@ class GRPOTrainer(trl.GRPOTrainer):
         if len(rewards) > 1:
             raise BridgeError(f"method `{c.name}` reads {len(rewards)} rewards ({', '.join(rewards)}); "
                               f"{where} gives one per completion (the weighted sum of its reward functions)")
+        self._check_rollout(y)
         self._check_groups(y)
         return y
+
+    def _check_rollout(self, y: str) -> None:
+        """TRL samples from the policy and scores at its `temperature`; the spec's rollout must
+        mean the same (ptdsl scores a rollout at its sampling or `score_temperature`)."""
+        c, rollout = self.compiled_method, self.compiled_method.graph.graph["rollouts"][y]
+        if role_kind(c, rollout.model) != "policy":
+            raise BridgeError(f"method `{c.name}` samples `{y}` from `{rollout.model}`; TRL's GRPOTrainer "
+                              "samples from the policy", help="train this method with `ptdsl train`")
+        scored = float(rollout.options.get("score_temperature", rollout.options.get("temperature", 1.0)))
+        if abs(scored - self.temperature) > 1e-9:
+            raise BridgeError(f"method `{c.name}` scores `{y}` at temperature {scored:g}, but TRL's log-probs are "
+                              f"at GRPOConfig(temperature={self.temperature:g})",
+                              help="give the method's rollout TRL's temperature, e.g. "
+                                   f"params={{'temperature': {self.temperature:g}}}")
 
     def _check_groups(self, y: str) -> None:
         n, g = self.compiled_method.group_size(y), self.num_generations

@@ -315,6 +315,8 @@ def test_dpo_bridge_refuses_leaves_it_cannot_supply(tmp_path, method, params, co
     ("grpo", {"num_generations": G, "beta": 0.04}, "`logprobs(reference, y)`"),    # TRL's beta = 0: no reference
     ("ppo", {}, "`values(value, y)`"),                                             # a value head
     ("grpo", {"num_generations": 8}, "n = 8 completions"),
+    ("seqkd", {}, "samples `y` from `teacher`"),                                    # TRL samples the policy
+    ("grpo", {"num_generations": G, "temperature": 0.7}, "scores `y` at temperature 0.7"),
 ])
 def test_grpo_bridge_refuses_specs_it_cannot_run(tmp_path, method, params, needle):
     from ptdsl.integrations.trl import BridgeError, GRPOTrainer
