@@ -134,6 +134,36 @@ def test_dpo_bridge_gives_trls_sigmoid_loss_and_ptdsls_own(tmp_path):
 
 
 @needs_trl
+def test_dpo_bridge_with_a_lora_adapter_takes_the_reference_with_the_adapter_off(tmp_path):
+    """With PEFT TRL keeps no reference model: the reference is the policy with its adapter off."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig
+    from trl import DPOTrainer as TRLDPOTrainer
+
+    from ptdsl.integrations.trl import DPOTrainer
+    tok = embedded.tokenizer()
+    data = Dataset.from_dict({k: [r[i] for r in DPO_ROWS] for i, k in enumerate(("prompt", "chosen", "rejected"))})
+    trainers = []
+    for cls, extra in ((DPOTrainer, {"method": "dpo"}), (TRLDPOTrainer, {})):
+        cfg = DPOConfig(**_common(tmp_path / cls.__module__), per_device_train_batch_size=len(DPO_ROWS),
+                        beta=0.1, loss_type=["sigmoid"])
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+        trainer = _quiet(cls, embedded.model(tok, 0), args=cfg, train_dataset=data, processing_class=tok,
+                         peft_config=lora, **extra)
+        torch.manual_seed(3)   # the adapter moves the policy away from the reference
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.5)
+        trainers.append(trainer)
+    ours, theirs = trainers
+    assert ours.ref_model is None
+    batch = _batch(ours)
+    loss = ours.compute_loss(ours.model, batch).item()
+    assert abs(loss - theirs.compute_loss(theirs.model, batch).item()) < ATOL and abs(loss - 0.6931) > 1e-3
+
+
+@needs_trl
 def test_dpo_bridge_runs_the_specs_loss_not_trls(tmp_path):
     from trl import DPOTrainer as TRLDPOTrainer
 
