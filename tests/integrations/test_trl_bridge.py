@@ -134,6 +134,44 @@ def test_dpo_bridge_gives_trls_sigmoid_loss_and_ptdsls_own(tmp_path):
 
 
 @needs_trl
+@pytest.mark.integration
+def test_dpo_bridge_leaves_are_ptdsls_own_runtime_leaves(tmp_path, monkeypatch):
+    """The bridge's `logprobs(policy, S)` and `mask(S)` on TRL's batch equal those ptdsl's own
+    trainer hands the loss for the same rows (its first step, same weights; rows by prompt)."""
+    from ptdsl.integrations.trl import DPOTrainer
+    from ptdsl.runtime import loop
+    tok = embedded.tokenizer()
+    ours = _dpo(tmp_path / "ours", DPOTrainer, tok, method="dpo")
+    runtime, make = {}, loop.loss_inputs
+
+    def spy(ctx, batch):
+        out = make(ctx, batch)
+        runtime.setdefault("rows", [e.prompt_text for e in batch.examples])
+        runtime.setdefault("leaves", {k: v.detach().clone() for k, v in out.items()})
+        return out
+    monkeypatch.setattr(loop, "loss_inputs", spy)
+    from datasets import Dataset
+    rows = Dataset.from_dict({k: [r[i] for r in DPO_ROWS] for i, k in enumerate(("prompt", "chosen", "rejected"))})
+    _quiet(ptdsl.train, "dpo", data=rows, model=_models(tok)[0], tokenizer=tok, output=str(tmp_path / "ptdsl"),
+           steps=1, batch_size=len(DPO_ROWS), quiet=True)
+    bridge, loss = {}, ours.compiled_method.loss
+
+    def keep(leaves, **kw):
+        bridge.update(leaves)
+        return loss(leaves, **kw)
+    monkeypatch.setattr(ours.compiled_method, "loss", keep)
+    batch = _batch(ours)
+    ours.compute_loss(ours.model, batch)
+    prompts = [tok.decode(ids[(m == 0) & (a == 1)], skip_special_tokens=True) for ids, m, a in
+               zip(batch["input_ids"], batch["completion_mask"], batch["attention_mask"], strict=True)]
+    order = [prompts.index(p) for p in runtime["rows"]]
+    for name in ("logprobs(policy, chosen)", "logprobs(policy, rejected)", "mask(chosen)", "mask(rejected)"):
+        theirs, mine = runtime["leaves"][name], bridge[name][order].detach()
+        assert theirs.shape == mine.shape, name
+        assert torch.allclose(mine.float(), theirs.float(), atol=ATOL), name
+
+
+@needs_trl
 def test_dpo_bridge_with_a_lora_adapter_takes_the_reference_with_the_adapter_off(tmp_path):
     """With PEFT TRL keeps no reference model: the reference is the policy with its adapter off."""
     from datasets import Dataset
