@@ -14,7 +14,15 @@ from ptdsl.runtime.errors import RuntimeSetupError
 
 
 class BridgeError(RuntimeSetupError):
-    """A spec (or a trainer option) the bridge cannot run in the host trainer."""
+    """A spec (or a trainer option) the bridge cannot run in the host trainer. Raised inside a
+    user's own script, where no CLI renders it, so its text carries the help line too."""
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return message + (f"\n  = help: {self.help}" if self.help else "")
+
+    def render(self) -> str:
+        return f"error: {self}"
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,5 @@ def test_dpo_bridge_refuses_leaves_it_cannot_supply(tmp_path, method, params, co
     with pytest.raises(BridgeError, match="cannot run in TRL's DPOTrainer") as e:
         dpo_trainer(tmp_path, DPOTrainer, embedded.tokenizer(), method=method, params=params, **config)
     assert needle in str(e.value)
+    help_line = f"\n  = help: {e.value.help}"   # in the text a script's traceback shows, once when rendered
+    assert e.value.help and help_line in str(e.value) and e.value.render().count("= help:") == 1
