@@ -12,6 +12,7 @@ function, goes to its own unit or to one in a lower layer. The layers, lowest fi
     api                                 load / compile / CompiledMethod
     inspect, equivalence, runtime       what uses a compiled method: none imports another
     rewards                             the public name for registering reward functions
+    integrations                        other libraries' trainers running a compiled method
     ptdsl (the package)                 the public facade
     cli                                 the command line
     __main__                            `python -m ptdsl`
@@ -36,7 +37,7 @@ LAYERS = [
     {"compiler"},
     {"api"},
     {"inspect", "equivalence", "runtime"},
-    {"rewards"},
+    {"rewards", "integrations"},
     {"ptdsl"},
     {"cli"},
     {"__main__"},
