@@ -15,7 +15,8 @@ Before each script of a full or quick run the 1-minute load average is read; abo
 says so): a busy machine distorts ratios. Each script's load is recorded in RESULTS.md, and the
 previous RESULTS.md is kept below the new tables ("Earlier runs").
 
-Budget: a full run takes about 25 minutes on the 2-core reference machine (dpo.py ~12 min,
+Budget: a full run took about 25 minutes on the 2-core reference machine before the long-prompt
+configurations (dpo.py ~12 min then; now more than 25 min, so keep --timeout above that;
 logprob_memory.py ~1 min, the rest as their scripts state); --quick takes a few minutes.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,10 +53,17 @@ def run_one(script: Path, mode: str, timeout: float) -> dict:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(script), "--json", str(out)] + ([f"--{mode}"] if mode != "full" else [])
         t0 = time.time()
+        # its own session: on a timeout the script's measurement workers go with it (left running,
+        # they loaded the machine under every later script)
+        proc = subprocess.Popen(cmd, cwd=str(HERE.parent), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            p = subprocess.run(cmd, cwd=str(HERE.parent), capture_output=True, text=True, timeout=timeout)
+            _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             return {"section": script.stem, "error": f"timed out after {timeout:.0f} s", "wall_s": timeout}
+        p = subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
         wall = time.time() - t0
         if p.returncode != 0 or not out.exists():
             return {"section": script.stem, "wall_s": wall,

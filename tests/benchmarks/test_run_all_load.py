@@ -42,3 +42,27 @@ def test_the_previous_results_are_kept_below_the_new_ones():
     new, old = text.split("## Earlier runs")
     assert "| 1 | 2 |" in old and "### dpo" in old and "#### detail" in old and "#hashtag" in old
     assert "## Benchmark results" in old and old.count("| 1 | 2 |") == 1
+
+
+def test_a_timed_out_script_takes_its_workers_with_it(tmp_path):
+    """A script that times out is killed with every process it started (an orphaned measurement
+    worker would load the machine under every later script)."""
+    import os
+    import time
+    R = _run_all()
+    pid_file = tmp_path / "child.pid"
+    script = tmp_path / "slow.py"
+    script.write_text("import subprocess, sys, time\n"
+                      f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+                      f"open({str(pid_file)!r}, 'w').write(str(c.pid))\ntime.sleep(60)\n")
+    r = R.run_one(script, "full", timeout=3)
+    assert "timed out" in r["error"]
+    child = int(pid_file.read_text())
+    for _ in range(50):  # the kill is asynchronous
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"worker {child} outlived its script")
