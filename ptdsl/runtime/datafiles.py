@@ -68,18 +68,25 @@ def read_table(source) -> Table:
     return _with_datasets(path, source)
 
 
-def _from_object(ds) -> Table:
+def is_dataset_object(obj) -> bool:
+    """A datasets.Dataset or DatasetDict (the latter is a dict of splits), told apart without
+    importing datasets."""
+    return type(obj).__module__.split(".")[0] == "datasets"
+
+
+def _from_object(ds, source: str = "the Dataset given") -> Table:
     """A Dataset's rows; a DatasetDict's `train` split (its other splits are not read)."""
     import datasets
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds:
-            raise RuntimeSetupError(f"the DatasetDict given has no `train` split (it has {', '.join(map(repr, ds))})",
-                                    help="pass the split to train on, e.g. data=ds[\"validation\"]")
+            raise RuntimeSetupError(f"the DatasetDict ({source}) has no `train` split (it has "
+                                    f"{', '.join(map(repr, ds))})", help="give one with a `train` split, or from "
+                                    "Python the split to train on, e.g. data=ds[\"validation\"]")
         ds = ds["train"]
     if not isinstance(ds, datasets.Dataset):
         raise RuntimeSetupError(f"data must be a path, a hub name, or a datasets.Dataset / DatasetDict, not "
                                 f"{type(ds).__name__}", help="e.g. datasets.Dataset.from_list(rows)")
-    return Table([dict(r) for r in ds], "the Dataset given")
+    return Table([dict(r) for r in ds], source)
 
 
 def _names_a_local_file(path: Path, source: str) -> bool:
@@ -222,9 +229,7 @@ def _with_datasets(path: Path, source: str) -> Table:
         raise RuntimeSetupError(f"cannot load dataset `{source}`: {type(exc).__name__}: {exc}",
                                 help="give a local .json/.jsonl/.csv/.parquet file, a saved dataset "
                                      "directory, or a hub name reachable from this machine") from None
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds["train"]
-    return Table([dict(r) for r in ds], source)
+    return _from_object(ds, source)
 
 
 def _saved(path: Path) -> bool:

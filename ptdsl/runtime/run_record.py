@@ -11,6 +11,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from ptdsl.runtime.datafiles import is_dataset_object
+
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "peft", "trl")
 
 
@@ -65,7 +67,7 @@ def _described(data):
         return data
     if isinstance(data, (list, tuple)):
         return [_described(d) for d in data]
-    if type(data).__module__.split(".")[0] == "datasets":
+    if is_dataset_object(data):
         sizes = {k: len(v) for k, v in data.items()} if isinstance(data, dict) else len(data)
         return f"{type(data).__name__} {sizes}"
     if isinstance(data, dict):

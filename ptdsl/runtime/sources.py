@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ptdsl.runtime.datafiles import is_dataset_object
 from ptdsl.runtime.errors import RuntimeSetupError
 
 
@@ -73,7 +74,7 @@ def _given(data) -> list[tuple[str | None, str, str]]:
     if data is None:
         return []
     # a datasets.Dataset / DatasetDict (a dict subclass, of splits) or another object: read as it is
-    if type(data).__module__.split(".")[0] == "datasets" or not isinstance(data, (str, list, tuple, dict)):
+    if is_dataset_object(data) or not isinstance(data, (str, list, tuple, dict)):
         return [(None, data, f"a {type(data).__name__}")]
     if isinstance(data, dict):
         return [(k, v, f"{k}={v}") for k, v in data.items()]

@@ -100,3 +100,12 @@ def test_a_changed_model_object_is_not_served_another_weights_cache():
     with torch.no_grad():
         b.lm_head.weight[0, 0] += 1e-3
     assert _identity(a) != _identity(b)
+
+
+def test_a_saved_dataset_dict_without_a_train_split_is_named(tmp_path):
+    """The same rule for a folder save_to_disk wrote as for the object (it was a bare KeyError)."""
+    from ptdsl.runtime.datafiles import read_table
+    folder = tmp_path / "dd"
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(folder))
+    with pytest.raises(ptdsl.RuntimeSetupError, match="has no `train` split"):
+        read_table(str(folder))
