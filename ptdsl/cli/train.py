@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def _train_kwargs(given: dict) -> dict:
 
 
 def _summary(fmt: str, method: str, kwargs: dict, last: dict) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # one summary per run, not one per process (as the log lines)
+        return
     out = Path(kwargs.get("output", "out"))
     from ptdsl.runtime.reporters import stores
     files = {"metrics_file": str(out / "metrics.jsonl"), "model": str(out / "final"),

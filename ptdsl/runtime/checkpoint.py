@@ -1,8 +1,10 @@
-"""Checkpoints: accelerate's save_state written atomically (a temporary directory
-renamed into place, so a run killed mid-save leaves the previous checkpoint
-intact), the step counter and a manifest of file sizes beside it, and the choice
---resume makes: the newest checkpoint that passes every check, with each newer
-one it skipped and why.
+"""Checkpoints: the trainable models in Hugging Face's layout (weights.py: the policy as
+`save_pretrained` writes it, so `from_pretrained("OUTPUT/checkpoint-N")` works, as with
+a TRL checkpoint) beside accelerate's save_state (optimizer, schedule, random states),
+written atomically (a temporary directory renamed into place, so a run killed mid-save
+leaves the previous checkpoint intact), the step counter and a manifest of file sizes
+beside it, and the choice --resume makes: the newest checkpoint that passes every
+check, with each newer one it skipped and why.
 
 A checkpoint is checked completely before anything is loaded, because accelerate's
 load_state loads the model before the optimizer and the random states: a file that
@@ -26,21 +28,40 @@ _NUMBERED = re.compile(rf"{PREFIX}(\d+)")
 
 @dataclass(frozen=True)
 class Layout:
-    """The files accelerate writes for this run's prepared objects (its naming)."""
+    """The files a checkpoint of this run holds (weights.py's names, and accelerate's)."""
 
-    models: int = 1
-    optimizers: int = 1
+    policy: str = "config.json"        # the policy's Hugging Face folder marker (adapter_config.json: LoRA)
+    heads: tuple[str, ...] = ()        # value heads (NAME_head.safetensors)
+    critics: tuple[str, ...] = ()      # critics (NAME/ folders)
+    optimizer: str = "optimizer.bin"   # accelerate's; an FSDP2 run's own is optimizer.pt
     custom: int = 1      # objects registered for checkpointing (the LR schedule)
     process: int = 0     # each process restores its own random state
     scaler: bool = False
     experience: bool = False  # experiences feed several steps: each process saves the one in progress
 
-    def files(self) -> list[str]:
-        names = [f"model{'' if i == 0 else f'_{i}'}.safetensors" for i in range(self.models)]
-        names += [f"optimizer{'' if i == 0 else f'_{i}'}.bin" for i in range(self.optimizers)]
-        names += [f"custom_checkpoint_{i}.pkl" for i in range(self.custom)]
+    def files(self, legacy: bool = False) -> list[str]:
+        if legacy:  # ptdsl 0.2's: accelerate saved every prepared model (model.safetensors, model_1, …)
+            n = 1 + len(self.heads) + len(self.critics)
+            names = [f"model{'' if i == 0 else f'_{i}'}.safetensors" for i in range(n)]
+        else:
+            names = [self.policy] + [f"{h}_head.safetensors" for h in self.heads] + \
+                [f"{c}/config.json" for c in self.critics]
+        names += [self.optimizer] + [f"custom_checkpoint_{i}.pkl" for i in range(self.custom)]
         names += [f"random_states_{self.process}.pkl", STATE] + (["scaler.pt"] if self.scaler else [])
         return names + ([experience_file(self.process)] if self.experience else [])
+
+
+def legacy(path: Path) -> bool:
+    """A checkpoint written by ptdsl 0.2 (accelerate's model files, no Hugging Face folder)."""
+    return not any((path / m).is_file() for m in ("config.json", "adapter_config.json")) and \
+        (path / "model.safetensors").is_file()
+
+
+def own_model_files(accelerator) -> None:
+    """Let weights.py write and read the models of a checkpoint, not accelerate (which would write
+    the prepared trunk's `lm.`-prefixed names); a 0.2 checkpoint is still loaded by accelerate."""
+    accelerator.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, folder: None if legacy(Path(folder)) else models.clear())
 
 
 def experience_file(process: int) -> str:
@@ -56,22 +77,25 @@ class Found:
 
 
 def save(accelerator, output: Path, step: int, saved: dict | None = None, keep: int = 2,
-         experience=None) -> Path:
+         experience=None, write=None) -> Path:
     """`experience` (this process's experience in progress, plain data) is written beside the
-    state when the run's experiences feed several steps."""
+    state when the run's experiences feed several steps; `write(folder)` (every process calls
+    it) writes the models (weights.write)."""
     final = output / f"{PREFIX}{step}"
     tmp = output / f".{PREFIX}{step}.tmp"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if write is not None:
+        write(tmp)
     if experience is not None:
         import torch
         torch.save(experience, tmp / experience_file(accelerator.process_index))
     accelerator.wait_for_everyone()  # every process's files are on disk before the manifest lists them
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps({**(saved or {}), "step": step}))
-        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"files": sizes}, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -133,7 +157,7 @@ def problem(path: Path, layout: Layout) -> str | None:
             sizes = json.loads((path / MANIFEST).read_text())["files"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return f"{MANIFEST} is unreadable"
-    names = sorted(set(layout.files()) | set(sizes))
+    names = sorted(set(layout.files(legacy(path))) | set(sizes))
     missing = [f"`{name}`" for name in names if not (path / name).is_file()]
     if missing:
         return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
@@ -141,10 +165,10 @@ def problem(path: Path, layout: Layout) -> str | None:
         f = path / name
         if name in sizes and f.stat().st_size != sizes[name]:
             return f"`{name}` has {f.stat().st_size} bytes, {sizes[name]} when saved (truncated or overwritten)"
-    for f in sorted(path.iterdir()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
         reason = _unreadable(f)
         if reason:
-            return f"`{f.name}` {reason}"
+            return f"`{f.relative_to(path).as_posix()}` {reason}"
     return None
 
 
@@ -181,10 +205,13 @@ def load_experience(found: Found, process: int):
     return torch.load(found.path / experience_file(process), weights_only=True)
 
 
-def load(accelerator, found: Found) -> tuple[int, dict]:
-    """Restore a checked checkpoint: (its step, its trainer_state.json)."""
+def load(accelerator, found: Found, read=None) -> tuple[int, dict]:
+    """Restore a checked checkpoint: (its step, its trainer_state.json). `read(folder)` (every
+    process calls it) loads the models weights.py wrote."""
     try:
         accelerator.load_state(str(found.path))
+        if read is not None and not legacy(found.path):
+            read(found.path)
     except Exception as exc:  # noqa: BLE001 — checked files that still do not fit this run
         raise RuntimeSetupError(
             f"cannot load {found.path}: {type(exc).__name__}: {exc}",

@@ -26,7 +26,7 @@ import torch
 
 from ptdsl.ir.declare import Rollout
 from ptdsl.passes.batching import split_analysis
-from ptdsl.runtime import experience, metrics_log, reporters, rollout, samples_log
+from ptdsl.runtime import experience, metrics_log, reporters, rollout, samples_log, sharding
 from ptdsl.runtime.batch import Batch
 from ptdsl.runtime.datafiles import test_split
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -129,7 +129,7 @@ class Evaluator:
         """Evaluate now (after optimizer step `step`); write and log the row; return its metrics."""
         greedy = scoring_temperatures(self.compiled.plan, {**self.opts.rollout, **GREEDY})
         ctx = dataclasses.replace(ctx, precomputed={}, positions={}, temperatures=greedy)
-        with _eval_mode(self._modules()), torch.no_grad():
+        with _eval_mode(self._modules()), torch.no_grad(), sharding.gathered(self.models.trainable()):
             batches = [self._batch(examples, others) for examples, others in self.parts]
             row = self._rewards(batches) if self.scored else {}
             if self.with_loss:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ptdsl.runtime import rollout
+from ptdsl.runtime import rollout, sharding
 from ptdsl.runtime.sources import stream
 from ptdsl.runtime.batch import Batch, SetRows
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -132,7 +132,8 @@ class Experiences:
         """The micro-batches optimizer step `step` trains on."""
         k = self.reuse.experience(step)
         if self.current is None or self.current.index != k:
-            self.current = self.make(k)
+            with sharding.gathered(self.models.trainable() if self.models else ()):  # FSDP2: generate on whole weights
+                self.current = self.make(k)
         return self.current.minibatches[self.reuse.minibatch(step)]
 
     def make(self, k: int) -> Experience:

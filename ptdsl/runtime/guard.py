@@ -23,6 +23,7 @@ import torch
 
 from ptdsl.runtime import diagnose
 from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.sharding import full
 
 MODES = ("stop", "skip")
 GROWTH = 10.0  # a weight norm this many times the starting one: the updates are diverging
@@ -92,9 +93,9 @@ class Guard:
         critic's large value-loss gradient never shrinks the policy's step (TRL's PPOTrainer
         wrapped both in one module and clipped them together)."""
         if not self.clip_groups:
-            return float(self.acc.clip_grad_norm_(self.params, max_norm))
+            return float(full(self.acc.clip_grad_norm_(self.params, max_norm)))
         self.acc.unscale_gradients()  # once for all groups (fp16); what accelerate's clip does first
-        self.group_norms = {name: float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        self.group_norms = {name: float(full(torch.nn.utils.clip_grad_norm_(params, max_norm)))
                             for name, params in self.clip_groups}
         return next(iter(self.group_norms.values()))
 
@@ -103,7 +104,7 @@ class Guard:
         self.updates += 1
         if math.isfinite(self._weight_norm()):
             return
-        bad = sum(int((~torch.isfinite(p.detach())).sum()) for p in self.params)
+        bad = sum(int(full((~torch.isfinite(p.detach())).sum())) for p in self.params)
         if not bad:  # finite weights whose squares overflow the norm: huge, not (yet) broken
             return
         total = sum(p.numel() for p in self.params)
@@ -160,4 +161,4 @@ class Guard:
             return 0.0
         with torch.no_grad():
             per = torch._foreach_norm([p.detach() for p in self.params], 2)
-            return float(torch.stack([x.double() for x in per]).norm())
+            return float(torch.stack([full(x).double() for x in per]).norm())

@@ -14,6 +14,7 @@ of processes.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, fields, replace
@@ -26,6 +27,7 @@ from ptdsl.api import compile as compile_method  # the API below the runtime, no
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_log, reporters, run_record, samples_log
+from ptdsl.runtime import sharding, weights
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -127,10 +129,14 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     # mixed precision (a second train() in a notebook or a test): the previous run's state is
     # dropped first, the process group (PartialState) kept, as transformers' TrainingArguments does
     AcceleratorState._reset_state()
+    asked = sharding.requested()  # FSDP2 from accelerate's launch flags or config: ptdsl shards itself
+    mode = sharding.resolve(asked, int(os.environ.get("WORLD_SIZE", "1")), opts.mixed_precision,
+                            lora=bool(opts.lora_r or opts.lora_path))
     # cpu=True without CUDA: several processes then form a gloo group (MULTI_CPU), which
     # accelerate only does when told the run is on the CPU
-    acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
-                      project_dir=opts.output, cpu=not torch.cuda.is_available())
+    with sharding.hidden_from_accelerate(asked):
+        acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
+                          project_dir=opts.output, cpu=not torch.cuda.is_available())
     set_seed(opts.seed)
     log = _logger(acc, opts)
     for w in compiled.warnings:  # e.g. W0202: `old` with one optimizer step per batch
@@ -155,7 +161,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     reuse = experience.resolve(compiled.plan.schedule, len(examples), opts.batch_size, opts.grad_accum, world)
     shares = source_shares(compiled.plan.sources, sources, opts.batch_size)  # the other sources' rows per micro-batch
     total = opts.steps or max(1, round((1.0 if opts.epochs is None else opts.epochs) * reuse.default_total()))
-    run = run_record.record(compiled, opts, acc, models.ids, data, opts.mixed_precision)
+    run = run_record.record(compiled, opts, acc, models.ids, data, opts.mixed_precision,
+                            mode.describe(acc.device.type))
     log(run_record.startup_line(run) + f"; {total} steps")
     if acc.is_main_process:
         run_record.write(out, {**run, "steps": total})
@@ -177,6 +184,11 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
                        acc.device, 16, out / "cache" if acc.is_main_process else None, models.ids,
                        _progress(acc, opts), prefix_sharing=opts.prefix_sharing) if pre else {}
 
+    # -- sharding (FSDP2: before the optimizer, which then holds the sharded parameters)
+    trunk = Trunk(models.policy)
+    if mode.fsdp:
+        sharding.shard_models(models, trunk, mode, acc.device)
+
     # -- optimizer (a parameter group per learner: the policy with its heads, each critic), schedule, accelerate
     heads, critics = list(models.heads.values()), list(models.critics.values())
     params_ = [p for m in [models.policy, *heads] for p in m.parameters() if p.requires_grad]
@@ -190,10 +202,14 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     warm = int(opts.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min((s + 1) / max(warm, 1), max(0.0, (total - s) / max(total - warm, 1))))
-    prepared = acc.prepare(Trunk(models.policy), *heads, *critics, optim)
-    models.trunk, optim = prepared[0], prepared[-1]
-    heads, critics = list(prepared[1:1 + len(heads)]), list(prepared[1 + len(heads):-1])
-    models.heads, models.critics = dict(zip(models.heads, heads)), dict(zip(models.critics, critics))
+    if mode.fsdp:  # sharded already: accelerate would wrap the models in DDP, and save one shard of the optimizer
+        models.trunk = trunk
+    else:
+        prepared = acc.prepare(trunk, *heads, *critics, optim)
+        models.trunk, optim = prepared[0], prepared[-1]
+        heads, critics = list(prepared[1:1 + len(heads)]), list(prepared[1 + len(heads):-1])
+        models.heads, models.critics = dict(zip(models.heads, heads)), dict(zip(models.critics, critics))
+    checkpoint.own_model_files(acc)  # the models go into checkpoints in Hugging Face's layout (weights.py)
     # the schedule counts optimizer steps; accelerate's wrapper would step it once per process
     acc.register_for_checkpointing(sched)
     ctx = StepContext(compiled, models, acc.device, cache, positions,
@@ -204,11 +220,13 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
                                    _reduce_metrics, explicit=opts.eval_data is not None) if eval_sources else None
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
+    store = _Store(models, acc, mode, optim)
     if opts.resume:
-        layout = checkpoint.Layout(models=1 + len(heads) + len(critics), process=acc.process_index,
-                                   scaler=acc.scaler is not None,
+        layout = checkpoint.Layout(weights.policy_marker(bool(opts.lora_r or opts.lora_path)), tuple(models.heads),
+                                   tuple(models.critics), weights.OPTIMIZER if mode.fsdp else "optimizer.bin",
+                                   process=acc.process_index, scaler=acc.scaler is not None,
                                    experience=reuse.steps > 1)
-        start, saved = _resume(acc, out, total, layout, log, experiences)
+        start, saved = _resume(acc, out, total, layout, log, experiences, store.read)
         state = {k: tuple(v) for k, v in saved.get("state", {}).items()}
     guard = Guard(compiled, acc, params_ + [p for ps in critic_params for p in ps], opts.nonfinite_grads,
                   opts.max_skipped_steps, lr, saved.get("skipped", 0), log,
@@ -218,7 +236,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
 
     # a metric whose batch means take global counts sums over micro-batches; others average
     summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
-    trainable = [models.trunk, *heads, *critics]
+    trainable = models.trainable()
     bar = _progress(acc, opts)(range(start, total), desc=f"train {compiled.name}", initial=start, total=total)
     last: dict = {}
     for step in bar:
@@ -272,10 +290,11 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
             evaluator.run(ctx, step + 1, state)
         if opts.save_steps and (step + 1) % opts.save_steps == 0 and step + 1 < total:
             checkpoint.save(acc, out, step + 1, {"state": state, "skipped": guard.skipped},
-                            experience=experiences.state() if reuse.steps > 1 else None)
+                            experience=experiences.state() if reuse.steps > 1 else None, write=store.write)
     if evaluator is not None and evaluator.active:  # the final evaluation (final weights), in the result too
         last = {**last, **evaluator.run(ctx, total, state)}
-    _save_final(acc, models, out)
+    acc.wait_for_everyone()
+    weights.write(out / "final", models, acc, mode.fsdp)
     if rewards is not None:
         rewards.report()
     if opts.report_to:
@@ -357,7 +376,7 @@ def _global_counts(compiled, micro, acc) -> dict:
 
 # ---- checks, logging, saving -------------------------------------------------------
 
-def _resume(acc, out: Path, total: int, layout, log, experiences) -> tuple[int, dict]:
+def _resume(acc, out: Path, total: int, layout, log, experiences, read) -> tuple[int, dict]:
     """Load the newest valid checkpoint (saying which newer ones were skipped and why), the
     experience in progress when it was taken inside one, and cut metrics.jsonl back to its step."""
     found, skipped = checkpoint.choose(out, total, layout)
@@ -367,7 +386,7 @@ def _resume(acc, out: Path, total: int, layout, log, experiences) -> tuple[int, 
         why = "; ".join(f"{p.name}: {r}" for p, r in skipped)
         raise RuntimeSetupError(f"--resume: no usable checkpoint in `{out}`" + (f" ({why})" if why else ""),
                                 help="start without --resume (or with another --output)")
-    start, saved = checkpoint.load(acc, found)
+    start, saved = checkpoint.load(acc, found, read)
     if start % experiences.reuse.steps:  # taken inside an experience: continue that one
         experiences.restore(checkpoint.load_experience(found, acc.process_index), start)
     if acc.is_main_process:
@@ -397,7 +416,7 @@ def _sync_references(compiled, models, step: int):
                 alpha = float(opts.get("mixup", 1.0))
                 with torch.no_grad():
                     for ref, cur in zip(models.frozen[name].parameters(), models.policy.parameters()):
-                        ref.mul_(1 - alpha).add_(cur.detach(), alpha=alpha)
+                        ref.mul_(1 - alpha).add_(sharding.full(cur.detach()), alpha=alpha)
 
 
 def _reduce_metrics(acc, sums: dict, summed: set) -> dict:
@@ -421,16 +440,23 @@ def _log_step(acc, opts, out: Path, bar, metrics: dict, log):
         log(f"step {metrics['step']}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
 
-def _save_final(acc, models, out: Path):
-    acc.wait_for_everyone()
-    if not acc.is_main_process:
-        return
-    final = out / "final"
-    models.policy.save_pretrained(final)
-    models.tokenizer.save_pretrained(final)
-    for name, head in models.heads.items():
-        C.save_head(acc.unwrap_model(head), final / f"{name}_head.safetensors")
-    C.save(models.critics, acc.unwrap_model, final)
+@dataclass
+class _Store:
+    """Writes and reads the models (and an FSDP2 run's optimizer) of a checkpoint (weights.py)."""
+    models: object
+    acc: object
+    mode: sharding.Mode
+    optim: object
+
+    def write(self, folder: Path) -> None:
+        weights.write(folder, self.models, self.acc, self.mode.fsdp)
+        if self.mode.fsdp:
+            weights.write_optimizer(folder, self.models.trainable(), self.optim, self.acc)
+
+    def read(self, folder: Path) -> None:
+        weights.read(folder, self.models, self.mode.fsdp)
+        if self.mode.fsdp:
+            weights.read_optimizer(folder, self.models.trainable(), self.optim)
 
 
 def _tracker_config(compiled, opts) -> dict:

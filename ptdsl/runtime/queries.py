@@ -10,8 +10,11 @@ in backward (the memory of one tile, not of [tokens × vocab]). Frozen models ru
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
+from ptdsl.runtime import sharding
 from ptdsl.runtime.batch import layout
 from ptdsl.runtime.prefix import plan_sharing, shareable, shared_forward
 
@@ -197,11 +200,14 @@ def decoder(model):
 
 
 class Trunk(torch.nn.Module):
-    """The trainable model as one module whose forward returns hidden states.
+    """The trainable model as one module whose forward returns hidden states, or what
+    `heads(h, lm)` makes of them.
 
-    Distributed wrappers (DDP) sync gradients of what runs through their forward;
-    the LM head is applied outside it (chunked, `TokenLogprobs`) but its weight is
-    a parameter of this module, so its gradient is synchronised too. With `share` (a
+    Distributed wrappers sync or shard only what runs inside their forward: DDP syncs
+    the gradients of what ran through it, FSDP2 gathers a module's sharded weights only
+    for its forward and backward. So the LM head (applied in tiles, `TokenLogprobs`) and
+    a classifier's score head are applied by `heads` INSIDE this forward, to the weights
+    the wrapper has gathered, never to `head.weight` from outside. With `share` (a
     prefix.Sharing) rows with one prompt encode it once; that is still one call of this
     module, as DDP needs (one forward per backward)."""
 
@@ -209,12 +215,14 @@ class Trunk(torch.nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids, attention_mask, position_ids, share=None):
+    def forward(self, input_ids, attention_mask, position_ids, share=None, heads=None):
         if share is not None:
-            return shared_forward(decoder(self.lm), input_ids, attention_mask, position_ids, share)
-        out = decoder(self.lm)(input_ids=input_ids, attention_mask=attention_mask,
-                                position_ids=position_ids, use_cache=False)
-        return out[0] if isinstance(out, tuple) else out.last_hidden_state
+            h = shared_forward(decoder(self.lm), input_ids, attention_mask, position_ids, share)
+        else:
+            out = decoder(self.lm)(input_ids=input_ids, attention_mask=attention_mask,
+                                    position_ids=position_ids, use_cache=False)
+            h = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        return h if heads is None else heads(h, self.lm)
 
 
 def hf_model(model):
@@ -226,9 +234,10 @@ def hf_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def hidden_states(model, lay, share=None):
-    """[R, P + C, H] for a layout's rows (`share`: a prefix.Sharing, or None for the plain forward)."""
-    args = (lay.input_ids, lay.attention_mask, lay.position_ids, share)
+def hidden_states(model, lay, share=None, heads=None):
+    """[R, P + C, H] for a layout's rows (`share`: a prefix.Sharing, or None for the plain forward),
+    or `heads(h, lm)` computed inside the model's forward (Trunk)."""
+    args = (lay.input_ids, lay.attention_mask, lay.position_ids, share, heads)
     if hasattr(model, "peft"):  # the base of a LoRA policy: its adapters off
         with model.peft.disable_adapter():
             return Trunk(model.peft)(*args)
@@ -238,13 +247,23 @@ def hidden_states(model, lay, share=None):
     return Trunk(model)(*args)
 
 
+def _grad_mode(model, frozen: bool):
+    """Frozen forwards run under inference_mode, except on a sharded model (FSDP2), whose
+    all-gathered weights would become inference tensors that training later writes into."""
+    if not frozen:
+        return torch.enable_grad()
+    return torch.no_grad() if sharding.units(model) else torch.inference_mode()
+
+
 def sharing_for(model, lay, enabled: bool = True):
     """The prefix.Sharing a forward of `model` over `lay` uses: None when turned off, when the
-    model's cache cannot be continued, when too few prompt tokens are saved (prefix.pays), or when
+    model's cache cannot be continued, when too few prompt tokens are saved (prefix.pays), when
     the model checkpoints its layers in this forward (transformers then drops the prompt pass's
-    cache: the completions would not see their prompt)."""
+    cache: the completions would not see their prompt), or when the model is sharded (FSDP2):
+    the shared forward calls each layer twice, and whether sharing pays is decided per process
+    from its own rows, so the processes' all-gathers would no longer pair up."""
     hf = hf_model(model)
-    if not enabled or not shareable(hf.config) or _checkpoints(hf):
+    if not enabled or not shareable(hf.config) or _checkpoints(hf) or sharding.units(model):
         return None
     width = lay.input_ids.shape[1] - lay.prompt_len
     return plan_sharing(lay.prompt_groups, lay.prompt_len, width, lay.input_ids.device)
@@ -267,26 +286,38 @@ def run_model(model, sets, names, outputs: dict, pad_id, device, frozen: bool, t
     `prefix_sharing`: rows with one prompt may encode it once (`sharing_for`)."""
     temperatures = temperatures or {}
     lay = layout(sets, names, pad_id, device)
-    ctx = torch.inference_mode() if frozen else torch.enable_grad()
-    with ctx:
-        h = hidden_states(model, lay, sharing_for(model, lay, prefix_sharing))
-        model = hf_model(model)
-        result = {}
-        for s in names:
-            first, n, width = lay.spans[s]
-            rows = slice(first, first + n)
-            # the hidden state at column P-1+t predicts completion token t
-            hs = h[rows, lay.prompt_len - 1: lay.prompt_len - 1 + width]
-            targets = lay.input_ids[rows, lay.prompt_len: lay.prompt_len + width]
-            mask = lay.completion_mask[s]
-            for kind in outputs[s]:
-                if kind == "token_score":  # a token classifier reads the hidden state at the token itself
-                    at = h[rows, lay.prompt_len: lay.prompt_len + width]
-                    result[(kind, s)] = model.score(at).squeeze(-1).float()
-                    continue
-                result[(kind, s)] = _output(kind, model, hs, targets, mask, temperatures.get(s, 1.0), value_head,
-                                            h[rows], lay.attention_mask[rows])
+    with _grad_mode(model, frozen):
+        heads = partial(_heads, lay=lay, names=names, outputs=outputs, temperatures=temperatures)
+        result = hidden_states(model, lay, sharing_for(model, lay, prefix_sharing), heads)
+        for s in names:  # a value head is a module of its own (prepared apart): applied to the returned rows
+            if "values" in outputs[s]:
+                result[("values", s)] = value_head(result.pop(("hidden", s))).squeeze(-1).float()
         result.update({("mask", s): lay.completion_mask[s] for s in names})
+    return result
+
+
+def _heads(h, lm, lay, names, outputs: dict, temperatures: dict) -> dict:
+    """Every output but a value head's, from hidden states `h` (run inside the trunk's forward,
+    with its weights as the distributed wrapper gathered them); ("hidden", set) holds the rows a
+    value head reads."""
+    model = hf_model(lm)
+    result = {}
+    for s in names:
+        first, n, width = lay.spans[s]
+        rows = slice(first, first + n)
+        # the hidden state at column P-1+t predicts completion token t
+        hs = h[rows, lay.prompt_len - 1: lay.prompt_len - 1 + width]
+        targets = lay.input_ids[rows, lay.prompt_len: lay.prompt_len + width]
+        mask = lay.completion_mask[s]
+        for kind in outputs[s]:
+            if kind == "token_score":  # a token classifier reads the hidden state at the token itself
+                at = h[rows, lay.prompt_len: lay.prompt_len + width]
+                result[(kind, s)] = model.score(at).squeeze(-1).float()
+            elif kind == "values":
+                result[("hidden", s)] = hs
+            else:
+                result[(kind, s)] = _output(kind, model, hs, targets, mask, temperatures.get(s, 1.0),
+                                            h[rows], lay.attention_mask[rows])
     return result
 
 
@@ -294,7 +325,7 @@ def run_critic(critic, sets, names, pad_id, device, frozen: bool) -> dict:
     """{("values", set): [rows, width]} from a separate critic (runtime/critic.py): its value at
     the state before each completion token, the position a value head reads on the policy."""
     lay = layout(sets, names, pad_id, device)
-    with torch.inference_mode() if frozen else torch.enable_grad():
+    with _grad_mode(critic, frozen):
         values = critic(lay.input_ids, lay.attention_mask, lay.position_ids)
         out = {}
         for s in names:
@@ -303,7 +334,7 @@ def run_critic(critic, sets, names, pad_id, device, frozen: bool) -> dict:
     return out
 
 
-def _output(kind, model, hs, targets, mask, temperature, value_head, h_rows, att_rows):
+def _output(kind, model, hs, targets, mask, temperature, h_rows, att_rows):
     if kind == "logprobs":
         head = model.get_output_embeddings()
         flat = hs[mask]
@@ -316,8 +347,6 @@ def _output(kind, model, hs, targets, mask, temperature, value_head, h_rows, att
             return z
         logp = torch.log_softmax(z, -1)
         return -(logp.exp() * logp).sum(-1)
-    if kind == "values":
-        return value_head(hs).squeeze(-1).float()
     if kind == "score":  # a sequence classifier's score at each row's last real token
         last = att_rows.shape[1] - 1 - att_rows.flip(-1).argmax(-1)
         pooled = h_rows[torch.arange(h_rows.shape[0]), last]

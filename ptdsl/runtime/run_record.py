@@ -33,7 +33,8 @@ def spec_hash(compiled) -> str:
     return h.hexdigest()
 
 
-def record(compiled, opts, acc, model_ids: dict, data, mixed_precision: str) -> dict:
+def record(compiled, opts, acc, model_ids: dict, data, mixed_precision: str, distributed: str | None = None) -> dict:
+    """`distributed`: the mode actually used (sharding.Mode.describe); default: accelerate's."""
     options = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name != "callbacks"}
     return {
         "method": compiled.name,
@@ -44,7 +45,7 @@ def record(compiled, opts, acc, model_ids: dict, data, mixed_precision: str) -> 
         "options": {**options, "eval_data": _described(opts.eval_data)},
         "models": dict(model_ids),
         "data": _described(data),
-        "distributed": distributed_mode(acc),
+        "distributed": distributed or distributed_mode(acc),
         "processes": acc.num_processes,
         "mixed_precision": mixed_precision,
         "versions": {**_versions(), "python": platform.python_version()},

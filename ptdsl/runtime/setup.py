@@ -30,6 +30,10 @@ class Models:
     ids: dict[str, str] = field(default_factory=dict)                  # role → what it was loaded from
     trunk: torch.nn.Module | None = None  # the policy as prepared by accelerate (runtime/queries.Trunk)
 
+    def trainable(self) -> list[torch.nn.Module]:
+        """The modules the optimizer trains: the policy's trunk, value heads, critics."""
+        return [m for m in (self.trunk, *self.heads.values(), *self.critics.values()) if m is not None]
+
 
 def _needs_scorer(compiled) -> bool:
     return any(q.output in ("score", "token_score") and q.model == "policy" for q in compiled.plan.queries)

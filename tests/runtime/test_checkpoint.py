@@ -88,7 +88,8 @@ def test_misnamed_incomplete_and_out_of_run_checkpoints_are_skipped(run, tmp_pat
     found, skipped = _chosen(out, total=10)
     assert found.path.name == "checkpoint-3"
     assert "not named `checkpoint-<step>`" in skipped["checkpoint-latest"]
-    assert "`model.safetensors`, `optimizer.bin`, `random_states_0.pkl` are missing" in skipped["checkpoint-9"]
+    assert "`config.json`, `custom_checkpoint_0.pkl`, `optimizer.bin`, `random_states_0.pkl` are missing" \
+        in skipped["checkpoint-9"]
     found, skipped = _chosen(out, total=2)  # a shorter run: checkpoint-3 is beyond it
     assert found.path.name == "checkpoint-2" and "not one of this run's steps (1 to 2)" in skipped["checkpoint-3"]
 
@@ -153,3 +154,50 @@ def test_resume_with_no_usable_checkpoint_names_every_reason(run, tmp_path):
         train("dpo", output=str(out), resume=True, **ARGS)
     assert str(info.value) == (f"--resume: no usable checkpoint in `{out}` (checkpoint-3: trainer_state.json has "
                                "no integer `step`; checkpoint-2: `optimizer.bin` is missing)")
+
+
+@pytest.mark.integration
+def test_a_checkpoint_is_the_policy_of_its_step_in_hugging_face_layout(tmp_path):
+    """`from_pretrained(OUTPUT/checkpoint-N)` loads the weights the policy had after step N (seen
+    by a callback on the model object being trained), with no `lm.` prefix."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ptdsl.runtime import embedded
+    tok = embedded.tokenizer()
+    policy = embedded.model(tok, 0)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in embedded.dataset("preference", seed=0)[:32]))
+    seen = {}
+
+    class Snapshot:
+        def on_step_end(self, step, metrics):
+            if step == 2:  # the end of the third step: what checkpoint-3 must hold
+                seen.update({k: v.detach().clone() for k, v in policy.state_dict().items()})
+    out = tmp_path / "out"
+    train("dpo", model=policy, tokenizer=tok, data=str(data), output=str(out), learning_rate=3e-3,
+          callbacks=(Snapshot(),), **{**ARGS, "max_examples": None})
+    loaded = AutoModelForCausalLM.from_pretrained(out / "checkpoint-3").state_dict()
+    assert set(loaded) == set(seen) and all(torch.equal(loaded[k], seen[k]) for k in seen)
+    assert not any(torch.equal(loaded[k], policy.state_dict()[k]) for k in ("lm_head.weight",))  # step 4 moved on
+    assert not any(k.startswith("lm.") for k in load_file(str(out / "checkpoint-3" / "model.safetensors")))
+    assert AutoTokenizer.from_pretrained(out / "checkpoint-3")("1+1=")["input_ids"]
+
+
+@pytest.mark.integration
+def test_a_checkpoint_of_ptdsl_0_2_still_resumes(run, tmp_path):
+    """0.2 checkpoints held accelerate's files for the models (`lm.`-prefixed names, no
+    config.json): --resume still loads them, and trains as the uninterrupted run."""
+    from safetensors.torch import load_file, save_file
+    out = _copy(run, tmp_path)
+    shutil.rmtree(out / "final")
+    (out / "metrics.jsonl").write_text("".join(line + "\n" for line in
+                                               (run / "metrics.jsonl").read_text().splitlines()[:3]))
+    shutil.rmtree(out / "checkpoint-2")
+    old = out / "checkpoint-3"
+    weights = load_file(str(old / "model.safetensors"))
+    save_file({"lm." + k: v for k, v in weights.items()}, str(old / "model.safetensors"), metadata={"format": "pt"})
+    for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "manifest.json"):
+        (old / f).unlink(missing_ok=True)
+    train("dpo", output=str(out), resume=True, **ARGS)
+    a, b = load_file(str(out / "final" / "model.safetensors")), load_file(str(run / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

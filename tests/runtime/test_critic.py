@@ -86,7 +86,7 @@ def test_a_resumed_run_with_a_critic_ends_bit_for_bit_as_the_uninterrupted_one(t
     args = dict(steps=4, save_steps=1, params={"critic_warmup_steps": 1}, **SMALL)
     full = tmp_path / "full"
     train("ppo_critic", output=str(full), **args)
-    assert (full / "checkpoint-3" / "model_1.safetensors").is_file()  # the critic's weights
+    assert (full / "checkpoint-3" / "value" / "model.safetensors").is_file()  # the critic's weights
     saved = torch.load(full / "checkpoint-3" / checkpoint.experience_file(0), weights_only=True)
     assert "values(old(value), y)" in saved["minibatches"][0][0]["recorded"]
     resumed = tmp_path / "resumed"
@@ -102,10 +102,16 @@ def test_a_resumed_run_with_a_critic_ends_bit_for_bit_as_the_uninterrupted_one(t
 def test_a_checkpoint_without_the_critic_is_not_resumed_from(tmp_path):
     out = tmp_path / "run"
     train("ppo_critic", output=str(out), steps=2, save_steps=1, **SMALL)
-    (out / "checkpoint-1" / "model_1.safetensors").unlink()
-    found, skipped = checkpoint.choose(out, 2, checkpoint.Layout(models=2, experience=True))
+    (out / "checkpoint-1" / "value" / "model.safetensors").unlink()  # the critic's body (the manifest lists it)
+    layout = checkpoint.Layout(critics=("value",), experience=True)
+    found, skipped = checkpoint.choose(out, 2, layout)
     assert found is None
-    assert "`model_1.safetensors` is missing" in dict((p.name, r) for p, r in skipped)["checkpoint-1"]
+    assert "`value/model.safetensors` is missing" in dict((p.name, r) for p, r in skipped)["checkpoint-1"]
+    import shutil
+    shutil.rmtree(out / "checkpoint-1" / "value")  # the whole folder, and no manifest: the layout still asks for it
+    (out / "checkpoint-1" / "manifest.json").unlink()
+    found, skipped = checkpoint.choose(out, 2, layout)
+    assert found is None and "`value/config.json` is missing" in dict((p.name, r) for p, r in skipped)["checkpoint-1"]
 
 
 @pytest.mark.integration

@@ -153,6 +153,6 @@ def test_a_checkpoint_without_its_experience_file_is_not_resumed_from(tmp_path):
     train("grpo", output=str(out), steps=3, save_steps=1, batch_size=2, max_examples=8, quiet=True,
           params={"num_iterations": 2, "num_generations": 2})
     (out / "checkpoint-2" / checkpoint.experience_file(0)).unlink()
-    found, skipped = checkpoint.choose(out, 3, checkpoint.Layout(models=1, experience=True))
+    found, skipped = checkpoint.choose(out, 3, checkpoint.Layout(experience=True))
     assert found.path.name == "checkpoint-1"
     assert "`experience_0.pt` is missing" in dict((p.name, r) for p, r in skipped)["checkpoint-2"]
