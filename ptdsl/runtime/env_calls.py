@@ -75,3 +75,7 @@ def describe(exc: BaseException) -> str:
     """`ValueError: text` — what the model (or a report) is told an exception was."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

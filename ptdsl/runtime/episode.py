@@ -184,7 +184,7 @@ def _stop(cfg: _Settings, live: _Live, kind: str, what: str, out: env_calls.Outc
 
 def _failed_call(cfg: _Settings, live: _Live, kind: str, what: str, out: env_calls.Outcome) -> None:
     how = f"did not return within {cfg.tool_timeout:g} s" if out.timed_out else \
-        f"raised {env_calls.describe(out.error)}:\n" + _indent(out.trace)
+        f"raised {env_calls.describe(out.error)}:\n" + env_calls.indent(out.trace)
     _report(cfg, live, kind, f"{what}: {how}")
 
 
@@ -266,8 +266,5 @@ def _report(cfg: _Settings, live: _Live, kind: str, text: str, count_only: bool 
     ep.reports.append(message)
     if kind not in cfg.logged:
         cfg.logged.add(kind)
-        _log.warning("%s (%s; later ones are counted in the episode's errors)", message, kind)
+        _log.warning("[%s; later ones are only counted in Episode.errors] %s", kind, message)
 
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())

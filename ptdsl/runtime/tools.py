@@ -162,9 +162,11 @@ def run(box: Toolbox, name: str, arguments: object, timeout: float | None) -> To
         return _error("bad_arguments", name, f"wrong arguments for `{name}`: {problem}")
     out = env_calls.call(method, arguments, timeout)
     if out.timed_out:
-        return _error("timeout", name, f"`{name}` did not return within {timeout:g} s")
+        return _error("timeout", name, f"`{name}` did not return within {timeout:g} s",
+                      report=f"tool `{name}` did not return within {timeout:g} s (its thread is abandoned)")
     if out.error is not None:
-        return _error("tool_raised", name, f"`{name}` raised {env_calls.describe(out.error)}", report=out.trace)
+        return _error("tool_raised", name, f"`{name}` raised {env_calls.describe(out.error)}",
+                      report=f"tool `{name}` raised {env_calls.describe(out.error)}:\n" + env_calls.indent(out.trace))
     value = out.value
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
         value = str(value)

@@ -207,6 +207,7 @@ def test_each_failure_is_a_tool_result_with_its_kind(box, name, args, kind, text
 def test_a_raising_tool_reports_its_own_traceback(box):
     r = tools.run(box, "buy", {"item": "apple", "n": 9}, timeout=5)
     assert "test_tools.py" in r.report and 'raise ValueError(f"only' in r.report
+    assert r.report.startswith("tool `buy` raised ValueError: only 3 apple left:\n    File")
     assert "env_calls.py" not in r.report and r.report.endswith("ValueError: only 3 apple left")
 
 
