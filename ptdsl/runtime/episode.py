@@ -105,7 +105,11 @@ def run_episodes(generate: Generate, tokenizer, env: Callable[[], object], rows:
                  template_kwargs: dict | None = None) -> list[Episode]:
     """Play one episode per row (rows repeat for several episodes per prompt); see the module
     docstring. `env` is a factory (an `environments.Environment` names itself in reports);
-    `stop_ids` are the tokens that end a policy turn (default: the tokenizer's EOS)."""
+    `max_tokens` bounds each episode's completion (generated and inserted tokens); `tool_timeout`
+    bounds each call into the environment — the factory, reset, a tool, get_reward — in seconds
+    (None: unbounded, in this thread); `stop_ids` are the tokens that end a policy turn (default:
+    the tokenizer's EOS); `row_labels` name the rows in reports (default `row i`);
+    `template_kwargs` go to `apply_chat_template` (e.g. `enable_thinking`)."""
     if max_turns < 1 or max_tokens < 1:
         raise RuntimeSetupError(f"episodes need max_turns ≥ 1 and max_tokens ≥ 1, got {max_turns} and {max_tokens}")
     _check_rows(rows, row_labels)
@@ -169,8 +173,10 @@ def _start(cfg: _Settings, env: Callable, i: int, row: dict) -> _Live:
                 f"({observation!r:.80}), not a string or None")
         live.episode.truncated, live.done = "env_error", True
         return live
-    if observation:  # TRL appends it to the last message
-        messages[-1]["content"] = messages[-1]["content"] + observation
+    if observation:  # TRL appends it to the last message (as a text part to a list of parts)
+        content = messages[-1]["content"]
+        messages[-1]["content"] = content + [{"type": "text", "text": observation}] if isinstance(content, list) \
+            else content + observation
     live.episode.prompt_ids = render(cfg.tokenizer, messages, live.box.schemas, True, cfg.template_kwargs)
     return live
 
@@ -193,6 +199,8 @@ def _play_turn(cfg: _Settings, live: _Live, out: Generation, limit: int, turn: i
     ep = live.episode
     before = live.sequence
     ids, lps = list(out.ids[:limit]), out.logprobs
+    if lps is not None and len(lps) != len(out.ids):
+        raise RuntimeError(f"generate returned {len(lps)} log-probs for {len(out.ids)} tokens")
     ep.completion_ids += ids
     ep.token_mask += [1] * len(ids)
     ep.turn_ids += [turn] * len(ids)

@@ -337,3 +337,31 @@ def test_a_string_prompt_is_a_user_message(tok):
     gen = Scripted(tok, {"Say hi": ["Hi!" + END]})
     ep, = run_episodes(gen, tok, CALC, [{"prompt": "Say hi."}], max_turns=1, max_tokens=20)
     assert ep.messages[0] == {"role": "user", "content": "Say hi."} and ep.truncated is None
+
+
+def test_an_observation_joins_a_message_of_content_parts_as_a_text_part(tok):
+    class Hinted:
+        def reset(self, **row):
+            return " (hint)"
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "text", "text": "Say hi."}]}]}]
+    captured = []
+
+    def generate(prompts, limits):
+        captured.extend(prompts)
+        return [Generation(tok.encode("Hi!" + END, add_special_tokens=False))]
+    parts = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% for p in m.content %}{{ p.text }}{% endfor %}"
+             "<|im_end|>\n{% endfor %}<|im_start|>assistant\n")  # Qwen 2.5's is text-only: a template for parts
+    ep, = run_episodes(generate, tok, Hinted, rows, max_turns=1, max_tokens=20,
+                       template_kwargs={"chat_template": parts})
+    assert tok.decode(ep.prompt_ids) == "<|im_start|>user\nSay hi. (hint)<|im_end|>\n<|im_start|>assistant"  # jinja drops a final newline
+    assert ep.messages[0]["content"] == [{"type": "text", "text": "Say hi."}, {"type": "text", "text": " (hint)"}]
+    assert ep.logprobs is None and ep.truncated is None and captured == [ep.prompt_ids]
+
+
+@pytest.mark.parametrize("outs, message", [
+    ([], "generate returned 0 results for 1 prompts"),
+    ([Generation([1, 2], [0.0])], "generate returned 1 log-probs for 2 tokens"),
+])
+def test_a_generator_breaking_the_interface_is_a_plain_error(tok, outs, message):
+    with pytest.raises(RuntimeError, match=message):
+        run_episodes(lambda prompts, limits: outs, tok, CALC, [row("x")], max_turns=1, max_tokens=20)
