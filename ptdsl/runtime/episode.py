@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Sequence
 
 from ptdsl.runtime import env_calls, tools
-from ptdsl.runtime.episode_tokens import extension, render
+from ptdsl.runtime.episode_tokens import check_template, extension, render
 from ptdsl.runtime.errors import RuntimeSetupError
 
 ENV_ERROR_KINDS = ("reset_error", "bad_observation", "reward_error", "reward_nan")
@@ -113,6 +113,7 @@ def run_episodes(generate: Generate, tokenizer, env: Callable[[], object], rows:
     if max_turns < 1 or max_tokens < 1:
         raise RuntimeSetupError(f"episodes need max_turns ≥ 1 and max_tokens ≥ 1, got {max_turns} and {max_tokens}")
     _check_rows(rows, row_labels)
+    check_template(tokenizer, template_kwargs)
     stops = set(stop_ids) if stop_ids is not None else {tokenizer.eos_token_id}
     cfg = _Settings(tokenizer, getattr(env, "name", None) or getattr(env, "__qualname__", repr(env)), max_turns,
                     max_tokens, tool_timeout, stops, template_kwargs,

@@ -98,7 +98,9 @@ def parse_turn(tokenizer, ids: list[int], prefix: list[int], schemas: list[dict]
     try:
         message = tokenizer.parse_response(ids, prefix=prefix, tools=schemas or None)
     except Exception as exc:  # noqa: BLE001 — transformers raises ValueError on unparseable JSON and the like
-        return ParsedTurn({"role": "assistant", "content": _text(tokenizer, ids)}, malformed=env_calls.describe(exc))
+        lines = env_calls.describe(exc).splitlines()  # transformers: what failed, the region, then why
+        reason = lines[0] + (f" {lines[-1]}" if len(lines) > 1 else "")
+        return ParsedTurn({"role": "assistant", "content": _text(tokenizer, ids)}, malformed=reason)
     return _calls_of(message, _text(tokenizer, ids))
 
 
@@ -148,8 +150,7 @@ def _parse_fallback(text: str) -> ParsedTurn:
 
 def malformed(reason: str) -> ToolResult:
     """The result the model reads for a turn whose calls could not be read."""
-    return _error("malformed", "error", f"the tool call could not be read ({reason}); "
-                                        'write each call as {"name": …, "arguments": {…}}')
+    return _error("malformed", "error", f"the tool call could not be read ({reason})")
 
 
 def run(box: Toolbox, name: str, arguments: object, timeout: float | None) -> ToolResult:

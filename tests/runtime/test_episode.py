@@ -33,8 +33,8 @@ class Scripted:
     (a question) it contains. A turn is a text (encoded as the tokenizer would) or token ids.
     Log-probs are -0.01, -0.02, … per turn, so their placement can be checked."""
 
-    def __init__(self, tok, scripts: dict, logprobs: bool = True):
-        self.tok, self.scripts, self.logprobs = tok, scripts, logprobs
+    def __init__(self, tok, scripts: dict, logprobs: bool = True, header: str = "<|im_start|>assistant"):
+        self.tok, self.scripts, self.logprobs, self.header = tok, scripts, logprobs, header
         self.calls, self.generated = [], {k: [] for k in scripts}
 
     def __call__(self, prompts, limits):
@@ -43,7 +43,7 @@ class Scripted:
         for p in prompts:
             text = self.tok.decode(p)
             key = next(k for k in self.scripts if k in text)
-            turn = self.scripts[key][text.count("<|im_start|>assistant") - 1]
+            turn = self.scripts[key][text.count(self.header) - 1]  # generation headers so far
             ids = self.tok.encode(turn, add_special_tokens=False) if isinstance(turn, str) else list(turn)
             self.generated[key].append(ids)
             out.append(Generation(ids, [-(i + 1) / 100 for i in range(len(ids))] if self.logprobs else None))
@@ -197,7 +197,8 @@ def test_each_error_kind_is_counted_and_returned_to_the_model(tok):
                            "Error: unknown tool `nope`; the tools are: blob, boom, echo, number, slow"]
     assert results[5].startswith("Error: wrong arguments for `echo`: missing a required argument")
     assert results[6] == "Error: wrong arguments for `echo`: `text` should be string, got int 5"
-    assert results[7].startswith("Error: the tool call could not be read (ValueError: json parser")
+    assert results[7] == ("Error: the tool call could not be read (ValueError: json parser could not parse region as "
+                          "JSON. Error: Expecting value: line 2 column 40 (char 40))")
     assert [tok.decode(s) for s in spans(ep, 0)][0] == inserted(*results[:7])
     # the environment's failures are reported with its traceback; the model's own mistakes only counted
     assert len(ep.reports) == 3 and 'raise KeyError("lost the ledger")' in ep.reports[0]
@@ -349,8 +350,10 @@ def test_an_observation_joins_a_message_of_content_parts_as_a_text_part(tok):
     def generate(prompts, limits):
         captured.extend(prompts)
         return [Generation(tok.encode("Hi!" + END, add_special_tokens=False))]
-    parts = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% for p in m.content %}{{ p.text }}{% endfor %}"
-             "<|im_end|>\n{% endfor %}<|im_start|>assistant\n")  # Qwen 2.5's is text-only: a template for parts
+    parts = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}"
+             "{% else %}{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}"
+             "{% for c in m.tool_calls or [] %}{{ c.function.name }}{% endfor %}<|im_end|>\n{% endfor %}"
+             "<|im_start|>assistant\n")  # Qwen 2.5's is text-only: a template for parts (and tools)
     ep, = run_episodes(generate, tok, Hinted, rows, max_turns=1, max_tokens=20,
                        template_kwargs={"chat_template": parts})
     assert tok.decode(ep.prompt_ids) == "<|im_start|>user\nSay hi. (hint)<|im_end|>\n<|im_start|>assistant"  # jinja drops a final newline
@@ -365,3 +368,42 @@ def test_an_observation_joins_a_message_of_content_parts_as_a_text_part(tok):
 def test_a_generator_breaking_the_interface_is_a_plain_error(tok, outs, message):
     with pytest.raises(RuntimeError, match=message):
         run_episodes(lambda prompts, limits: outs, tok, CALC, [row("x")], max_turns=1, max_tokens=20)
+
+
+def test_a_chat_template_without_tool_support_is_refused_before_generating(tok):
+    from tests.chat_tokenizers import chat_tokenizer
+    plain = chat_tokenizer("chatml")  # renders only role and content: a tool call would vanish
+    with pytest.raises(RuntimeSetupError, match=r"the chat template of `test-chatml` drops the tool call or the "
+                                                 r"tool result: episodes need one with tool support"):
+        run_episodes(Scripted(plain, {}), plain, CALC, [row("x")], max_turns=2, max_tokens=10)
+
+
+LLAMA_INSERT = "<|start_header_id|>ipython<|end_header_id|>\n\n{}<|eot_id|>"
+LLAMA_HEADER = "<|start_header_id|>assistant"
+
+
+def test_llama_3_1_template_tool_turn_is_an_exact_extension():
+    """Llama 3.1's format: tools in the first user message, a call as {"name", "parameters"}, the
+    result in an `ipython` turn (its template writes a string result as JSON: "408")."""
+    tok = tool_tokenizer("llama3.1")
+    one = '{"name": "calculate", "parameters": {"expression": "12 * 34"}}<|eot_id|>'
+    gen = Scripted(tok, {"12 * 34": [one, "The answer is 408.<|eot_id|>"]}, header=LLAMA_HEADER)
+    ep, = run_episodes(gen, tok, CALC, ROWS[:1], max_turns=4, max_tokens=300, stop_ids=[tok.eos_token_id])
+    assert (ep.turns, ep.tool_calls, ep.truncated, dict(ep.errors), ep.refitted) == (2, 1, None, {}, 0)
+    assert spans(ep, 1) == gen.generated["12 * 34"]
+    assert [tok.decode(s) for s in spans(ep, 0)] == [LLAMA_INSERT.format('"408"') + "<|start_header_id|>assistant"
+                                                     "<|end_header_id|>\n\n"]
+    assert ep.prompt_ids + ep.completion_ids == render(tok, ep.messages, _calc_schemas(), False)
+
+
+def test_a_turn_the_template_cannot_render_takes_trls_suffix():
+    """Two calls in one turn (read by ptdsl's fallback reader): Llama 3.1's template raises on the
+    re-rendering, so the inserted tokens come from the stand-in conversation."""
+    tok = tool_tokenizer("llama3.1", response_template=False)
+    two = call("calculate", '{"expression": "12 * 34"}') + call("calculate", '{"expression": "1 + 1"}') + "<|eot_id|>"
+    gen = Scripted(tok, {"12 * 34": [two, "408<|eot_id|>"]}, header=LLAMA_HEADER)
+    ep, = run_episodes(gen, tok, CALC, ROWS[:1], max_turns=4, max_tokens=300)
+    assert (ep.tool_calls, ep.refitted, ep.truncated, dict(ep.errors)) == (2, 1, None, {})
+    assert spans(ep, 1) == gen.generated["12 * 34"]
+    assert [tok.decode(s) for s in spans(ep, 0)] == [LLAMA_INSERT.format('"408"') + LLAMA_INSERT.format('"2"') +
+                                                     "<|start_header_id|>assistant<|end_header_id|>\n\n"]

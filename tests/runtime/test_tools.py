@@ -220,5 +220,4 @@ def test_a_hanging_tool_times_out_and_the_call_returns_promptly(box):
 
 def test_malformed_result_tells_the_model_the_format():
     r = tools.malformed("Expecting value")
-    assert r.error == "malformed" and r.message["content"].startswith("Error: the tool call could not be read "
-                                                                       "(Expecting value)")
+    assert (r.error, r.message["content"]) == ("malformed", "Error: the tool call could not be read (Expecting value)")
