@@ -31,7 +31,7 @@ import math
 import numbers
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from ptdsl.runtime import env_calls, tools
 from ptdsl.runtime.episode_tokens import check_template, extension, render
@@ -56,7 +56,12 @@ class Episode:
     by the template or the environment — context, never trained on), `turn_ids` (the policy turn,
     from 0, each token belongs to; inserted tokens belong to the turn whose calls produced them)
     and `logprobs` (the sampler's, 0.0 where masked; None when the generator gives none) are
-    aligned. `truncated` is None (the policy answered), "max_turns", "budget" or "env_error"."""
+    aligned. `truncated` is None (the policy answered), "max_turns", "budget" or "env_error" (the
+    environment could not start the episode: it has its prompt but no completion, and no reward).
+    `tool_calls` counts the calls run, a turn whose calls could not be read counting as one;
+    `errors` counts tools.ERROR_KINDS and ENV_ERROR_KINDS; `reports` are the environment's
+    failures in words, with its traceback; `refitted` counts turns whose inserted tokens came from
+    TRL's stand-in rendering (ptdsl/runtime/episode_tokens.py)."""
     row: int
     prompt_ids: list[int]
     completion_ids: list[int] = field(default_factory=list)
@@ -70,7 +75,7 @@ class Episode:
     reward: float | None = None
     messages: list[dict] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
-    refitted: int = 0  # turns whose inserted tokens came from TRL's fallback (episode_tokens.py)
+    refitted: int = 0
 
 
 @dataclass
@@ -130,7 +135,7 @@ def run_episodes(generate: Generate, tokenizer, env: Callable[[], object], rows:
         for live, out, limit in zip(running, outs, limits):
             _play_turn(cfg, live, Generation(*out) if isinstance(out, tuple) else Generation(list(out)), limit, turn)
     for live in lives:
-        if live.env is not None:
+        if live.episode.truncated != "env_error":  # an environment that did not start is not asked to score
             _score(cfg, live)
     return [live.episode for live in lives]
 
@@ -142,11 +147,11 @@ def _check_rows(rows: Sequence, labels: Sequence[str] | None) -> None:
     bad = []
     for i, row in enumerate(rows):
         where = labels[i] if labels is not None else f"row {i}"
-        prompt = row.get("prompt", "") if isinstance(row, dict) else None
+        prompt = row.get("prompt", "") if isinstance(row, Mapping) else None
         ok = isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(
             isinstance(m, dict) and "role" in m and "content" in m for m in prompt))
         if not ok:
-            bad.append(f"{where}: " + (f"`prompt` is {type(prompt).__name__} {prompt!r:.40}" if isinstance(row, dict)
+            bad.append(f"{where}: " + (f"`prompt` is {type(prompt).__name__} {prompt!r:.40}" if isinstance(row, Mapping)
                                        else f"a {type(row).__name__}, not a mapping of columns"))
     if bad:
         raise RuntimeSetupError(f"{len(bad)} episode row(s) without a usable prompt: " + "; ".join(bad[:5])
@@ -172,8 +177,7 @@ def _start(cfg: _Settings, env: Callable, i: int, row: dict) -> _Live:
     if observation is not None and not isinstance(observation, str):
         _report(cfg, live, "bad_observation", f"reset returned a {type(observation).__name__} "
                 f"({observation!r:.80}), not a string or None")
-        live.episode.truncated, live.done = "env_error", True
-        return live
+        return _end_before_start(cfg, live)
     if observation:  # TRL appends it to the last message (as a text part to a list of parts)
         content = messages[-1]["content"]
         messages[-1]["content"] = content + [{"type": "text", "text": observation}] if isinstance(content, list) \
@@ -185,6 +189,13 @@ def _start(cfg: _Settings, env: Callable, i: int, row: dict) -> _Live:
 def _stop(cfg: _Settings, live: _Live, kind: str, what: str, out: env_calls.Outcome) -> _Live:
     """End the episode before its first turn: the environment could not start it."""
     _failed_call(cfg, live, kind, what, out)
+    return _end_before_start(cfg, live)
+
+
+def _end_before_start(cfg: _Settings, live: _Live) -> _Live:
+    """The episode keeps its prompt (so that batches keep their shape) and has no completion."""
+    schemas = live.box.schemas if live.box else []
+    live.episode.prompt_ids = render(cfg.tokenizer, live.episode.messages, schemas, True, cfg.template_kwargs)
     live.episode.truncated, live.done = "env_error", True
     return live
 

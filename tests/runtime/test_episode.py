@@ -241,6 +241,7 @@ def test_environment_failures_are_reported_with_its_traceback_and_the_row(tok, c
     assert (eps["ok"].reward, eps["ok"].truncated, eps["ok"].reports) == (0.5, None, [])
     bad = eps["reset_raises"]
     assert (bad.truncated, dict(bad.errors), bad.completion_ids, bad.turns) == ("env_error", {"reset_error": 1}, [], 0)
+    assert bad.prompt_ids == render(tok, [rows[1]["prompt"][0]], [], True) and bad.reward is None  # not scored
     assert bad.reports[0].startswith("environment `broken` on row 2 of data.jsonl: failed in reset: raised "
                                      "RuntimeError: no such puzzle:")
     assert 'raise RuntimeError("no such puzzle")' in bad.reports[0] and "test_episode.py" in bad.reports[0]
