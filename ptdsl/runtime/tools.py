@@ -143,7 +143,8 @@ def _parse_fallback(text: str) -> ParsedTurn:
             return ParsedTurn({"role": "assistant", "content": text}, malformed=f"the call is not JSON: {exc}")
         if not isinstance(data, dict):
             return ParsedTurn({"role": "assistant", "content": text}, malformed="the call is not a JSON object")
-        calls.append({"type": "function", "function": {"name": data.get("name"), "arguments": data.get("arguments", {})}})
+        fn = {"name": data.get("name"), "arguments": data.get("arguments", {})}
+        calls.append({"type": "function", "function": fn})
     content = _CALL.sub("", text).strip()
     return _calls_of({"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}, text)
 

@@ -192,7 +192,8 @@ def test_each_error_kind_is_counted_and_returned_to_the_model(tok):
                                "bad_arguments": 2, "malformed": 1}
     assert (ep.tool_calls, ep.turns, ep.truncated) == (8, 3, None)
     results = [m["content"] for m in ep.messages if m["role"] == "tool"]
-    assert results[:5] == ["Error: `boom` raised KeyError: 'lost the ledger'", "Error: `slow` did not return within 0.3 s",
+    assert results[:5] == ["Error: `boom` raised KeyError: 'lost the ledger'",
+                           "Error: `slow` did not return within 0.3 s",
                            "Error: `blob` returned a dict, not a string", "42",
                            "Error: unknown tool `nope`; the tools are: blob, boom, echo, number, slow"]
     assert results[5].startswith("Error: wrong arguments for `echo`: missing a required argument")
@@ -204,7 +205,8 @@ def test_each_error_kind_is_counted_and_returned_to_the_model(tok):
     assert len(ep.reports) == 3 and 'raise KeyError("lost the ledger")' in ep.reports[0]
     assert ep.reports[0].startswith("environment `Faulty` on row 0: tool `boom` raised KeyError: 'lost the ledger':\n"
                                     '    File "') and "test_episode.py" in ep.reports[0]
-    assert ep.reports[1] == "environment `Faulty` on row 0: tool `slow` did not return within 0.3 s (its thread is abandoned)"
+    assert ep.reports[1] == ("environment `Faulty` on row 0: tool `slow` did not return within 0.3 s "
+                             "(its thread is abandoned)")
 
 
 class Broken:
@@ -357,7 +359,8 @@ def test_an_observation_joins_a_message_of_content_parts_as_a_text_part(tok):
              "<|im_start|>assistant\n")  # Qwen 2.5's is text-only: a template for parts (and tools)
     ep, = run_episodes(generate, tok, Hinted, rows, max_turns=1, max_tokens=20,
                        template_kwargs={"chat_template": parts})
-    assert tok.decode(ep.prompt_ids) == "<|im_start|>user\nSay hi. (hint)<|im_end|>\n<|im_start|>assistant"  # jinja drops a final newline
+    # (jinja drops the template's final newline)
+    assert tok.decode(ep.prompt_ids) == "<|im_start|>user\nSay hi. (hint)<|im_end|>\n<|im_start|>assistant"
     assert ep.messages[0]["content"] == [{"type": "text", "text": "Say hi."}, {"type": "text", "text": " (hint)"}]
     assert ep.logprobs is None and ep.truncated is None and captured == [ep.prompt_ids]
 

@@ -189,13 +189,15 @@ def test_numbers_become_strings_and_async_tools_run(box):
 
 
 @pytest.mark.parametrize("name, args, kind, text", [
-    ("steal", {}, "unknown_tool", "Error: unknown tool `steal`; the tools are: buy, count, inventory, ping, price, wait"),
+    ("steal", {}, "unknown_tool",
+     "Error: unknown tool `steal`; the tools are: buy, count, inventory, ping, price, wait"),
     ("buy", {"item": "apple"}, "bad_arguments", "Error: wrong arguments for `buy`: missing a required argument: 'n'"),
     ("count", {"item": "apple", "colour": "red"}, "bad_arguments",
      "Error: wrong arguments for `count`: got an unexpected keyword argument 'colour'"),
     ("buy", {"item": "apple", "n": "two"}, "bad_arguments",
      "Error: wrong arguments for `buy`: `n` should be integer, got str 'two'"),
-    ("count", ["apple"], "bad_arguments", "Error: wrong arguments for `count`: expected an object of arguments, got list"),
+    ("count", ["apple"], "bad_arguments",
+     "Error: wrong arguments for `count`: expected an object of arguments, got list"),
     ("buy", {"item": "apple", "n": 9}, "tool_raised", "Error: `buy` raised ValueError: only 3 apple left"),
     ("inventory", {}, "bad_result", "Error: `inventory` returned a dict, not a string"),
 ])
