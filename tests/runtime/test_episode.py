@@ -7,6 +7,8 @@ import math
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ptdsl import environments
 from ptdsl.runtime.episode import Generation, run_episodes
@@ -411,3 +413,47 @@ def test_a_turn_the_template_cannot_render_takes_trls_suffix():
     assert spans(ep, 1) == gen.generated["12 * 34"]
     assert [tok.decode(s) for s in spans(ep, 0)] == [LLAMA_INSERT.format('"408"') + LLAMA_INSERT.format('"2"') +
                                                      "<|start_header_id|>assistant<|end_header_id|>\n\n"]
+
+
+TURNS = st.one_of(
+    st.just(("answer", None)),
+    st.tuples(st.just("call"), st.tuples(st.integers(0, 99), st.integers(0, 99))),
+    st.just(("unknown", None)),
+    st.just(("malformed", None)))
+
+
+def _turn_text(kind, arg):
+    if kind == "answer":
+        return "Done." + END, None
+    if kind == "call":
+        return call("calculate", f'{{"expression": "{arg[0]} + {arg[1]}"}}') + END, str(arg[0] + arg[1])
+    if kind == "unknown":
+        return call("add", '{"a": 1}') + END, "Error: unknown tool `add`; the tools are: calculate"
+    return "<tool_call>\n{oops}\n</tool_call>" + END, "Error: the tool call could not be read"
+
+
+@settings(max_examples=25)
+@given(script=st.lists(TURNS, min_size=1, max_size=5), max_turns=st.integers(1, 5), budget=st.integers(1, 160))
+def test_episode_invariants_hold_for_any_script_and_budget(tok, script, max_turns, budget):
+    """Whatever the policy does and however tight the limits: the arrays align, the budget holds,
+    the policy's tokens are exactly what it generated (cut at the budget), every inserted span is
+    the template's tool turn for the results expected, and the sequence is the template's."""
+    texts = [_turn_text(*t) for t in script] + [("Done." + END, None)] * 5
+    gen = Scripted(tok, {"12 * 34": [t for t, _ in texts]})
+    ep, = run_episodes(gen, tok, CALC, ROWS[:1], max_turns=max_turns, max_tokens=budget)
+    n = len(ep.completion_ids)
+    assert len(ep.token_mask) == len(ep.turn_ids) == len(ep.logprobs) == n <= budget
+    assert 1 <= ep.turns <= max_turns and ep.turn_ids == sorted(ep.turn_ids)
+    sampled = [t for t, m in zip(ep.completion_ids, ep.token_mask) if m]
+    generated = [i for ids in gen.generated["12 * 34"] for i in ids]
+    assert sampled == generated[:len(sampled)] and sum(map(len, gen.generated["12 * 34"])) >= len(sampled)
+    for turn, span in enumerate(spans(ep, 0)):
+        expected = texts[turn][1]
+        text = tok.decode(span)
+        assert text.startswith(inserted(expected)[:-len("</tool_response><|im_end|>\n<|im_start|>assistant\n")])
+        assert text.endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    assert len(spans(ep, 0)) == ep.turns - 1 or ep.truncated in ("budget", "max_turns")
+    if ep.truncated is None:
+        assert script[ep.turns - 1][0] == "answer" if ep.turns <= len(script) else True
+    final = render(tok, ep.messages, _calc_schemas(), False)
+    assert final[:len(ep.prompt_ids) + n] == ep.prompt_ids + ep.completion_ids or ep.truncated == "budget"
