@@ -76,6 +76,13 @@ class Episode:
     messages: list[dict] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
     refitted: int = 0
+    prompt_messages: int = 0  # how many of `messages` are the prompt (with reset's observation)
+
+    @property
+    def completion_messages(self) -> list[dict]:
+        """The conversation after the prompt — what TRL passes a reward function as a
+        conversational row's completion: the assistant turns and tool results."""
+        return self.messages[self.prompt_messages:]
 
 
 @dataclass
@@ -163,7 +170,7 @@ def _start(cfg: _Settings, env: Callable, i: int, row: dict) -> _Live:
     """Make the environment, reset it with the row and render the first prompt."""
     prompt = row.get("prompt", "")
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
-    live = _Live(Episode(row=i, prompt_ids=[], messages=messages))
+    live = _Live(Episode(row=i, prompt_ids=[], messages=messages, prompt_messages=len(messages)))
     made = env_calls.call(env, {}, cfg.tool_timeout)
     if not made.ok:
         return _stop(cfg, live, "reset_error", "could not be created", made)

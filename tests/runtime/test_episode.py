@@ -98,8 +98,9 @@ def test_masks_cover_exactly_the_generated_tokens(which, request):
         [1] * len(gen.generated["12 * 34"][1])
     assert (a.turns, a.tool_calls, a.truncated, dict(a.errors), a.refitted) == (2, 1, None, {}, 0)
     assert (b.turns, b.tool_calls, b.truncated) == (1, 0, None)
-    assert a.messages[-2:] == [{"role": "tool", "name": "calculate", "content": "408"},
-                               {"role": "assistant", "content": "The answer is 408."}]
+    assert a.completion_messages == a.messages[1:] and a.messages[-2:] == [
+        {"role": "tool", "name": "calculate", "content": "408"}, {"role": "assistant", "content": "The answer is 408."}]
+    assert b.completion_messages == [{"role": "assistant", "content": "Hi!"}]
 
 
 def test_turns_are_batched_and_limits_are_the_remaining_budget(tok):
