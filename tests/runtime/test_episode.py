@@ -458,3 +458,14 @@ def test_episode_invariants_hold_for_any_script_and_budget(tok, script, max_turn
         assert script[ep.turns - 1][0] == "answer" if ep.turns <= len(script) else True
     final = render(tok, ep.messages, _calc_schemas(), False)
     assert final[:len(ep.prompt_ids) + n] == ep.prompt_ids + ep.completion_ids or ep.truncated == "budget"
+
+
+def test_the_howto_example_environment_runs_an_episode(tok, root):
+    """docs/howto/environments.md's class, as written there."""
+    text = (root / "docs/howto/environments.md").read_text()
+    namespace = {}
+    exec(text.split("```python\n")[1].split("```")[0], namespace)  # our own documentation, not user text
+    gen = Scripted(tok, {"Find it": [call("guess", '{"number": 3}') + END, "3" + END]})
+    ep, = run_episodes(gen, tok, namespace["GuessTheNumber"], [{"prompt": "Find it.", "secret": 3}], max_turns=3,
+                       max_tokens=300)
+    assert (ep.reward, ep.tool_calls, ep.messages[2]["content"]) == (1.0, 1, "correct")
