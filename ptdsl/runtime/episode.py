@@ -14,7 +14,8 @@ The generator interface is plain data, so that a transformers backend now and a 
 `generate(prompts: list[list[int]], max_new_tokens: list[int]) -> list[Generation]`. Each
 Generation holds the new token ids only (no prompt, no padding), ending with the stop token when
 the turn ended, and optionally the sampler's log-prob of each. A generator may return more than
-`max_new_tokens[i]` (e.g. one limit for a whole batch); the excess is cut here.
+`max_new_tokens[i]` (e.g. one limit for a whole batch), or padding after the stop token; both are
+cut here.
 
 The environment's failures never stop the run: a factory or `reset` that raises or hangs, or an
 observation that is not a string, ends that episode before its first turn (`truncated =
@@ -220,6 +221,8 @@ def _play_turn(cfg: _Settings, live: _Live, out: Generation, limit: int, turn: i
     ids, lps = list(out.ids[:limit]), out.logprobs
     if lps is not None and len(lps) != len(out.ids):
         raise RuntimeError(f"generate returned {len(lps)} log-probs for {len(out.ids)} tokens")
+    end = next((k for k, t in enumerate(ids) if t in cfg.stop_ids), None)
+    ids = ids if end is None else ids[:end + 1]  # a turn ends at its first stop token (drops any padding)
     ep.completion_ids += ids
     ep.token_mask += [1] * len(ids)
     ep.turn_ids += [turn] * len(ids)

@@ -469,3 +469,12 @@ def test_the_howto_example_environment_runs_an_episode(tok, root):
     ep, = run_episodes(gen, tok, namespace["GuessTheNumber"], [{"prompt": "Find it.", "secret": 3}], max_turns=3,
                        max_tokens=300)
     assert (ep.reward, ep.tool_calls, ep.messages[2]["content"]) == (1.0, 1, "correct")
+
+
+def test_tokens_after_the_stop_token_are_dropped(tok):
+    """A batched generator pads a finished turn after its stop token: the turn ends at the stop."""
+    ids = tok.encode("Hi!" + END, add_special_tokens=False)
+    pads = [tok.pad_token_id] * 3
+    ep, = run_episodes(lambda prompts, limits: [Generation(ids + pads, [-0.5] * (len(ids) + 3))], tok, CALC,
+                       [row("Say hi.")], max_turns=2, max_tokens=50)
+    assert (ep.completion_ids, ep.logprobs, ep.truncated) == (ids, [-0.5] * len(ids), None)
