@@ -8,6 +8,7 @@ can fix: data, options, reward functions, a non-finite loss); tests/contract/sur
 Importing ptdsl does not import torch (nor hypothesis: `equivalent` loads it on use).
 """
 from ptdsl import rewards  # `@ptdsl.rewards.register("name")` after a plain `import ptdsl` (no torch)
+from ptdsl import environments  # `@ptdsl.environments.register("name")`, likewise (no torch)
 from ptdsl.api import CompiledMethod, Input, InputError, Method, Param, compile, load
 from ptdsl.diagnostics import Diagnostic, SpecError
 from ptdsl.equivalence import equivalent
