@@ -129,7 +129,8 @@ class Plan:
             lines.append(f"  {q.leaf:<44} {' '.join(flags)}")
         for name, r in self.rollouts.items():
             opts = ", ".join(f"{k} = {_spec_text(v)}" for k, v in r.options.items())
-            lines.append(f"rollout {name} = sample({r.model}, {opts})")
+            env = f'environment("{r.env}"), ' if r.env else ""
+            lines.append(f"rollout {name} = {r.kind}({r.model}, {env}{opts})")
         for name, terms in self.rewards.items():
             lines.append(f"reward {name} = " + " + ".join(f"{t.weight:g} * {t.kind}(\"{t.name}\")" for t in terms))
         if self.fields:

@@ -37,7 +37,7 @@ LAYERS = [
     {"compiler"},
     {"api"},
     {"inspect", "equivalence", "runtime"},
-    {"rewards", "integrations"},
+    {"rewards", "environments", "integrations"},
     {"ptdsl"},
     {"cli"},
     {"__main__"},

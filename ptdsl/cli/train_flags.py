@@ -31,6 +31,8 @@ OPTS: tuple[Opt, ...] = (
         metavar="[NAME=]PATH"),
     Opt("reward_fns", ("--reward-fn", "--reward_funcs"), str, "a verifier, imported from the named module",
         many=True, metavar="[NAME=]MODULE:FUNCTION"),
+    Opt("envs", ("--env",), str, "an environment the method's episodes play, imported from the named module "
+        "(TRL's environment_factory convention)", many=True, metavar="NAME=MODULE:FACTORY"),
     Opt("params", ("--set",), str, "override a method parameter", many=True, metavar="NAME=VALUE"),
     Opt("output", ("--output", "--output_dir"), str, "output directory (metrics.jsonl, checkpoints, final/); "
         "default out"),

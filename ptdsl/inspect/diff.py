@@ -78,7 +78,8 @@ def declarations(c) -> dict[str, dict[str, str]]:
         "roles": {name: r.source for name, r in g.graph["roles"].items() if r.kind != "old"},
         "rewards": {name: " + ".join(f'{_fmt(t.weight)} * {t.kind}("{t.name}")' for t in terms)
                     for name, terms in g.graph["rewards"].items()},
-        "rollouts": {name: f"sample({r.model}, " + ", ".join(f"{k} = {_fmt(v)}" for k, v in r.options.items()) + ")"
+        "rollouts": {name: f"{r.kind}({r.model}, " + (f'environment("{r.env}"), ' if r.env else "")
+                     + ", ".join(f"{k} = {_fmt(v)}" for k, v in r.options.items()) + ")"
                      for name, r in g.graph["rollouts"].items()},
         "params": {name: _fmt(c.params[name]) + (f"  ({p.constraint})" if p.constraint else "")
                    for name, p in m.params.items()},

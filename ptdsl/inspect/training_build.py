@@ -103,7 +103,8 @@ def _sample(f: _Facts) -> Stage | None:
     lines, runs = [], []
     for name, r in f.plan.rollouts.items():
         opts = ", ".join(f"{k} = {_value(v)}" for k, v in r.options.items())
-        text = f"{name} = sample({r.model}, {opts})" + (f" → {recorded[name]}" if name in recorded else "")
+        env = f'environment("{r.env}"), ' if r.env else ""
+        text = f"{name} = {r.kind}({r.model}, {env}{opts})" + (f" → {recorded[name]}" if name in recorded else "")
         if r.options.get("once"):
             when = "once per prompt, then reused"
         elif "on_policy" in r.options:

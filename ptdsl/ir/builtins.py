@@ -14,7 +14,7 @@ valid in their own statements and are listed here so that errors can say so.
 """
 from __future__ import annotations
 
-from ptdsl.syntax.features import (STABLE, STABLE_01, STABLE_02, EXPERIMENTAL_02, Deprecation, Feature,
+from ptdsl.syntax.features import (STABLE, STABLE_01, STABLE_02, EXPERIMENTAL_02, EXPERIMENTAL_03, Deprecation, Feature,
                                    featured, names)
 
 # Each entry carries its Feature (syntax/features.py): its level and the language version it
@@ -22,7 +22,7 @@ from ptdsl.syntax.features import (STABLE, STABLE_01, STABLE_02, EXPERIMENTAL_02
 # statistics, critics, the sampler role and per-example group reductions. A 0.2 feature is
 # stable where a stable method needs it and reference tests hold it (`update`: grpo, ppo and
 # their TRL cross-checks); the rest serve experimental methods only and may still change.
-S1, S2, X2 = STABLE_01, STABLE_02, EXPERIMENTAL_02
+S1, S2, X2, X3 = STABLE_01, STABLE_02, EXPERIMENTAL_02, EXPERIMENTAL_03
 
 QUERIES = featured({  # name → ((level kind, leaf kind), Feature)
     "logprobs": (("token", "logprobs"), S1),
@@ -73,8 +73,9 @@ AT_LAST_TABLE = names({AT_LAST: S1})
 ROLES = names({"policy": S1, "old": S1, "sampler": X2,
                "old(policy)": Feature(STABLE, "0.1", Deprecation("old", "0.4", mechanical=True))})
 ROLE_SOURCES = names({"frozen": S1, "model": S1, "value_head": S1, "critic": X2, "geometric_mixture": S1})
-REWARD_SOURCES = names({"verifier": S1, "reward_model": S1})
-ROLLOUTS = names({"sample": S1})
+REWARD_SOURCES = names({"verifier": S1, "reward_model": S1, "environment": X3})  # environment: get_reward()
+# `episode(policy, environment("name"), …)`: multi-turn rollouts with an environment's tools
+ROLLOUTS = names({"sample": S1, "episode": X3})
 SET_BUILDERS = names({"mismatched": S1, "best": S1, "worst": S1})
 SAMPLE_OPTIONS = featured({
     "n": ("int", S1), "temperature": ("float", S1), "top_p": ("float", S1), "top_k": ("int", S1),
@@ -82,6 +83,11 @@ SAMPLE_OPTIONS = featured({
     "score_temperature": ("float", S1),  # log-probs of the samples at this T (default: temperature)
     "on_policy": ("float", S1),  # probability that a batch samples; else the dataset's completions (GKD λ)
     "once": ("bool", S1)})  # a frozen model's samples, drawn once per prompt and reused (A*-PO's V*)
+# an episode samples as `sample` does, for up to `max_turns` policy turns; `max_tokens` bounds a whole
+# episode's completion (the policy's tokens and those the tools and chat template insert)
+EPISODE_OPTIONS = featured({
+    **{k: (SAMPLE_OPTIONS[k], X3) for k in ("n", "temperature", "top_p", "top_k", "max_tokens", "greedy")},
+    "max_turns": ("int", X3), "tool_timeout": ("float", X3)})
 # TR-DPO: θ_ref ← mixup·θ + (1 − mixup)·θ_ref
 FROZEN_OPTIONS = featured({"sync_steps": ("int", S1), "mixup": ("float", S1)})
 # `update passes = P, minibatches = M` (or `micro_batches = K`, TRL's steps_per_generation; 0: --grad-accum)
@@ -95,6 +101,7 @@ FEATURE_TABLES = (("query", QUERIES), ("builtin", SUGAR), ("set function", SET_F
                   ("builtin", OPS), ("scan", SCANS), ("random draw", RANDOM), ("builtin", AT_LAST_TABLE),
                   ("role", ROLES), ("role source", ROLE_SOURCES), ("reward source", REWARD_SOURCES),
                   ("rollout", ROLLOUTS), ("set builder", SET_BUILDERS), ("`sample` option", SAMPLE_OPTIONS),
+                  ("`episode` option", EPISODE_OPTIONS),
                   ("`frozen` option", FROZEN_OPTIONS), ("`update` option", UPDATE_OPTIONS),
                   ("`critic` option", CRITIC_OPTIONS), ("`geometric_mixture` option", MIXTURE_OPTIONS))
 # Valid ranges of constant options (low, high, low excluded); n is checked where it is declared.
@@ -102,7 +109,8 @@ OPTION_RANGES = {"temperature": (0, None, True), "score_temperature": (0, None, 
                  "max_tokens": (1, None, False), "sync_steps": (0, None, False), "mixup": (0, 1, False), "coef": (0, 1, False), "on_policy": (0, 1, False),
                  "gamma": (0, 1, False), "lam": (0, 1, False), "q": (0, 1, False), "decay": (0, 1, False),
                  "passes": (1, None, False), "minibatches": (1, None, False), "micro_batches": (0, None, False),
-                 "lr_scale": (0, None, True), "warmup_steps": (0, None, False)}
+                 "lr_scale": (0, None, True), "warmup_steps": (0, None, False),
+                 "max_turns": (1, None, False), "tool_timeout": (0, None, True)}
 
 
 def option_range_error(name: str, value) -> str | None:

@@ -31,7 +31,7 @@ class Role:
 @dataclass(frozen=True)
 class RewardTerm:
     weight: float
-    kind: str        # verifier | reward_model
+    kind: str        # verifier | reward_model | environment (an episode's get_reward())
     name: str
 
 
@@ -40,6 +40,8 @@ class Rollout:
     name: str
     model: str
     options: dict
+    kind: str = "sample"        # sample | episode (multi-turn, with an environment's tools)
+    env: str | None = None      # episode: the environment's name (bound at train time)
 
 
 @dataclass(frozen=True)
@@ -177,8 +179,16 @@ class _Declarer:
 
     def _declare_rollout(self, name: str, decl: ast.RolloutDecl) -> None:
         c = decl.call
-        if c.func != "sample" or len(c.args) != 1 or not isinstance(c.args[0], ast.Name):
-            self.sink.add(error("E0212", f"rollout `{name}` must be `sample(MODEL, n = …)`", c.span,
+        env = _environment_arg(c)
+        if c.func == "episode" and env is None:
+            self.sink.add(error("E0212", f"rollout `{name}` must be `episode(MODEL, environment(\"NAME\"), …)`",
+                                c.span, help='e.g. `rollout y = episode(policy, environment("calculator"), n = 8, '
+                                             'max_turns = 4)`'))
+            return
+        if c.func not in ("sample", "episode") or not c.args or not isinstance(c.args[0], ast.Name) \
+                or (c.func == "sample" and len(c.args) != 1):
+            self.sink.add(error("E0212", f"rollout `{name}` must be `sample(MODEL, n = …)` or "
+                                         "`episode(MODEL, environment(\"NAME\"), …)`", c.span,
                                 help="e.g. `rollout y = sample(policy, n = 8, temperature = 1.0)`"))
             return
         model = c.args[0].id
@@ -192,7 +202,8 @@ class _Declarer:
                 else "a record of sampling, not a model")
             self.sink.add(error("E0210", f"cannot sample from `{model}`", c.args[0].span, what, help=help))
             return
-        options = {"n": 1, **self._options(c, B.SAMPLE_OPTIONS, "sample")}
+        table = B.EPISODE_OPTIONS if c.func == "episode" else B.SAMPLE_OPTIONS
+        options = {"n": 1, **self._options(c, table, c.func)}
         n = options["n"]
         if n < 1:
             self.sink.add(error("E0403", f"`n` must be a whole number ≥ 1, got {n!r}", decl.span,
@@ -206,7 +217,7 @@ class _Declarer:
                                          "right for a model that never changes", decl.span,
                                 help="sample once from a frozen model: `frozen(policy)` without `sync_steps`, "
                                      "or `model(\"…\")`"))
-        self.rollouts[name] = Rollout(name, model, options)
+        self.rollouts[name] = Rollout(name, model, options, c.func, env)
         # one sample per prompt: its rows are the dataset's rows, so per-example values combine
         rows = name if n > 1 else EXAMPLES
         self.sets[name] = SetInfo(name, rows, "rollout")
@@ -343,3 +354,13 @@ def declare(m: MethodDef, params: dict, sink: Sink) -> Declarations:
     dec.declare()
     dec.d.taken = dec.taken()
     return dec.d
+
+
+def _environment_arg(c: ast.Call) -> str | None:
+    """The NAME of `episode(MODEL, environment("NAME"), …)`, or None when the call is not that."""
+    if c.func != "episode" or len(c.args) != 2:
+        return None
+    env = c.args[1]
+    ok = isinstance(env, ast.Call) and env.func == "environment" and len(env.args) == 1 \
+        and isinstance(env.args[0], ast.String) and not env.kwargs
+    return env.args[0].value if ok else None

@@ -290,8 +290,22 @@ class _Lowerer:
             self.fail("E0210", f"reward `{c.func}` is applied to `{s}`, which is not sampled", c.args[0].span,
                       "a dataset set", help="rewards score rollouts and their picks, e.g. "
                       f"`{c.func}(y)` with `rollout y = sample(policy, n = 2)`")
+        self._check_environment(c, s)
         return self.leaf(c.span, f"{c.func}({s})", "reward", "seq", None, s, self.sets[s].rows,
                          reward=c.func)
+
+    def _check_environment(self, c: ast.Call, s: str) -> None:
+        """An `environment("NAME")` term scores episodes with NAME: the set must be (picked from) one."""
+        base = self.sets[s].base if self.sets[s].source == "picked" else s
+        rollout = self.rollouts.get(base)
+        for term in self.rewards.get(c.func, ()):
+            if term.kind == "environment" and (rollout is None or rollout.kind != "episode"
+                                               or rollout.env != term.name):
+                have = f"`{base}` is sampled by `{rollout.kind}`" if rollout is not None and rollout.kind != "episode" \
+                    else f"`{base}` plays environment `{rollout.env}`" if rollout is not None else f"`{base}` is not a rollout"
+                self.fail("E0210", f"reward `{c.func}` reads environment `{term.name}`'s reward, and {have}",
+                          c.args[0].span, "not an episode of that environment",
+                          help=f'apply it to `rollout {base} = episode(policy, environment("{term.name}"), …)`')
 
     def query(self, c: ast.Call) -> int:
         self._arity(c, 2)

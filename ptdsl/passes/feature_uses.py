@@ -39,7 +39,8 @@ _STATEMENTS = {ast.RoleDecl: "role_decl", ast.RewardDecl: "reward_decl", ast.Rol
                ast.LossDecl: "loss_decl", ast.UpdateDecl: "update_decl", ast.MixDecl: "mix_decl",
                ast.PolicyDecl: "policy_decl", ast.RequiresDecl: "requires_decl"}
 _FORM_TEXT = {"data_source": "data NAME: KIND", "role_decl": "NAME = SOURCE"}
-_OPTIONS = {"sample": ("`sample` option", B.SAMPLE_OPTIONS), "frozen": ("`frozen` option", B.FROZEN_OPTIONS),
+_OPTIONS = {"sample": ("`sample` option", B.SAMPLE_OPTIONS), "episode": ("`episode` option", B.EPISODE_OPTIONS),
+            "frozen": ("`frozen` option", B.FROZEN_OPTIONS),
             "critic": ("`critic` option", B.CRITIC_OPTIONS),
             "geometric_mixture": ("`geometric_mixture` option", B.MIXTURE_OPTIONS)}
 _CALLS = [(label, table) for label, table in B.FEATURE_TABLES

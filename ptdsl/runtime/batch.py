@@ -21,13 +21,14 @@ class SetRows:
     token_mask: list[list[bool]] | None = None  # which completion tokens the set holds, when not all
     sampler_logprobs: list[list[float]] | None = None  # rollouts: each token's log-prob under the distribution
     #                                                    the generator drew it from (`logprobs(sampler, y)`)
+    episodes: list[dict] | None = None  # episode rollouts: each row's record (runtime/episode_rollout.py)
 
     def select(self, rows: list[int]) -> "SetRows":
         """These rows, in this order."""
         def pick(values):
             return [values[i] for i in rows] if values is not None else None
         return SetRows(pick(self.prompt_ids), pick(self.completion_ids), pick(self.truncated), pick(self.texts),
-                       pick(self.token_mask), pick(self.sampler_logprobs))
+                       pick(self.token_mask), pick(self.sampler_logprobs), pick(self.episodes))
 
     def __len__(self) -> int:
         return len(self.completion_ids)

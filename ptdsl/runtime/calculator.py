@@ -1,7 +1,7 @@
 """The built-in `calculator` environment (`environment("calculator")`): one tool that evaluates
 integer arithmetic, for tasks where a tiny model cannot do multi-digit sums in its head.
 
-It follows TRL's environment_factory convention (ptdsl/environments.py), so it also runs
+It follows TRL's environment_factory convention (runtime/environments.py), so it also runs
 unchanged under TRL's GRPOTrainer. The expression is parsed with `ast` and evaluated by walking
 the tree, accepting only integer literals, unary + and -, and binary + - * // % — never `eval`,
 since the text comes from the model. Operands and results are bounded so that a generated

@@ -1,7 +1,7 @@
 """Multi-turn episodes between the policy and an environment, batched, on any generator.
 
 `run_episodes` plays one episode per dataset row: the environment (a fresh instance, TRL's
-convention: ptdsl/environments.py) is reset with the row, the conversation is rendered with its
+convention: runtime/environments.py) is reset with the row, the conversation is rendered with its
 tools' schemas, and each turn every still-running episode is extended by ONE `generate` call for
 all of them. A turn with tool calls runs them (ptdsl/runtime/tools.py), appends the results as
 `tool` messages and continues; an episode ends when the policy answers without a tool call, at

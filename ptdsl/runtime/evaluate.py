@@ -26,7 +26,7 @@ import torch
 
 from ptdsl.ir.declare import Rollout
 from ptdsl.passes.batching import split_analysis
-from ptdsl.runtime import experience, metrics_log, reporters, rollout, samples_log, sharding
+from ptdsl.runtime import episode_rollout, experience, metrics_log, reporters, rollout, samples_log, sharding
 from ptdsl.runtime.batch import Batch
 from ptdsl.runtime.datafiles import test_split
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -62,8 +62,10 @@ def check(opts, has_data: bool) -> None:
 class Evaluator:
     """Evaluates the run's models on the held-out `sources` (row space → examples, the first first)."""
 
-    def __init__(self, compiled, models, sources, opts, acc, rewards, out, log, counts, reduce, explicit=True):
+    def __init__(self, compiled, models, sources, opts, acc, rewards, out, log, counts, reduce, explicit=True,
+                 envs=None):
         self.compiled, self.models, self.opts, self.acc, self.rewards = compiled, models, opts, acc, rewards
+        self.envs = envs or {}  # episodes: environment name → factory
         self.out, self.log, self.counts, self.reduce = out, log, counts, reduce
         plan = compiled.plan
         self.summed = {name for name, bad in split_analysis(compiled.graph)[1].items() if not bad}
@@ -155,6 +157,11 @@ class Evaluator:
                 batch.sets[name] = rollout.from_dataset(batch.examples, compiled.plan.data, models.tokenizer)
                 continue
             sampler = _sampler(compiled, models, spec.model)
+            if spec.kind == "episode":  # greedy episodes against the environment, as training plays them
+                batch.sets[name] = episode_rollout.play(sampler, models.tokenizer, batch.examples, spec,
+                                                        self.envs[spec.env], self.acc.device, overrides,
+                                                        name in self.sampled)
+                continue
             batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, self.acc.device,
                                               overrides, name in self.sampled)
         if self.rewards is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ptdsl.runtime import rollout, sharding
+from ptdsl.runtime import episode_rollout, rollout, sharding
 from ptdsl.runtime.sources import stream
 from ptdsl.runtime.batch import Batch, SetRows
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -117,7 +117,7 @@ class Experiences:
     `examples` is the first data source's list, or row space → examples of every source (the
     first first); `shares` the other sources' rows per micro-batch (runtime/sources.py)."""
 
-    def __init__(self, compiled, examples, reuse: Reuse, opts, acc, models, rewards, ctx, shares=()):
+    def __init__(self, compiled, examples, reuse: Reuse, opts, acc, models, rewards, ctx, shares=(), envs=None):
         sources = examples if isinstance(examples, dict) else {"examples": examples}
         self.examples = next(iter(sources.values()))
         self.sources, self.shares = sources, shares
@@ -127,6 +127,8 @@ class Experiences:
         self.once_cache: dict = {}   # (rollout, example) → samples of a `once` rollout
         self.current: Experience | None = None
         self.sampled = {q.set for q in compiled.plan.queries if q.role_kind == "sampler"}
+        self.envs = envs or {}          # environment name → factory (episode_rollout.bind)
+        self.episode_stats: dict[str, list[float]] = {}  # since the last drain_means()
 
     def minibatch(self, step: int) -> list[Batch]:
         """The micro-batches optimizer step `step` trains on."""
@@ -171,6 +173,13 @@ class Experiences:
                 continue
             sampler = _sampler(compiled, models, spec.model)
             keep = name in self.sampled
+            if spec.kind == "episode":
+                rows = episode_rollout.play(sampler, models.tokenizer, batch.examples, spec, self.envs[spec.env],
+                                            self.acc.device, opts.rollout, keep)
+                for k, v in episode_rollout.means(rows).items():
+                    self.episode_stats.setdefault(k, []).extend(v)
+                batch.sets[name] = rows
+                continue
             if spec.options.get("once"):  # a frozen model's samples: drawn once per prompt, then reused
                 batch.sets[name] = rollout.sample_once(self.once_cache, sampler, models.tokenizer, batch.examples,
                                                        spec, self.acc.device, opts.rollout, opts.seed, keep)
@@ -180,6 +189,13 @@ class Experiences:
         score(compiled, batch, self.rewards)
         pick_sets(compiled, batch)
         return batch
+
+    def drain_means(self) -> dict[str, float]:
+        """Each episode number's mean over the episodes played since the last call (`turns`,
+        `tool_calls`, `tool_errors`), logged with the step that played them."""
+        means = {k: sum(v) / len(v) for k, v in self.episode_stats.items() if v}
+        self.episode_stats = {}
+        return means
 
     # ---- checkpoints --------------------------------------------------------------
 
@@ -216,7 +232,7 @@ class Experiences:
 def _batch_state(batch: Batch, made: set) -> dict:
     sets = {name: {"prompt_ids": rows.prompt_ids, "completion_ids": rows.completion_ids,
                    "truncated": rows.truncated, "texts": rows.texts, "token_mask": rows.token_mask,
-                   "sampler_logprobs": rows.sampler_logprobs}
+                   "sampler_logprobs": rows.sampler_logprobs, "episodes": rows.episodes}
             for name, rows in batch.sets.items() if name in made}
     return {"examples": [e.index for e in batch.examples], "sets": sets, "rewards": dict(batch.rewards),
             "sources": {rows: [e.index for e in ex] for rows, ex in batch.sources.items()},
@@ -254,4 +270,10 @@ def score_set(batch, s: str, reward: str, rewards) -> list[float]:
     columns["completion_ids"] = [list(ids) for ids in batch.sets[s].completion_ids]  # as TRL passes them
     chats = [e.prompt_messages for e in batch.examples for _ in range(n)]
     rows = [e.where or f"example {e.index + 1}" for e in batch.examples for _ in range(n)]
+    episodes = batch.sets[s].episodes
+    if episodes is not None:  # as TRL passes an episode: the conversation's messages, then the environment's reward
+        chats = [m if m is not None else [{"role": "user", "content": p}] for m, p in zip(chats, prompts)]
+        return rewards.evaluate(reward, prompts, batch.sets[s].texts, columns, chats, rows,
+                                completion_chats=[ep["messages"] for ep in episodes],
+                                env_rewards=[ep["reward"] for ep in episodes])
     return rewards.evaluate(reward, prompts, batch.sets[s].texts, columns, chats, rows)

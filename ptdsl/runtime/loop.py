@@ -27,7 +27,7 @@ from ptdsl.api import compile as compile_method  # the API below the runtime, no
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_log, reporters, run_record, samples_log
-from ptdsl.runtime import sharding, weights
+from ptdsl.runtime import episode_rollout, sharding, weights
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -86,6 +86,7 @@ class TrainOptions:
     eval_data: object = None             # held-out rows, as `data` (default: a DatasetDict's `test` split)
     eval_steps: int = 0                  # evaluate every N steps (0: once, at the end)
     log_samples: int = 0                 # write N greedy completions per evaluation to samples.jsonl
+    envs: object = ()                    # environments of episodes: NAME=module:factory strings, or {name: factory}
 
 
 class TrainResult(dict):
@@ -153,6 +154,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
                       opts.lora_target_modules, opts.lora_path)
     models = load_models(compiled, model, opts.seed, opts.lora_r, opts.lora_alpha, log, tokenizer=tokenizer,
                          chat_template=opts.chat_template, loading=loading)
+    envs = episode_rollout.bind(compiled.plan, opts.envs, models.tokenizer)  # environments, before step 1
     load = partial(_load_source, compiled, models.tokenizer, opts, log, rewards.columns if rewards else ())
     sources = load_sources(compiled, data, load, opts.seed)  # row space → examples; the first defines an epoch
     examples = next(iter(sources.values()))
@@ -215,9 +217,10 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     ctx = StepContext(compiled, models, acc.device, cache, positions,
                       temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed,
                       prefix_sharing=opts.prefix_sharing)
-    experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares)
+    experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares, envs)
     evaluator = evaluate.Evaluator(compiled, models, eval_sources, opts, acc, rewards, out, log, _global_counts,
-                                   _reduce_metrics, explicit=opts.eval_data is not None) if eval_sources else None
+                                   _reduce_metrics, explicit=opts.eval_data is not None, envs=envs) \
+        if eval_sources else None
     start, saved = 0, {}
     state: dict = {}  # running statistics of the loss (`running_mean`), kept across steps
     store = _Store(models, acc, mode, optim)
@@ -248,6 +251,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         state_before = dict(state)
         # each reward source's mean over the completions this step scored (rewards/NAME/mean, as TRL)
         sums: dict[str, float] = rewards.drain_means() if rewards is not None else {}
+        sums.update(experiences.drain_means())  # episodes: turns, tool_calls, tool_errors
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
             with contextlib.ExitStack() as stack:

@@ -85,13 +85,18 @@ def unknown_verifiers(definition) -> list[Diagnostic]:
     return out
 
 
-def as_trl_passes(prompts: list[str], completions: list[str], chats: list | None) -> tuple[list, list]:
+def as_trl_passes(prompts: list[str], completions: list[str], chats: list | None,
+                  completion_chats: list | None = None) -> tuple[list, list]:
     """Prompts and completions as TRL's GRPOTrainer gives them to reward functions: for a
-    conversational row the prompt's messages and `[{"role": "assistant", "content": text}]`."""
+    conversational row the prompt's messages and `[{"role": "assistant", "content": text}]`
+    (an episode's: its messages after the prompt, `completion_chats`)."""
     if chats is None:
         return prompts, completions
+    if completion_chats is None:
+        completion_chats = [None] * len(completions)
     return ([p if m is None else m for p, m in zip(prompts, chats)],
-            [c if m is None else [{"role": "assistant", "content": c}] for c, m in zip(completions, chats)])
+            [cm if cm is not None else c if m is None else [{"role": "assistant", "content": c}]
+             for c, m, cm in zip(completions, chats, completion_chats)])
 
 
 class RewardSources:
@@ -185,15 +190,20 @@ class RewardSources:
         return tok.apply_chat_template(messages + [{"role": "assistant", "content": completion}], tokenize=False)
 
     def evaluate(self, name: str, prompts: list[str], completions: list[str], columns: dict,
-                 chats: list | None = None, rows: list[str] | None = None) -> list[float]:
+                 chats: list | None = None, rows: list[str] | None = None, completion_chats: list | None = None,
+                 env_rewards: list | None = None) -> list[float]:
         """The weighted sum of a reward's sources for each completion (unscored terms skipped).
         `chats`: each completion's prompt messages where its row is conversational (else None);
-        verifiers then get messages, as TRL passes them. `rows` names the rows, for errors."""
+        verifiers then get messages, as TRL passes them. `rows` names the rows, for errors.
+        Episodes: `completion_chats` (each one's messages after the prompt) and `env_rewards`
+        (each one's environment reward, None where it gave none)."""
         total = [0.0] * len(completions)
         for term in self.plan.rewards[name]:
             if term.kind == "verifier":
-                p, c = as_trl_passes(prompts, completions, chats)
+                p, c = as_trl_passes(prompts, completions, chats, completion_chats)
                 values = user_fns.call(self.verifiers[term.name], self.labels[term.name], p, c, columns, rows)
+            elif term.kind == "environment":  # the compiler checked the set is an episode of this environment
+                values = list(env_rewards)
             else:
                 values = self._score_with_model(term.name, prompts, completions, chats)
             missing = [i for i, v in enumerate(values) if v is None or math.isnan(v)]
@@ -204,7 +214,7 @@ class RewardSources:
         return total
 
     def _keep(self, term, values: list) -> None:
-        label = term.name if term.kind == "verifier" else term.name.rstrip("/").rsplit("/", 1)[-1]
+        label = term.name if term.kind in ("verifier", "environment") else term.name.rstrip("/").rsplit("/", 1)[-1]
         kept = self.scored.setdefault(f"rewards/{label}/mean", [])
         kept.extend(float(v) for v in values if v is not None and not math.isnan(v))
 

@@ -75,20 +75,31 @@ def sample(model, tok, examples, rollout, device, overrides: dict | None = None,
     opts = {**rollout.options, **(overrides or {})}
     n = int(opts.get("n", 1))
     prompts = [e.prompt_ids for e in examples for _ in range(n)]
+    share = prefix_sharing and bool(opts.get("prefix_sharing", True))
+    completions, kept = generate_ids(model, tok, prompts, device, opts, keep_logprobs, share)
+    truncated = [tok.eos_token_id not in c for c in completions]
+    texts = [tok.decode([t for t in c if t != tok.eos_token_id], skip_special_tokens=True) for c in completions]
+    return SetRows(prompts, completions, truncated, texts, sampler_logprobs=kept)
+
+
+def generate_ids(model, tok, prompts: list[list[int]], device, opts: dict, keep_logprobs: bool = False,
+                 share: bool = True, stop_ids=None) -> tuple[list[list[int]], list[list[float]] | None]:
+    """Each prompt's new token ids (each cut after its first stop token: `stop_ids`, default the
+    tokenizer's EOS) and, with `keep_logprobs`, their sampler log-probs: the transformers
+    generator `sample` and episodes (runtime/episode_rollout.py) share."""
     ids, att = _left_padded(prompts, tok.pad_token_id)
     gen = _generation_options(opts, tok)
-    share = prefix_sharing and bool(opts.get("prefix_sharing", True))
+    stops = list(stop_ids) if stop_ids is not None else [tok.eos_token_id]
+    if len(stops) > 1:
+        gen["eos_token_id"] = stops
     with torch.inference_mode():
         new, logprobs = _generate(model, ids.to(device), att.to(device), gen, keep_logprobs, share)
-    completions, truncated, texts = [], [], []
+    rows = []
     for row in new.tolist():
-        cut = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
-        completion = row[:cut]
-        completions.append(completion)
-        truncated.append(tok.eos_token_id not in completion)
-        texts.append(tok.decode([t for t in completion if t != tok.eos_token_id], skip_special_tokens=True))
-    kept = [lp[:len(c)] for lp, c in zip(logprobs.tolist(), completions)] if keep_logprobs else None
-    return SetRows(prompts, completions, truncated, texts, sampler_logprobs=kept)
+        cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+        rows.append(row[:cut])
+    kept = [lp[:len(r)] for lp, r in zip(logprobs.tolist(), rows)] if keep_logprobs else None
+    return rows, kept
 
 
 def _left_padded(prompts, pad: int):

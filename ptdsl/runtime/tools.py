@@ -1,6 +1,6 @@
 """An environment's tools: their schemas, reading tool calls out of a policy turn, running them.
 
-Tools follow TRL 1.16's `environment_factory` convention (ptdsl/environments.py): the public
+Tools follow TRL 1.16's `environment_factory` convention (runtime/environments.py): the public
 methods of the environment instance, each with a typed signature and a Google-style docstring,
 turned into the chat template's JSON schema by transformers' `get_json_schema`.
 

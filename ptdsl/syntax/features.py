@@ -35,6 +35,7 @@ STABLE_01 = Feature(STABLE, "0.1")
 STABLE_02 = Feature(STABLE, "0.2")
 EXPERIMENTAL_02 = Feature(EXPERIMENTAL, "0.2")
 STABLE_03 = Feature(STABLE, "0.3")  # unreleased: arrives with the next minor version
+EXPERIMENTAL_03 = Feature(EXPERIMENTAL, "0.3")
 
 
 class FeatureTable(dict):

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from ptdsl import environments
+from ptdsl.runtime import environments
 from ptdsl.runtime.calculator import Calculator
 from ptdsl.runtime.errors import RuntimeSetupError
 
@@ -111,3 +111,9 @@ def test_env_flag_mistakes(user_module, flag, message):
 def test_env_flag_bound_twice(user_module):
     with pytest.raises(RuntimeSetupError, match=r"--env binds `c` twice"):
         environments.parse_env_flags(["c=my_envs:Counter", "c=my_envs:make_counter"])
+
+
+def test_the_public_module_is_the_registry():
+    import ptdsl
+    assert ptdsl.environments.register is environments.register
+    assert ptdsl.environments.resolve is environments.resolve

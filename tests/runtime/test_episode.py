@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ptdsl import environments
+from ptdsl.runtime import environments
 from ptdsl.runtime.episode import Generation, run_episodes
 from ptdsl.runtime.episode_tokens import render
 from ptdsl.runtime.errors import RuntimeSetupError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ptdsl import environments
+from ptdsl.runtime import environments
 from ptdsl.runtime.episode import Generation, run_episodes
 from tests.tool_tokenizers import tool_tokenizer
 

@@ -1,0 +1,118 @@
+"""Episode rollouts: `rollout y = episode(policy, environment("NAME"), n = …, max_turns = …)`.
+
+Each prompt of a micro-batch is played n times against a fresh instance of the environment
+(runtime/episode.py: turns of generation, tool calls through the chat template, the
+environment's replies) and the episodes become the set's rows (SetRows): the completion is
+everything after the prompt, and its token mask holds only the tokens the policy sampled,
+so the loss never trains on tool results or template tokens (TRL's tool mask). Each row also
+carries its episode's record (`record`, plain data: saved with an experience): the environment's reward (`environment("NAME")`
+in a reward), the turns, tool calls and errors (logged per step as `turns`, `tool_calls`,
+`tool_errors`) and the completion messages reward functions get, as TRL passes them.
+
+Environments are bound before step 1 (`bind`): `--env NAME=module:factory`, a registered
+name (`@ptdsl.environments.register`), or a built-in (`calculator`)."""
+from __future__ import annotations
+
+from ptdsl.runtime import environments
+from ptdsl.runtime.batch import SetRows
+from ptdsl.runtime.episode import Generation, run_episodes
+from ptdsl.runtime.episode_tokens import check_template
+from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.rollout import generate_ids
+
+DEFAULT_MAX_TURNS = 4
+DEFAULT_MAX_TOKENS = 256
+STATS = ("turns", "tool_calls", "tool_errors")  # the per-episode numbers logged as step means
+
+
+def uses(plan) -> list[str]:
+    """The environments a plan plays or reads rewards from."""
+    played = {r.env for r in plan.rollouts.values() if r.kind == "episode"}
+    scored = {t.name for terms in plan.rewards.values() for t in terms if t.kind == "environment"}
+    return sorted(played | scored)
+
+
+def bind(plan, env_flags, tokenizer) -> dict[str, environments.Environment]:
+    """{name: environment} for every environment the plan uses, resolved now (before step 1),
+    and the tokenizer's chat template checked for tool support. `env_flags`: `NAME=module:factory`
+    strings, or a {name: factory} mapping (the Python API)."""
+    names = uses(plan)
+    if not names:
+        if env_flags:
+            raise RuntimeSetupError(f"--env is given, but the method plays no episode ({_listed(env_flags)})",
+                                    help="drop --env, or use a method with `episode(…)`")
+        return {}
+    bound = _bound(env_flags)
+    unused = sorted(set(bound) - set(names))
+    if unused:
+        raise RuntimeSetupError(f"--env binds {', '.join(f'`{n}`' for n in unused)}, which the method does not "
+                                f"play (it plays {', '.join(f'`{n}`' for n in names)})",
+                                help="name the environment as the spec does: --env NAME=module:factory")
+    check_template(tokenizer)
+    return {name: environments.resolve(name, bound) for name in names}
+
+
+def _bound(env_flags) -> dict[str, environments.Environment]:
+    if isinstance(env_flags, dict):
+        return {name: environments.Environment(name, factory) for name, factory in env_flags.items()}
+    return environments.parse_env_flags(list(env_flags or ()))
+
+
+def _listed(env_flags) -> str:
+    return ", ".join(env_flags) if not isinstance(env_flags, dict) else ", ".join(env_flags)
+
+
+def play(model, tok, examples, rollout, env, device, overrides: dict | None = None,
+         keep_logprobs: bool = False) -> SetRows:
+    """n episodes per example, as the rows of the rollout's set."""
+    opts = {**rollout.options, **(overrides or {})}
+    n = int(opts.get("n", 1))
+    stops = stop_ids(model, tok)
+    generate = _hf_generate(model, tok, device, opts, keep_logprobs, stops)
+    rows = [_row(e) for e in examples for _ in range(n)]
+    labels = [e.where or f"example {e.index + 1}" for e in examples for _ in range(n)]
+    episodes = run_episodes(generate, tok, env, rows, max_turns=int(opts.get("max_turns", DEFAULT_MAX_TURNS)),
+                            max_tokens=int(opts.get("max_tokens", DEFAULT_MAX_TOKENS)),
+                            tool_timeout=float(opts.get("tool_timeout", 30.0)), stop_ids=stops, row_labels=labels)
+    return SetRows([ep.prompt_ids for ep in episodes], [ep.completion_ids for ep in episodes],
+                   [ep.truncated is not None for ep in episodes],
+                   [tok.decode(ep.completion_ids, skip_special_tokens=True) for ep in episodes],
+                   token_mask=[[bool(m) for m in ep.token_mask] for ep in episodes],
+                   sampler_logprobs=[list(ep.logprobs or []) for ep in episodes] if keep_logprobs else None,
+                   episodes=[_record(ep) for ep in episodes])
+
+
+def _record(ep) -> dict:
+    return {"reward": ep.reward, "turns": ep.turns, "tool_calls": ep.tool_calls,
+            "tool_errors": sum(ep.errors.values()), "truncated": ep.truncated,
+            "messages": list(ep.completion_messages)}
+
+
+def _row(example) -> dict:
+    """The dataset row an environment's reset() gets: its columns and the prompt (messages, or text)."""
+    prompt = example.prompt_messages if example.prompt_messages is not None else example.prompt_text
+    return {**example.columns, "prompt": prompt}
+
+
+def stop_ids(model, tok) -> list[int]:
+    """The tokens that end a policy turn: the generation config's EOS ids (e.g. `<|im_end|>` as
+    well as `<|endoftext|>`, as TRL stops) and the tokenizer's."""
+    config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = config if isinstance(config, (list, tuple)) else [config] if config is not None else []
+    return sorted({int(i) for i in ids} | {tok.eos_token_id})
+
+
+def _hf_generate(model, tok, device, opts: dict, keep_logprobs: bool, stops):
+    """The transformers generator as the episode loop calls it: token ids in, Generations out."""
+    def generate(prompts: list[list[int]], limits: list[int]) -> list[Generation]:
+        ids, logprobs = generate_ids(model, tok, prompts, device, {**opts, "max_tokens": max(limits)},
+                                     keep_logprobs, share=False, stop_ids=stops)
+        return [Generation(row, logprobs[i] if logprobs is not None else None) for i, row in enumerate(ids)]
+    return generate
+
+
+def means(rows: SetRows) -> dict[str, list[float]]:
+    """Each logged episode number over a set's rows (for the step means)."""
+    if rows.episodes is None:
+        return {}
+    return {k: [float(r[k]) for r in rows.episodes] for k in STATS}
