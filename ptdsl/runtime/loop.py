@@ -86,6 +86,7 @@ class TrainOptions:
     eval_data: object = None             # held-out rows, as `data` (default: a DatasetDict's `test` split)
     eval_steps: int = 0                  # evaluate every N steps (0: once, at the end)
     log_samples: int = 0                 # write N greedy completions per evaluation to samples.jsonl
+    generator: str = "hf"                # hf | vllm: the sampling backend (runtime/generators.py)
 
 
 class TrainResult(dict):
