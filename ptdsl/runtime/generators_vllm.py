@@ -80,7 +80,8 @@ def vllm_name(name: str, peft_prefix: str | None = None) -> str | None:
 
 def named_weights(model) -> Iterator[tuple[str, object]]:
     """The policy's weights under vLLM's names, full tensors, LoRA adapters merged in for the
-    duration (they are unmerged when the iteration ends)."""
+    duration. Each tensor is the live parameter (no copy): read it before the next one — after
+    the last, the adapters are unmerged in place."""
     net = getattr(model, "module", model)  # DDP
     peft = net if hasattr(net, "merge_adapter") else None  # a LoRA policy: a PeftModel
     if peft is not None:
