@@ -26,6 +26,7 @@ import tempfile
 from typing import Iterator, Sequence
 
 from ptdsl.runtime.episode import Generation
+from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.generators import Sampling, check, cut, limits_of
 
 
@@ -110,11 +111,14 @@ class VLLMGenerator:
         base = net.get_base_model() if hasattr(net, "get_base_model") else net
         base.config.save_pretrained(self._dir.name)
         _distributed_env()
+        # The engine in this process (vLLM's default is a child process): weights are pushed into its model
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         dtype = str(next(base.parameters()).dtype).removeprefix("torch.")
         self.llm = LLM(model=self._dir.name, load_format="dummy", skip_tokenizer_init=True, dtype=dtype,
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed,
                        distributed_executor_backend="external_launcher", logprobs_mode="processed_logprobs",
                        max_num_batched_tokens=4096, **engine)
+        self._load = _weight_loader(self.llm)
         self._push(model)
 
     def generate(self, prompts: list[list[int]], max_new_tokens: list[int] | int,
@@ -141,10 +145,21 @@ class VLLMGenerator:
         self._dir.cleanup()
 
     def _push(self, model) -> None:
-        load = self.llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights
         for name, tensor in named_weights(model):
-            load([(name, tensor)])  # one at a time: no second full copy of the weights
+            self._load([(name, tensor)])  # one at a time: no second full copy of the weights
         self.llm.reset_prefix_cache()
+
+
+def _weight_loader(llm):
+    """The engine model's `load_weights`, on the path TRL 1.16's colocate sync uses; reachable only
+    when the engine runs in this process."""
+    executor = getattr(llm.llm_engine, "model_executor", None)
+    if executor is None:
+        raise RuntimeSetupError("`--generator vllm` cannot push the policy's weights: vLLM runs its engine in "
+                                "another process (VLLM_ENABLE_V1_MULTIPROCESSING=1)",
+                                help="unset VLLM_ENABLE_V1_MULTIPROCESSING or set it to 0: the colocated "
+                                     "engine must live in the training process")
+    return executor.driver_worker.model_runner.model.load_weights
 
 
 def _distributed_env() -> None:

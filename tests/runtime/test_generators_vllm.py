@@ -23,7 +23,9 @@ import torch
 from ptdsl.runtime import embedded
 from ptdsl.runtime.episode import Generation
 from ptdsl.runtime.generators import Sampling
-from ptdsl.runtime.generators_vllm import VLLMGenerator, named_weights, parse, requests, vllm_name
+from ptdsl.runtime.errors import RuntimeSetupError
+from ptdsl.runtime.generators_vllm import (VLLMGenerator, _weight_loader, named_weights, parse, requests,
+                                           vllm_name)
 
 
 @dataclass
@@ -98,7 +100,8 @@ def test_vllm_names_are_the_checkpoints_for_a_lora_policy():
     tok = embedded.tokenizer()
     base = embedded.model(tok, 0)
     names = [n for n, _ in base.named_parameters()]
-    policy = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy = peft.get_peft_model(base, lora)
     ids = torch.tensor([[1, 5, 6, 7]])
     with torch.no_grad():
         before = policy(ids).logits
@@ -139,7 +142,7 @@ def standin(engine, model, tok):
     """A VLLMGenerator on the stand-in engine (vLLM itself is not importable here)."""
     gen = VLLMGenerator.__new__(VLLMGenerator)
     gen.llm, gen._params, gen.tokenizer, gen.version = engine, dict, tok, 0
-    gen._dir = SimpleNamespace(cleanup=lambda: None)
+    gen._dir, gen._load = SimpleNamespace(cleanup=lambda: None), _weight_loader(engine)
     gen._push(model)
     return gen
 
@@ -172,6 +175,13 @@ def test_generate_builds_requests_and_cuts_the_answers():
     assert prompts == [{"prompt_token_ids": [1, 9]}, {"prompt_token_ids": [1]}]
     assert [p["max_tokens"] for p in params] == [4, 3] and params[0]["stop_token_ids"] == [eos]
     assert gen.generate([[1]], 0) == [Generation([], None)] and len(engine.calls) == 1
+
+
+def test_an_engine_in_another_process_is_a_setup_error():
+    """vLLM's multiprocess engine has no `model_executor` here (vllm/v1/engine/llm_engine.py sets it
+    only in-process): no weights could be pushed, so the generator refuses to start."""
+    with pytest.raises(RuntimeSetupError, match=r"vLLM runs its engine in another process"):
+        _weight_loader(SimpleNamespace(llm_engine=SimpleNamespace()))
 
 
 CUDA_AND_VLLM = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
