@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 import torch
 
 from ptdsl.runtime import rollout
+from ptdsl.runtime.batch import SetRows
 from ptdsl.runtime.episode import Generation
 from ptdsl.runtime.errors import RuntimeSetupError
 
@@ -136,6 +137,23 @@ def cut(ids: Sequence[int], logprobs: Sequence[float] | None, limit: int, stops)
     end = next((k for k, t in enumerate(ids) if t in stops), None)
     ids = ids if end is None else ids[:end + 1]
     return Generation(ids, None if logprobs is None else [float(x) for x in logprobs[:len(ids)]])
+
+
+def sample_rows(generator: Generator, tok, examples, spec, overrides: dict | None = None,
+                keep_logprobs: bool = False) -> SetRows:
+    """rollout.sample on a generator: the rollout's `n` samples per prompt in contiguous groups,
+    each ending at its first EOS, truncated when it has none within `max_tokens`; with
+    `keep_logprobs`, the sampler's log-probs. (A spec's `prefix_sharing` is the hf backend's own
+    setting here, given to make_generator.)"""
+    opts = {**spec.options, **(overrides or {})}
+    n, eos = int(opts.get("n", 1)), tok.eos_token_id
+    prompts = [e.prompt_ids for e in examples for _ in range(n)]
+    gens = generator.generate(prompts, int(opts.get("max_tokens", rollout.DEFAULT_MAX_TOKENS)),
+                              Sampling.from_options(opts, (eos,), keep_logprobs))
+    completions = [g.ids for g in gens]
+    texts = [tok.decode([t for t in c if t != eos], skip_special_tokens=True) for c in completions]
+    return SetRows(prompts, completions, [eos not in c for c in completions], texts,
+                   sampler_logprobs=[g.logprobs for g in gens] if keep_logprobs else None)
 
 
 class HFGenerator:

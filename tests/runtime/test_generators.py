@@ -59,6 +59,19 @@ def test_hf_draws_what_rollout_sample_draws(setup, opts):
     assert sum(map(len, rows.completion_ids)) > 12  # real completions, not empty rows
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_sample_rows_on_hf_is_rollout_sample(setup, keep):
+    """The rows the experience builder gets: every field as rollout.sample's, truncation included."""
+    tok, model, examples = setup
+    spec = Rollout("y", "policy", {"n": 3, "temperature": 0.9})
+    torch.manual_seed(4)
+    want = sample(model, tok, examples, spec, "cpu", {"max_tokens": 5}, keep_logprobs=keep)
+    torch.manual_seed(4)
+    got = generators.sample_rows(HFGenerator(model, tok, "cpu"), tok, examples, spec, {"max_tokens": 5}, keep)
+    assert got == want
+    assert any(want.truncated) and not all(want.truncated)
+
+
 def test_logprobs_are_the_tempered_distribution(setup):
     tok, model, examples = setup
     torch.manual_seed(0)

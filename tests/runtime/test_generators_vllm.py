@@ -187,7 +187,6 @@ def test_an_engine_in_another_process_is_a_setup_error():
 CUDA_AND_VLLM = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
-@pytest.mark.integration
 @pytest.mark.skipif(not CUDA_AND_VLLM, reason="needs CUDA and vllm (`pip install 'ptdsl[vllm]'`)")
 def test_real_vllm_engine():
     """vLLM itself on the embedded model: its log-probs are the model's (tempered), budgets and
