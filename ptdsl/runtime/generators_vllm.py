@@ -141,7 +141,13 @@ class VLLMGenerator:
         return self.version
 
     def close(self) -> None:
-        self.llm = None
+        """Drop the engine and give its GPU memory (weights, KV cache) back to the trainer."""
+        import gc
+
+        import torch
+        self.llm = self._load = None
+        gc.collect()
+        torch.cuda.empty_cache()
         self._dir.cleanup()
 
     def _push(self, model) -> None:
