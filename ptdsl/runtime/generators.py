@@ -101,20 +101,26 @@ def _vllm_package_problem() -> list[str]:
     if importlib.util.find_spec("vllm") is None:
         return ["the vllm package (not installed)"]
     from packaging.version import Version
-    version = importlib.metadata.version("vllm")
+    try:
+        version = importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:  # a `vllm` folder on the path, not the package
+        return ["the vllm package (a `vllm` module is importable, but no vllm distribution is installed)"]
     low, high = VLLM_VERSIONS
     if not Version(low) <= Version(Version(version).base_version) < Version(high):
         return [f"vllm ≥ {low}, < {high} (installed: {version})"]
     return []
 
 
-def make_generator(kind: str, model, tokenizer, device, *, prefix_sharing: bool = True, **engine) -> Generator:
-    """The `kind` backend for `model` (the policy, already on `device`). `engine` goes to the
-    vLLM backend (gpu_memory_utilization, max_model_len, seed, …; see VLLMGenerator)."""
+def make_generator(kind: str, model, tokenizer, device, *, prefix_sharing: bool = True, seed: int = 0,
+                   **engine) -> Generator:
+    """The `kind` backend for `model` (the policy, already on `device`). `seed` seeds the vLLM
+    engine's sampler (the hf backend draws from torch's generator, which the run seeds);
+    `prefix_sharing` is the hf backend's; `engine` goes to the vLLM backend
+    (gpu_memory_utilization, max_model_len, …; see VLLMGenerator)."""
     check(kind, device)
     if kind == "vllm":
         from ptdsl.runtime.generators_vllm import VLLMGenerator
-        return VLLMGenerator(model, tokenizer, device, **engine)
+        return VLLMGenerator(model, tokenizer, device, seed=seed, **engine)
     if engine:
         raise RuntimeSetupError(f"the hf generator takes no engine options, got {', '.join(sorted(engine))}")
     return HFGenerator(model, tokenizer, device, prefix_sharing=prefix_sharing)

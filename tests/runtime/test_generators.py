@@ -180,10 +180,15 @@ def test_vllm_outside_the_supported_versions_is_named(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.31.0rc1")
     assert generators._vllm_package_problem() == []
 
+    def absent(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, "version", absent)
+    assert "no vllm distribution is installed" in generators._vllm_package_problem()[0]
+
 
 def test_make_generator_hf_and_the_flag(setup):
     tok, model, _ = setup
-    assert isinstance(make_generator("hf", model, tok, "cpu"), HFGenerator)
+    assert isinstance(make_generator("hf", model, tok, "cpu", seed=3), HFGenerator)
     with pytest.raises(RuntimeSetupError, match="takes no engine options, got gpu_memory_utilization"):
         make_generator("hf", model, tok, "cpu", gpu_memory_utilization=0.5)
     parser = argparse.ArgumentParser()
