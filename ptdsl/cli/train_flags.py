@@ -84,6 +84,9 @@ OPTS: tuple[Opt, ...] = (
         choices=("tensorboard", "wandb", "mlflow", "trackio"), many=True),
     Opt("metric_names", ("--metric-names",), str, "the metric names --report-to gets: the spec's (default) or "
         "TRL's (rewards/chosen, …; docs/metrics.md); metrics.jsonl keeps the spec's", choices=("ptdsl", "trl")),
+    Opt("generator", ("--generator",), str, "how completions are sampled: hf (transformers' generate, default) or "
+        "vllm (a vLLM engine in this process, weights pushed after each step; CUDA and `pip install "
+        "'ptdsl[vllm]'`)", choices=("hf", "vllm")),
     Opt("rollout.temperature", ("--temperature",), float, "override the rollout sampling temperature"),
     Opt("rollout.max_tokens", ("--max-tokens", "--max_completion_length"), int,
         "override the rollout's maximum completion tokens"),

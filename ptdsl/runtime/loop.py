@@ -87,6 +87,7 @@ class TrainOptions:
     eval_steps: int = 0                  # evaluate every N steps (0: once, at the end)
     log_samples: int = 0                 # write N greedy completions per evaluation to samples.jsonl
     envs: object = ()                    # environments of episodes: NAME=module:factory strings, or {name: factory}
+    generator: str = "hf"                # hf | vllm: the sampling backend (runtime/generators.py)
 
 
 class TrainResult(dict):
