@@ -18,7 +18,7 @@ from ptdsl.runtime.batch import SetRows
 from ptdsl.runtime.episode import Generation, run_episodes
 from ptdsl.runtime.episode_tokens import check_template
 from ptdsl.runtime.errors import RuntimeSetupError
-from ptdsl.runtime.rollout import generate_ids
+from ptdsl.runtime.generators import Sampling
 
 DEFAULT_MAX_TURNS = 4
 DEFAULT_MAX_TOKENS = 256
@@ -62,13 +62,17 @@ def _listed(env_flags) -> str:
     return ", ".join(env_flags) if not isinstance(env_flags, dict) else ", ".join(env_flags)
 
 
-def play(model, tok, examples, rollout, env, device, overrides: dict | None = None,
-         keep_logprobs: bool = False) -> SetRows:
-    """n episodes per example, as the rows of the rollout's set."""
+def play(generator, tok, examples, rollout, env, overrides: dict | None = None, keep_logprobs: bool = False,
+         stops=None) -> SetRows:
+    """n episodes per example, as the rows of the rollout's set, sampled by `generator`
+    (runtime/generators.py); `stops`: the tokens that end a policy turn (`stop_ids`)."""
     opts = {**rollout.options, **(overrides or {})}
     n = int(opts.get("n", 1))
-    stops = stop_ids(model, tok)
-    generate = _hf_generate(model, tok, device, opts, keep_logprobs, stops)
+    stops = list(stops) if stops is not None else [tok.eos_token_id]
+    sampling = Sampling.from_options(opts, tuple(stops), keep_logprobs)
+
+    def generate(prompts: list[list[int]], limits: list[int]) -> list[Generation]:
+        return generator.generate(prompts, limits, sampling)
     rows = [_row(e) for e in examples for _ in range(n)]
     labels = [e.where or f"example {e.index + 1}" for e in examples for _ in range(n)]
     episodes = run_episodes(generate, tok, env, rows, max_turns=int(opts.get("max_turns", DEFAULT_MAX_TURNS)),
@@ -100,15 +104,6 @@ def stop_ids(model, tok) -> list[int]:
     config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = config if isinstance(config, (list, tuple)) else [config] if config is not None else []
     return sorted({int(i) for i in ids} | {tok.eos_token_id})
-
-
-def _hf_generate(model, tok, device, opts: dict, keep_logprobs: bool, stops):
-    """The transformers generator as the episode loop calls it: token ids in, Generations out."""
-    def generate(prompts: list[list[int]], limits: list[int]) -> list[Generation]:
-        ids, logprobs = generate_ids(model, tok, prompts, device, {**opts, "max_tokens": max(limits)},
-                                     keep_logprobs, share=False, stop_ids=stops)
-        return [Generation(row, logprobs[i] if logprobs is not None else None) for i, row in enumerate(ids)]
-    return generate
 
 
 def means(rows: SetRows) -> dict[str, list[float]]:

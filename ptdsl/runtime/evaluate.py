@@ -26,7 +26,8 @@ import torch
 
 from ptdsl.ir.declare import Rollout
 from ptdsl.passes.batching import split_analysis
-from ptdsl.runtime import episode_rollout, experience, metrics_log, reporters, rollout, samples_log, sharding
+from ptdsl.runtime import episode_rollout, experience, generators, metrics_log, reporters, rollout, samples_log
+from ptdsl.runtime import sharding
 from ptdsl.runtime.batch import Batch
 from ptdsl.runtime.datafiles import test_split
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -158,9 +159,10 @@ class Evaluator:
                 continue
             sampler = _sampler(compiled, models, spec.model)
             if spec.kind == "episode":  # greedy episodes against the environment, as training plays them
-                batch.sets[name] = episode_rollout.play(sampler, models.tokenizer, batch.examples, spec,
-                                                        self.envs[spec.env], self.acc.device, overrides,
-                                                        name in self.sampled)
+                gen = generators.HFGenerator(sampler, models.tokenizer, self.acc.device, self.opts.prefix_sharing)
+                batch.sets[name] = episode_rollout.play(gen, models.tokenizer, batch.examples, spec,
+                                                        self.envs[spec.env], overrides, name in self.sampled,
+                                                        episode_rollout.stop_ids(sampler, models.tokenizer))
                 continue
             batch.sets[name] = rollout.sample(sampler, models.tokenizer, batch.examples, spec, self.acc.device,
                                               overrides, name in self.sampled)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ptdsl.runtime import episode_rollout, rollout, sharding
+from ptdsl.runtime import episode_rollout, generators, rollout, sharding
 from ptdsl.runtime.sources import stream
 from ptdsl.runtime.batch import Batch, SetRows
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -117,7 +117,8 @@ class Experiences:
     `examples` is the first data source's list, or row space → examples of every source (the
     first first); `shares` the other sources' rows per micro-batch (runtime/sources.py)."""
 
-    def __init__(self, compiled, examples, reuse: Reuse, opts, acc, models, rewards, ctx, shares=(), envs=None):
+    def __init__(self, compiled, examples, reuse: Reuse, opts, acc, models, rewards, ctx, shares=(), envs=None,
+                 generator=None):
         sources = examples if isinstance(examples, dict) else {"examples": examples}
         self.examples = next(iter(sources.values()))
         self.sources, self.shares = sources, shares
@@ -128,6 +129,8 @@ class Experiences:
         self.current: Experience | None = None
         self.sampled = {q.set for q in compiled.plan.queries if q.role_kind == "sampler"}
         self.envs = envs or {}          # environment name → factory (episode_rollout.bind)
+        self.generator = generator      # the policy's sampler (runtime/generators.py); None: transformers'
+        self.synced = 0                 # the step the generator's weights are from
         self.episode_stats: dict[str, list[float]] = {}  # since the last drain_means()
 
     def minibatch(self, step: int) -> list[Batch]:
@@ -135,6 +138,9 @@ class Experiences:
         k = self.reuse.experience(step)
         if self.current is None or self.current.index != k:
             with sharding.gathered(self.models.trainable() if self.models else ()):  # FSDP2: generate on whole weights
+                if self.generator is not None and step != self.synced:  # the policy moved: push its weights
+                    self.generator.sync(self.models.policy)
+                    self.synced = step
                 self.current = self.make(k)
         return self.current.minibatches[self.reuse.minibatch(step)]
 
@@ -174,11 +180,16 @@ class Experiences:
             sampler = _sampler(compiled, models, spec.model)
             keep = name in self.sampled
             if spec.kind == "episode":
-                rows = episode_rollout.play(sampler, models.tokenizer, batch.examples, spec, self.envs[spec.env],
-                                            self.acc.device, opts.rollout, keep)
+                rows = episode_rollout.play(self._generator(spec, sampler), models.tokenizer, batch.examples, spec,
+                                            self.envs[spec.env], opts.rollout, keep,
+                                            episode_rollout.stop_ids(sampler, models.tokenizer))
                 for k, v in episode_rollout.means(rows).items():
                     self.episode_stats.setdefault(k, []).extend(v)
                 batch.sets[name] = rows
+                continue
+            if spec.model == "policy" and self.generator is not None and not spec.options.get("once"):
+                batch.sets[name] = generators.sample_rows(self.generator, models.tokenizer, batch.examples, spec,
+                                                          opts.rollout, keep)
                 continue
             if spec.options.get("once"):  # a frozen model's samples: drawn once per prompt, then reused
                 batch.sets[name] = rollout.sample_once(self.once_cache, sampler, models.tokenizer, batch.examples,
@@ -189,6 +200,12 @@ class Experiences:
         score(compiled, batch, self.rewards)
         pick_sets(compiled, batch)
         return batch
+
+    def _generator(self, spec, sampler):
+        """The policy's generator, or transformers' on another sampler (a frozen model, a mixture)."""
+        if spec.model == "policy" and self.generator is not None:
+            return self.generator
+        return generators.HFGenerator(sampler, self.models.tokenizer, self.acc.device, self.opts.prefix_sharing)
 
     def drain_means(self) -> dict[str, float]:
         """Each episode number's mean over the episodes played since the last call (`turns`,

@@ -180,13 +180,9 @@ class HFGenerator:
         live = [i for i, m in enumerate(limits) if m > 0]  # generate cannot make 0 tokens
         if not live:
             return out
-        gen = rollout._generation_options(sampling.options(max(limits[i] for i in live)), self.tokenizer)
-        gen["eos_token_id"] = stops[0] if len(stops) == 1 else list(stops)  # generate stops rows at any of them
-        ids, att = rollout._left_padded([list(prompts[i]) for i in live], self.tokenizer.pad_token_id)
-        with torch.inference_mode():
-            new, lps = rollout._generate(self.model, ids.to(self.device), att.to(self.device), gen,
-                                         sampling.logprobs, self.prefix_sharing)
-        rows, lp_rows = new.tolist(), lps.tolist() if lps is not None else None
+        rows, lp_rows = rollout.generate_ids(self.model, self.tokenizer, [list(prompts[i]) for i in live], self.device,
+                                             sampling.options(max(limits[i] for i in live)), sampling.logprobs,
+                                             self.prefix_sharing, stop_ids=stops)
         for k, i in enumerate(live):
             out[i] = cut(rows[k], lp_rows[k] if lp_rows is not None else None, limits[i], set(stops))
         return out

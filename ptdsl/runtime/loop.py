@@ -27,7 +27,7 @@ from ptdsl.api import compile as compile_method  # the API below the runtime, no
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_log, reporters, run_record, samples_log
-from ptdsl.runtime import episode_rollout, sharding, weights
+from ptdsl.runtime import episode_rollout, generators, sharding, weights
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -140,6 +140,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         acc = Accelerator(mixed_precision=opts.mixed_precision, log_with=list(opts.report_to) or None,
                           project_dir=opts.output, cpu=not torch.cuda.is_available())
     set_seed(opts.seed)
+    generators.check(opts.generator, acc.device)  # --generator vllm without CUDA: before anything loads
     log = _logger(acc, opts)
     for w in compiled.warnings:  # e.g. W0202: `old` with one optimizer step per batch
         log(render(w, compiled.method.definition.sources))
@@ -218,7 +219,11 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     ctx = StepContext(compiled, models, acc.device, cache, positions,
                       temperatures=scoring_temperatures(compiled.plan, opts.rollout), seed=opts.seed,
                       prefix_sharing=opts.prefix_sharing)
-    experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares, envs)
+    generator = generators.make_generator(opts.generator, models.policy, models.tokenizer, acc.device,
+                                          prefix_sharing=opts.prefix_sharing, seed=opts.seed + acc.process_index) \
+        if compiled.plan.rollouts else None
+    experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares, envs,
+                                         generator)
     evaluator = evaluate.Evaluator(compiled, models, eval_sources, opts, acc, rewards, out, log, _global_counts,
                                    _reduce_metrics, explicit=opts.eval_data is not None, envs=envs) \
         if eval_sources else None
@@ -298,6 +303,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
                             experience=experiences.state() if reuse.steps > 1 else None, write=store.write)
     if evaluator is not None and evaluator.active:  # the final evaluation (final weights), in the result too
         last = {**last, **evaluator.run(ctx, total, state)}
+    if generator is not None:
+        generator.close()
     acc.wait_for_everyone()
     weights.write(out / "final", models, acc, mode.fsdp)
     if rewards is not None:

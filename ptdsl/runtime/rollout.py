@@ -90,8 +90,7 @@ def generate_ids(model, tok, prompts: list[list[int]], device, opts: dict, keep_
     ids, att = _left_padded(prompts, tok.pad_token_id)
     gen = _generation_options(opts, tok)
     stops = list(stop_ids) if stop_ids is not None else [tok.eos_token_id]
-    if len(stops) > 1:
-        gen["eos_token_id"] = stops
+    gen["eos_token_id"] = stops[0] if len(stops) == 1 else stops  # generate ends a row at any of them
     with torch.inference_mode():
         new, logprobs = _generate(model, ids.to(device), att.to(device), gen, keep_logprobs, share)
     rows = []

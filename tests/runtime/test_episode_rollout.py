@@ -109,24 +109,41 @@ def test_environments_are_bound_before_step_1(tmp_path):
     assert set(episode_rollout.bind(plan, {"counter": Counter}, tok)) == {"counter"}
 
 
-def _scripted(tok, call: str, answer: str):
-    """A generator that calls the tool on an episode's first turn and answers on its second:
-    the episode loop and the training step see real token ids, only the sampling is scripted."""
-    first = tok(f"<tool_call>\n{call}\n</tool_call>", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    then = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+class Scripted:
+    """A generator (runtime/generators.py's interface) that calls the tool on an episode's first
+    turn and answers on its second: the episode loop, the loss and the metrics see real token ids;
+    only the choice of tokens is scripted."""
 
-    def factory(model, tok_, device, opts, keep, stops):
-        def generate(prompts, limits):  # a conversation with a tool's reply in it gets the answer
-            return [Generation((then if "<tool_response>" in tok.decode(p) else first)[:limit], None)
-                    for p, limit in zip(prompts, limits)]
-        return generate
-    return factory, first, then
+    def __init__(self, tok, call: str, answer: str):
+        self.tok, self.version = tok, 0
+        self.first = tok(f"<tool_call>\n{call}\n</tool_call>", add_special_tokens=False)["input_ids"] + \
+            [tok.eos_token_id]
+        self.then = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+    def generate(self, prompts, limits, sampling):  # a conversation with a tool's reply gets the answer
+        return [Generation((self.then if "<tool_response>" in self.tok.decode(p) else self.first)[:limit], None)
+                for p, limit in zip(prompts, limits)]
+
+    def sync(self, model):
+        self.version += 1
+        return self.version
+
+    def close(self):
+        pass
+
+
+def _scripted(monkeypatch, tok, call: str, answer: str) -> Scripted:
+    from ptdsl.runtime import generators
+    scripted = Scripted(tok, call, answer)
+    monkeypatch.setattr(generators, "make_generator", lambda *a, **kw: scripted)
+    return scripted
 
 
 @pytest.mark.integration
 def test_a_run_plays_episodes_masks_tool_tokens_and_logs_tool_use(tmp_path, monkeypatch):
     tok = tool_tokenizer()
-    factory, first, then = _scripted(tok, '{"name": "bump", "arguments": {"amount": 3}}', "It is 5.")
+    scripted = _scripted(monkeypatch, tok, '{"name": "bump", "arguments": {"amount": 3}}', "It is 5.")
+    first, then = scripted.first, scripted.then
     played = []
     play = episode_rollout.play
 
@@ -134,7 +151,6 @@ def test_a_run_plays_episodes_masks_tool_tokens_and_logs_tool_use(tmp_path, monk
         rows = play(*args, **kw)
         played.append(rows)
         return rows
-    monkeypatch.setattr(episode_rollout, "_hf_generate", factory)
     monkeypatch.setattr(episode_rollout, "play", recording)
     out = tmp_path / "out"
     result = ptdsl.train(_spec(tmp_path), model=_model(tok), tokenizer=tok, data=_data(tmp_path),
@@ -152,13 +168,13 @@ def test_a_run_plays_episodes_masks_tool_tokens_and_logs_tool_use(tmp_path, monk
         assert "counter is 3" in context and "It is 5" not in context  # the tool's reply is context
     # the loss reads the policy's tokens only: `length(y)` counts them
     assert rows[0]["policy_tokens"] == len(first + then)
+    assert scripted.version == 1  # the generator was given the policy's weights before step 2's episodes
 
 
 @pytest.mark.integration
 def test_a_tool_that_raises_is_counted_and_the_run_goes_on(tmp_path, monkeypatch):
     tok = tool_tokenizer()
-    factory, _, _ = _scripted(tok, '{"name": "bump", "arguments": {"amount": "three"}}', "No idea.")
-    monkeypatch.setattr(episode_rollout, "_hf_generate", factory)
+    _scripted(monkeypatch, tok, '{"name": "bump", "arguments": {"amount": "three"}}', "No idea.")
     out = tmp_path / "out"
     ptdsl.train(_spec(tmp_path), model=_model(tok), tokenizer=tok, data=_data(tmp_path), envs={"counter": Counter},
                 output=str(out), steps=1, batch_size=2, quiet=True)

@@ -228,3 +228,13 @@ def test_hf_generator_plays_episodes():
         lp, _ = forward_logprobs(model, ep.prompt_ids, ep.completion_ids)
         policy = torch.tensor(ep.token_mask, dtype=torch.bool)
         torch.testing.assert_close(torch.tensor(ep.logprobs)[policy], lp[policy], rtol=0, atol=1e-4)
+
+
+def test_train_refuses_the_vllm_generator_here_before_anything_loads(tmp_path):
+    """No CUDA on this machine: `ptdsl.train(..., generator="vllm")` stops at once, naming what is missing."""
+    import ptdsl
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal is for machines without it")
+    with pytest.raises(RuntimeSetupError, match=r"`--generator vllm` needs CUDA"):
+        ptdsl.train("grpo", output=str(tmp_path), steps=1, generator="vllm", quiet=True)
+    assert not (tmp_path / "run.json").exists() and not (tmp_path / "metrics.jsonl").exists()
