@@ -53,3 +53,14 @@ def tool_tokenizer(style: str = "qwen2.5", response_template: bool = True):
     if response_template:
         chat_template_utils.add_response_schema(tok)
     return tok
+
+
+def tiny_llama(tok, layers: int = 2, seed: int = 0):
+    """A random Llama with the tokenizer's vocabulary, small enough for CPU tests (eval mode)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return LlamaForCausalLM(cfg).eval()

@@ -34,6 +34,8 @@ QUERIES = featured({  # name → ((level kind, leaf kind), Feature)
 })
 SUGAR = featured({"logp": ("sum_tokens", S1), "mean_logp": ("mean_tokens", S1)})  # reductions of logprobs(M, S)
 SET_FUNCS = names({"mask": S1, "length": S1, "position": S1})
+# what an episode set's rows did: `turns(y)` and `tool_calls(y)` per row, `turn(y)` each token's turn (from 0)
+EPISODE_FUNCS = featured({"turns": ("seq", X3), "tool_calls": ("seq", X3), "turn": ("token", X3)})
 # Training time, supplied by the runtime at every optimizer step: optimizer steps done (0 at the
 # first), progress from 0 at the first step to 1 at the last, and complete passes over the data.
 # They are names, not calls, and nothing may rebind them.
@@ -97,7 +99,8 @@ UPDATE_OPTIONS = featured({"passes": ("int", S2), "minibatches": ("int", S2), "m
 CRITIC_OPTIONS = featured({"lr_scale": ("float", X2), "warmup_steps": ("int", X2)})
 MIXTURE_OPTIONS = featured({"coef": ("float", S1)})  # geometric_mixture(A, B, coef = μ): sample ∝ exp((1 − μ)·z_A + μ·z_B)
 # The tables that define features, for passes/features.py and the test that every entry has one.
-FEATURE_TABLES = (("query", QUERIES), ("builtin", SUGAR), ("set function", SET_FUNCS), ("time name", TIME),
+FEATURE_TABLES = (("query", QUERIES), ("builtin", SUGAR), ("set function", SET_FUNCS),
+                  ("episode function", EPISODE_FUNCS), ("time name", TIME),
                   ("builtin", OPS), ("scan", SCANS), ("random draw", RANDOM), ("builtin", AT_LAST_TABLE),
                   ("role", ROLES), ("role source", ROLE_SOURCES), ("reward source", REWARD_SOURCES),
                   ("rollout", ROLLOUTS), ("set builder", SET_BUILDERS), ("`sample` option", SAMPLE_OPTIONS),
@@ -123,5 +126,5 @@ def option_range_error(name: str, value) -> str | None:
         return f"option `{name}` must be {bounds}, got {value!r}"
     return None
 
-ALL = sorted(set(QUERIES) | set(SUGAR) | set(SET_FUNCS) | set(OPS) | set(SCANS) | set(RANDOM) | {AT_LAST}
+ALL = sorted(set(QUERIES) | set(SUGAR) | set(SET_FUNCS) | set(EPISODE_FUNCS) | set(OPS) | set(SCANS) | set(RANDOM) | {AT_LAST}
              | set(ROLE_SOURCES) | set(REWARD_SOURCES) | set(ROLLOUTS) | set(SET_BUILDERS) | {"old"})

@@ -99,7 +99,7 @@ class _Lowerer:
     def _value_args(self, c: ast.Call) -> tuple:
         """The arguments of a call that `call` lowers as values (the others name models and sets)."""
         f = c.func
-        if f in self.rewards or f in B.QUERIES or f in B.SUGAR or f in B.SET_FUNCS:
+        if f in self.rewards or f in B.QUERIES or f in B.SUGAR or f in B.SET_FUNCS or f in B.EPISODE_FUNCS:
             return ()
         if f == B.AT_LAST:
             return tuple(c.args[:1])
@@ -206,6 +206,8 @@ class _Lowerer:
             if f == "mask":
                 return mask
             return add(self.g, "length" if f == "length" else "positions", (mask,), None, c.span)
+        if f in B.EPISODE_FUNCS:
+            return self.episode_value(c)
         if f in B.OPS:
             op = B.OPS[f]
             want = OPS[op].arity - (1 if op in ("sum_tokens", "mean_tokens", "token_mean", "token_sum",
@@ -293,6 +295,18 @@ class _Lowerer:
         self._check_environment(c, s)
         return self.leaf(c.span, f"{c.func}({s})", "reward", "seq", None, s, self.sets[s].rows,
                          reward=c.func)
+
+    def episode_value(self, c: ast.Call) -> int:
+        """`turns(y)`, `tool_calls(y)` (per row) and `turn(y)` (per token) of an episode set."""
+        self._arity(c, 1)
+        s = self.set_arg(c.args[0])
+        base = self.sets[s].base if self.sets[s].source == "picked" else s
+        rollout = self.rollouts.get(base)
+        if rollout is None or rollout.kind != "episode":
+            self.fail("E0210", f"`{c.func}` reads what an episode did, and `{s}` is not an episode", c.args[0].span,
+                      "not an episode set", help=f'e.g. `{c.func}(y)` with `rollout y = episode(policy, '
+                                                 f'environment("NAME"), …)`')
+        return self.leaf(c.span, f"{c.func}({s})", "episode", B.EPISODE_FUNCS[c.func], None, s, self.sets[s].rows)
 
     def _check_environment(self, c: ast.Call, s: str) -> None:
         """An `environment("NAME")` term scores episodes with NAME: the set must be (picked from) one."""

@@ -6,8 +6,9 @@ environment's replies) and the episodes become the set's rows (SetRows): the com
 everything after the prompt, and its token mask holds only the tokens the policy sampled,
 so the loss never trains on tool results or template tokens (TRL's tool mask). Each row also
 carries its episode's record (`record`, plain data: saved with an experience): the environment's reward (`environment("NAME")`
-in a reward), the turns, tool calls and errors (logged per step as `turns`, `tool_calls`,
-`tool_errors`) and the completion messages reward functions get, as TRL passes them.
+in a reward), the turns, tool calls and errors (logged per step as `episode/turns`,
+`episode/tool_calls`, `episode/tool_errors`: a namespace no spec metric can take) and the
+completion messages reward functions get, as TRL passes them.
 
 Environments are bound before step 1 (`bind`): `--env NAME=module:factory`, a registered
 name (`@ptdsl.environments.register`), or a built-in (`calculator`)."""
@@ -22,7 +23,7 @@ from ptdsl.runtime.generators import Sampling
 
 DEFAULT_MAX_TURNS = 4
 DEFAULT_MAX_TOKENS = 256
-STATS = ("turns", "tool_calls", "tool_errors")  # the per-episode numbers logged as step means
+STATS = ("turns", "tool_calls", "tool_errors")  # the per-episode numbers logged as step means (episode/NAME)
 
 
 def uses(plan) -> list[str]:
@@ -88,7 +89,7 @@ def play(generator, tok, examples, rollout, env, overrides: dict | None = None, 
 
 def _record(ep) -> dict:
     return {"reward": ep.reward, "turns": ep.turns, "tool_calls": ep.tool_calls,
-            "tool_errors": sum(ep.errors.values()), "truncated": ep.truncated,
+            "tool_errors": sum(ep.errors.values()), "truncated": ep.truncated, "turn_ids": list(ep.turn_ids),
             "messages": list(ep.completion_messages)}
 
 
@@ -106,8 +107,22 @@ def stop_ids(model, tok) -> list[int]:
     return sorted({int(i) for i in ids} | {tok.eos_token_id})
 
 
+def leaf(name: str, rows: SetRows, device):
+    """The value of `turns(s)` / `tool_calls(s)` ([rows]) or `turn(s)` ([rows, width], each
+    completion token's turn from 0; the set's mask keeps only the policy's tokens)."""
+    import torch
+    from ptdsl.runtime.batch import completion_width
+    what = name.split("(", 1)[0]
+    if what != "turn":
+        return torch.tensor([float(r[what]) for r in rows.episodes], device=device)
+    out = torch.zeros((len(rows.episodes), completion_width(rows)))
+    for i, r in enumerate(rows.episodes):
+        out[i, :len(r["turn_ids"])] = torch.tensor(r["turn_ids"], dtype=out.dtype)
+    return out.to(device)
+
+
 def means(rows: SetRows) -> dict[str, list[float]]:
     """Each logged episode number over a set's rows (for the step means)."""
     if rows.episodes is None:
         return {}
-    return {k: [float(r[k]) for r in rows.episodes] for k in STATS}
+    return {f"episode/{k}": [float(r[k]) for r in rows.episodes] for k in STATS}

@@ -208,8 +208,8 @@ class Experiences:
         return generators.HFGenerator(sampler, self.models.tokenizer, self.acc.device, self.opts.prefix_sharing)
 
     def drain_means(self) -> dict[str, float]:
-        """Each episode number's mean over the episodes played since the last call (`turns`,
-        `tool_calls`, `tool_errors`), logged with the step that played them."""
+        """Each episode number's mean over the episodes played since the last call
+        (`episode/turns`, `episode/tool_calls`, `episode/tool_errors`), logged with the step that played them."""
         means = {k: sum(v) / len(v) for k, v in self.episode_stats.items() if v}
         self.episode_stats = {}
         return means

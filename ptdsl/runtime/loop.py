@@ -257,7 +257,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         state_before = dict(state)
         # each reward source's mean over the completions this step scored (rewards/NAME/mean, as TRL)
         sums: dict[str, float] = rewards.drain_means() if rewards is not None else {}
-        sums.update(experiences.drain_means())  # episodes: turns, tool_calls, tool_errors
+        sums.update(experiences.drain_means())  # episodes: episode/turns, …/tool_calls, …/tool_errors
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
             with contextlib.ExitStack() as stack:

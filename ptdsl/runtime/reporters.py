@@ -56,6 +56,7 @@ TRL_NAMES = {
     "reward_std": "reward_std",
     "completion_length": "completions/mean_length",
     "clip_ratio": "clip_ratio/region_mean",
+    "episode/tool_calls": "tools/call_frequency",
 }
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ptdsl.runtime.batch import Batch, SetRows, completion_width, dataset_sets, list_sizes, set_mask
 from ptdsl.runtime.draws import Clock, random_inputs, time_inputs
+from ptdsl.runtime.episode_rollout import leaf as episode_leaf
 from ptdsl.runtime.precompute import lookup
 from ptdsl.runtime.queries import run_critic, run_model
 
@@ -196,6 +197,8 @@ def batch_fields(compiled, batch: Batch, device) -> dict:
     for i in compiled.inputs:  # `sizes(R)`: each example's number of responses of its ranked list R
         if i.kind == "sizes":
             out[i.name] = torch.tensor(list_sizes(batch.examples, i.name[len("sizes("):-1]), device=device)
+        elif i.kind == "episode":  # turns(y), tool_calls(y), turn(y): what each episode did
+            out[i.name] = episode_leaf(i.name, batch.sets[i.set], device)
     wanted = {i.name for i in compiled.inputs if i.kind == "reward"}
     for name, values in getattr(batch, "rewards", {}).items():
         if name in wanted:

@@ -8,19 +8,10 @@ import pytest
 
 from ptdsl.runtime import environments
 from ptdsl.runtime.episode import Generation, run_episodes
-from tests.tool_tokenizers import tool_tokenizer
+from tests.tool_tokenizers import tiny_llama, tool_tokenizer
 
 torch = pytest.importorskip("torch")
 CALL = '<tool_call>\n{"name": "calculate", "arguments": {"expression": "12 * 34"}}\n</tool_call><|im_end|>'
-
-
-def tiny_llama(tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return LlamaForCausalLM(cfg).eval()
 
 
 class HFGenerate:

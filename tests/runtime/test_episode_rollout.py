@@ -13,7 +13,7 @@ from ptdsl.runtime import episode_rollout
 from ptdsl.runtime.batch import set_mask
 from ptdsl.runtime.episode import Generation
 from ptdsl.runtime.errors import RuntimeSetupError
-from tests.tool_tokenizers import tool_tokenizer
+from tests.tool_tokenizers import tiny_llama, tool_tokenizer
 
 SPEC = """method ep "episodes"
 experimental
@@ -26,6 +26,8 @@ let adv = r(y) - group_mean(r(y))
 loss mean(mean_tokens(-adv * logprobs(policy, y)))
 metric mean_reward = mean(r(y))
 metric policy_tokens = mean(length(y))
+metric calls = mean(tool_calls(y))
+metric answer_tokens = mean(sum_tokens(where(turn(y) == turns(y) - 1, 1.0, 0.0)))
 """
 
 
@@ -70,6 +72,15 @@ def test_the_language_checks_episodes(tmp_path, change, code, says):
     assert code in str(info.value) and says in str(info.value)
 
 
+def test_turn_values_read_only_episodes(tmp_path):
+    text = SPEC.replace('episode(policy, environment("counter"), n = n, max_turns = 3, max_tokens = 160)',
+                        'sample(policy, n = n)').replace('environment("counter")', 'verifier("accuracy")')
+    with pytest.raises(SpecError) as info:
+        ptdsl.compile(_spec(tmp_path, text))
+    assert "`tool_calls` reads what an episode did, and `y` is not an episode" in str(info.value)
+    assert "`turn` reads what an episode did" in str(info.value)
+
+
 def test_an_episode_compiles_to_a_rollout_with_its_environment(tmp_path):
     plan = ptdsl.compile(_spec(tmp_path)).plan
     (y,) = plan.rollouts.values()
@@ -77,13 +88,8 @@ def test_an_episode_compiles_to_a_rollout_with_its_environment(tmp_path):
     assert episode_rollout.uses(plan) == ["counter"]
 
 
-def _model(tok, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                        max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                                        eos_token_id=tok.eos_token_id, tie_word_embeddings=False))
+def _model(tok):
+    return tiny_llama(tok, layers=1)
 
 
 def _data(tmp_path, k=4):
@@ -156,7 +162,7 @@ def test_a_run_plays_episodes_masks_tool_tokens_and_logs_tool_use(tmp_path, monk
     result = ptdsl.train(_spec(tmp_path), model=_model(tok), tokenizer=tok, data=_data(tmp_path),
                          envs={"counter": Counter}, output=str(out), steps=2, batch_size=2, quiet=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["turns"], r["tool_calls"], r["tool_errors"], r["rewards/counter/mean"]) for r in rows] == \
+    assert [(r["episode/turns"], r["episode/tool_calls"], r["episode/tool_errors"], r["rewards/counter/mean"]) for r in rows] == \
         [(2.0, 1.0, 0.0, 1.0)] * 2
     assert result["mean_reward"] == 1.0
     y = played[0]
@@ -168,6 +174,8 @@ def test_a_run_plays_episodes_masks_tool_tokens_and_logs_tool_use(tmp_path, monk
         assert "counter is 3" in context and "It is 5" not in context  # the tool's reply is context
     # the loss reads the policy's tokens only: `length(y)` counts them
     assert rows[0]["policy_tokens"] == len(first + then)
+    # what the episodes did, in the language: one call each, and the last turn's tokens are the answer's
+    assert rows[0]["calls"] == 1.0 and rows[0]["answer_tokens"] == len(then)
     assert scripted.version == 1  # the generator was given the policy's weights before step 2's episodes
 
 
@@ -179,7 +187,7 @@ def test_a_tool_that_raises_is_counted_and_the_run_goes_on(tmp_path, monkeypatch
     ptdsl.train(_spec(tmp_path), model=_model(tok), tokenizer=tok, data=_data(tmp_path), envs={"counter": Counter},
                 output=str(out), steps=1, batch_size=2, quiet=True)
     (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert (row["tool_calls"], row["tool_errors"], row["rewards/counter/mean"]) == (1.0, 1.0, 0.0)
+    assert (row["episode/tool_calls"], row["episode/tool_errors"], row["rewards/counter/mean"]) == (1.0, 1.0, 0.0)
 
 
 @pytest.mark.integration
@@ -200,5 +208,5 @@ def test_a_tiny_model_trains_on_episodes_from_the_command_line(tmp_path):
                        env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{tmp_path}"})
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(1.0 <= row["turns"] <= 3.0 and "tool_calls" in row for row in rows)
+    assert len(rows) == 2 and all(1.0 <= row["episode/turns"] <= 3.0 and "episode/tool_calls" in row for row in rows)
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()

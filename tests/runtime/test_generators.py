@@ -22,7 +22,7 @@ from ptdsl.runtime.episode import run_episodes
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.runtime.generators import HFGenerator, Sampling, check, make_generator
 from ptdsl.runtime.rollout import sample
-from tests.tool_tokenizers import tool_tokenizer
+from tests.tool_tokenizers import tiny_llama, tool_tokenizer
 
 TEXTS = ["1+2=", "7+8=", "3*3=?"]  # ragged: left padding
 
@@ -195,15 +195,6 @@ def test_make_generator_hf_and_the_flag(setup):
     add_to(parser)
     assert parser.parse_args(["--generator", "vllm"]).generator == "vllm"
     assert parser.parse_args([]).generator is None  # the default lives in TrainOptions
-
-
-def tiny_llama(tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return LlamaForCausalLM(cfg).eval()
 
 
 def test_hf_generator_plays_episodes():
