@@ -49,6 +49,12 @@ def bind(plan, env_flags, tokenizer) -> dict[str, environments.Environment]:
         raise RuntimeSetupError(f"--env binds {', '.join(f'`{n}`' for n in unused)}, which the method does not "
                                 f"play (it plays {', '.join(f'`{n}`' for n in names)})",
                                 help="name the environment as the spec does: --env NAME=module:factory")
+    for name in names:  # spec text names an environment; it never says which Python to import
+        if ":" in name and name not in bound:
+            raise RuntimeSetupError(f"the spec names environment `{name}`, a module path: a spec only names an "
+                                    "environment, the Python that runs is bound where training starts",
+                                    help=f"write `environment(\"NAME\")` in the spec and pass "
+                                         f"`--env NAME={name}` (or register it)")
     check_template(tokenizer)
     return {name: environments.resolve(name, bound) for name in names}
 

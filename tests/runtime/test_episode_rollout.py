@@ -113,6 +113,10 @@ def test_environments_are_bound_before_step_1(tmp_path):
     with pytest.raises(RuntimeSetupError, match="--env is given, but the method plays no episode"):
         episode_rollout.bind(dpo, ["counter=mod:Counter"], tok)
     assert set(episode_rollout.bind(plan, {"counter": Counter}, tok)) == {"counter"}
+    # a spec names an environment, never a module to import
+    by_path = ptdsl.compile(_spec(tmp_path, SPEC.replace('environment("counter")', 'environment("os:getcwd")'))).plan
+    with pytest.raises(RuntimeSetupError, match="the spec names environment `os:getcwd`, a module path"):
+        episode_rollout.bind(by_path, [], tok)
 
 
 class Scripted:
