@@ -2,7 +2,7 @@
 
 * Against TRL 1.16's GRPOTrainer, its own training loop, with num_iterations = 2 and
   steps_per_generation = 2: both runs start from the same tiny model and get the same
-  completions and rewards (injected: TRL's `_generate` and ptdsl's `rollout.sample`
+  completions and rewards (injected: TRL's `_generate` and ptdsl's `generators.sample_rows`
   return fixed token ids, one reward table serves both). The per-step losses of all
   8 optimizer steps (2 generations × 2 passes × 2 mini-batches) and the recorded old
   log-probs of both generations agree. TRL shuffles each generation batch's rows
@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import ptdsl
-from ptdsl.runtime import embedded, experience, rollout
+from ptdsl.runtime import embedded, experience, generators
 from ptdsl.runtime import rewards as reward_registry
 from ptdsl.runtime.batch import SetRows
 from ptdsl.runtime.step import loss_inputs
@@ -62,15 +62,16 @@ def _reward_fn(rewards):
 
 
 def _inject_samples(monkeypatch, tok, completions, seen):
-    """ptdsl's rollouts return the fixed completions of each prompt (and note its prompt ids)."""
-    def sample(model, tok_, examples, spec, device, overrides=None, keep_logprobs=False):
+    """ptdsl's rollouts return the fixed completions of each prompt (and note its prompt ids): the
+    policy's samples come from its generator through generators.sample_rows."""
+    def sample(generator, tok_, examples, spec, overrides=None, keep_logprobs=False):
         n = int(spec.options["n"])
         for e in examples:
             seen[e.prompt_text] = e.prompt_ids
         comps = [c for e in examples for c in completions[e.prompt_text][:n]]
         return SetRows([e.prompt_ids for e in examples for _ in range(n)], comps, [False] * len(comps),
                        [tok.decode(c[:-1]) for c in comps])
-    monkeypatch.setattr(rollout, "sample", sample)
+    monkeypatch.setattr(generators, "sample_rows", sample)
 
 
 def _train_ptdsl(tmp_path, monkeypatch, method="grpo", **params):
