@@ -40,7 +40,7 @@ def bind(plan, env_flags, tokenizer) -> dict[str, environments.Environment]:
     names = uses(plan)
     if not names:
         if env_flags:
-            raise RuntimeSetupError(f"--env is given, but the method plays no episode ({_listed(env_flags)})",
+            raise RuntimeSetupError(f"--env is given, but the method plays no episode ({', '.join(env_flags)})",
                                     help="drop --env, or use a method with `episode(…)`")
         return {}
     bound = _bound(env_flags)
@@ -63,10 +63,6 @@ def _bound(env_flags) -> dict[str, environments.Environment]:
     if isinstance(env_flags, dict):
         return {name: environments.Environment(name, factory) for name, factory in env_flags.items()}
     return environments.parse_env_flags(list(env_flags or ()))
-
-
-def _listed(env_flags) -> str:
-    return ", ".join(env_flags) if not isinstance(env_flags, dict) else ", ".join(env_flags)
 
 
 def play(generator, tok, examples, rollout, env, overrides: dict | None = None, keep_logprobs: bool = False,

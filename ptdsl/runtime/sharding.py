@@ -29,8 +29,6 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-import torch
-
 from ptdsl.runtime.errors import RuntimeSetupError
 
 _FSDP_VARS = ("ACCELERATE_USE_FSDP",)

@@ -5,7 +5,6 @@ reward, and logs turns, tool calls and tool errors per step."""
 import json
 
 import pytest
-import torch
 
 import ptdsl
 from ptdsl.diagnostics import SpecError
