@@ -156,10 +156,8 @@ def sample_rows(generator: Generator, tok, examples, spec, overrides: dict | Non
     prompts = [e.prompt_ids for e in examples for _ in range(n)]
     gens = generator.generate(prompts, int(opts.get("max_tokens", rollout.DEFAULT_MAX_TOKENS)),
                               Sampling.from_options(opts, (eos,), keep_logprobs))
-    completions = [g.ids for g in gens]
-    texts = [tok.decode([t for t in c if t != eos], skip_special_tokens=True) for c in completions]
-    return SetRows(prompts, completions, [eos not in c for c in completions], texts,
-                   sampler_logprobs=[g.logprobs for g in gens] if keep_logprobs else None)
+    return rollout.rollout_rows(prompts, [g.ids for g in gens], tok,
+                                [g.logprobs for g in gens] if keep_logprobs else None)
 
 
 class HFGenerator:

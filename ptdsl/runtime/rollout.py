@@ -77,9 +77,15 @@ def sample(model, tok, examples, rollout, device, overrides: dict | None = None,
     prompts = [e.prompt_ids for e in examples for _ in range(n)]
     share = prefix_sharing and bool(opts.get("prefix_sharing", True))
     completions, kept = generate_ids(model, tok, prompts, device, opts, keep_logprobs, share)
-    truncated = [tok.eos_token_id not in c for c in completions]
-    texts = [tok.decode([t for t in c if t != tok.eos_token_id], skip_special_tokens=True) for c in completions]
-    return SetRows(prompts, completions, truncated, texts, sampler_logprobs=kept)
+    return rollout_rows(prompts, completions, tok, kept)
+
+
+def rollout_rows(prompts, completions, tok, logprobs=None) -> SetRows:
+    """A rollout set's rows from its completions (each ending at its first EOS, or truncated
+    without one), with their texts and, where kept, the sampler's log-probs."""
+    eos = tok.eos_token_id
+    texts = [tok.decode([t for t in c if t != eos], skip_special_tokens=True) for c in completions]
+    return SetRows(prompts, completions, [eos not in c for c in completions], texts, sampler_logprobs=logprobs)
 
 
 def generate_ids(model, tok, prompts: list[list[int]], device, opts: dict, keep_logprobs: bool = False,
