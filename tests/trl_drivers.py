@@ -155,10 +155,12 @@ def grpo_advantages(rewards_per_func: torch.Tensor, n: int, *, scale_rewards="gr
 def grpo_loss(x: dict, advantages: torch.Tensor, *, loss_type: str, trainer=None, beta=0.0, epsilon=0.2,
               epsilon_high=0.2, delta=None, top_entropy_quantile=1.0, vespo=(2.0, 3.0, 3.0, 2.0),
               importance_sampling_level="token", max_completion_length=None, sapo=(1.0, 1.05),
-              use_bias_correction_kl=True) -> torch.Tensor:
+              use_bias_correction_kl=True, tool_mask=None) -> torch.Tensor:
     """``trainer._compute_loss`` (GRPOTrainer, or a subclass such as GMPOTrainer) on the test's
     log-probs (and entropies), with TRL's own entropy mask and VESPO gamma weights bound to the
-    stand-in. ``max_completion_length`` (dr_grpo's divisor) defaults to the batch's width."""
+    stand-in. ``max_completion_length`` (dr_grpo's divisor) defaults to the batch's width.
+    ``tool_mask`` (episodes: 0 on tool and template tokens) goes in the batch as TRL's rollout puts
+    it there, and ``mask(y)`` is then the completion mask TRL multiplies it with."""
     trainer = trainer or GRPOTrainer
     mask = x["mask(y)"]
     policy = zero_outside(mask, x["logprobs(policy, y)"])
@@ -169,6 +171,7 @@ def grpo_loss(x: dict, advantages: torch.Tensor, *, loss_type: str, trainer=None
         "completion_ids": torch.ones(rows, width, dtype=torch.long), "completion_mask": mask.long(),
         "advantages": advantages, "old_per_token_logps": zero_outside(mask, x["logprobs(old, y)"]),
         "ref_per_token_logps": zero_outside(mask, x["logprobs(reference, y)"]), "num_items_in_batch": mask.sum(),
+        **({"tool_mask": tool_mask.long()} if tool_mask is not None else {}),
     }
     k_pos, lambda_pos, k_neg, lambda_neg = vespo
     this = stub(

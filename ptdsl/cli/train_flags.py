@@ -43,7 +43,7 @@ OPTS: tuple[Opt, ...] = (
         "examples (prompts) per process per micro-step (default 8)"),
     Opt("grad_accum", ("--grad-accum", "--gradient_accumulation_steps"), int, "gradient accumulation steps (default 1)"),
     Opt("learning_rate", ("--lr", "--learning_rate"), float,
-        "learning rate (default 1e-5; 3e-3 for the embedded model)"),
+        "learning rate (default 1e-5; 3e-3 for the embedded model, 1e-3 for its warm-started tool model)"),
     Opt("critic_lr", ("--critic-lr",), float,
         "learning rate of the spec's separate critics (default: the policy's × the critic's lr_scale)"),
     Opt("warmup_ratio", ("--warmup-ratio", "--warmup_ratio"), float, "linear warm-up share of the steps (default 0.1)"),

@@ -27,7 +27,7 @@ from ptdsl.api import compile as compile_method  # the API below the runtime, no
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_log, reporters, run_record, samples_log
-from ptdsl.runtime import episode_rollout, generators, sharding, weights
+from ptdsl.runtime import embedded_tools, episode_rollout, generators, sharding, weights
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
 from ptdsl.runtime.callbacks import check_callbacks, notify
@@ -50,7 +50,7 @@ class TrainOptions:
     epochs: float | None = None          # passes over the first source's examples (default 1); `steps` wins
     batch_size: int = 8                  # examples (prompts, for rollouts) per process per micro-step
     grad_accum: int = 1
-    learning_rate: float | None = None   # default: 1e-5, or 3e-3 for the embedded tiny model
+    learning_rate: float | None = None   # default: 1e-5; the embedded models: embedded.py, embedded_tools.py
     critic_lr: float | None = None       # separate critics (default: the policy's × the spec's lr_scale)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
@@ -118,10 +118,12 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     check_callbacks(opts.callbacks)
     opts.report_to = reporters.check(opts.report_to, opts.metric_names)  # installed, before step 1
     compiled = compile_method(method, **(params or {}))
-    lr = opts.learning_rate or (3e-3 if model is None else 1e-5)
+    lr = opts.learning_rate or (1e-5 if model is not None else embedded_tools.LEARNING_RATE
+                                if embedded_tools.applies(compiled.plan) else embedded.LEARNING_RATE)
     critic_lrs = C.learning_rates(compiled.plan.learners, lr, opts.critic_lr, compiled.name)  # --critic-lr: checked now
-    if model is None and "max_tokens" not in opts.rollout:  # the embedded task's answers are short
-        opts.rollout = {**opts.rollout, "max_tokens": embedded.ROLLOUT_MAX_TOKENS}
+    if model is None and "max_tokens" not in opts.rollout:  # the embedded tasks' answers are short
+        opts.rollout = {**opts.rollout, "max_tokens": embedded_tools.MAX_EPISODE_TOKENS
+                        if embedded_tools.applies(compiled.plan) else embedded.ROLLOUT_MAX_TOKENS}
     if not opts.prefix_sharing:  # --no-prefix-sharing: generation prefills every row's prompt too
         opts.rollout = {**opts.rollout, "prefix_sharing": False}
     from accelerate import Accelerator

@@ -27,14 +27,15 @@ from collections import Counter
 from typing import Callable
 
 from ptdsl.diagnostics import Diagnostic, Label, did_you_mean
-from ptdsl.runtime import embedded
+from ptdsl.runtime import calculator, embedded
 from ptdsl.runtime import reward_fns as user_fns
 from ptdsl.runtime.errors import RuntimeSetupError
 from ptdsl.syntax import ast
 
 Verifier = Callable[..., list]
 _REGISTRY: dict[str, Verifier] = {}
-BUILTIN = {"accuracy": embedded.accuracy, "digits": embedded.digits}
+# the embedded default's verifiers (bound only when it runs): its arithmetic task's, and the tool task's
+BUILTIN = {"accuracy": embedded.accuracy, "digits": embedded.digits, "final_answer": calculator.answer_reward}
 
 
 def register(name: str):

@@ -1,6 +1,8 @@
 """Everything a run needs before step 1: the tokenizer, the models the plan names
 (policy, frozen copies, named models, value heads, separate critics), and the
-tokenised, checked dataset. With no --model and --data, the embedded default (embedded.py)."""
+tokenised, checked dataset. With no --model and --data, the embedded default (embedded.py; for a
+method that plays episodes, embedded_tools.py: a tokenizer with tool support, a warm-started model
+and a task where the calculator helps)."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +15,7 @@ from ptdsl.ir.datakinds import DATA_KINDS
 from ptdsl.runtime import chat
 from ptdsl.runtime import data as D
 from ptdsl.runtime import critic as C
-from ptdsl.runtime import embedded
+from ptdsl.runtime import embedded, embedded_tools
 from ptdsl.runtime import model_options as MO
 from ptdsl.runtime.datafiles import Table, read_table
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -39,12 +41,13 @@ def _needs_scorer(compiled) -> bool:
     return any(q.output in ("score", "token_score") and q.model == "policy" for q in compiled.plan.queries)
 
 
-def load_tokenizer(model_id: str | None, given=None, chat_template: str | None = None):
-    """The tokenizer of `model_id` (None: the embedded one), or `given` (an object or a path) prepared
-    as training needs it: a pad token, left padding (a copy: the caller's object is not changed);
-    `chat_template` (a file, or `plain`) replaces its chat template."""
+def load_tokenizer(model_id: str | None, given=None, chat_template: str | None = None, episodes: bool = False):
+    """The tokenizer of `model_id` (None: the embedded one; with `episodes`, the embedded one with tool
+    support), or `given` (an object or a path) prepared as training needs it: a pad token, left
+    padding (a copy: the caller's object is not changed); `chat_template` (a file, or `plain`)
+    replaces its chat template."""
     if model_id is None and given is None:
-        tok = embedded.tokenizer()
+        tok = embedded_tools.tokenizer() if episodes else embedded.tokenizer()
     else:
         if given is not None and not isinstance(given, (str, os.PathLike)):
             tok = copy.deepcopy(given)
@@ -104,9 +107,12 @@ def load_models(compiled, model, seed: int, lora_r: int = 0, lora_alpha: int = 1
         raise RuntimeSetupError(f"the model given ({type(given).__name__}) does not say where it was loaded from "
                                 "(no name_or_path), so its tokenizer cannot be found", help="pass tokenizer=")
     model_id = _identity(given) if given is not None else (str(model) if model is not None else None)
-    tok = load_tokenizer(_name_or_path(given) if given is not None else model_id, tokenizer, chat_template)
+    episodes = embedded_tools.applies(compiled.plan)
+    tok = load_tokenizer(_name_or_path(given) if given is not None else model_id, tokenizer, chat_template, episodes)
     if given is not None:
         policy = MO.apply(_checked_object(given, scorer), loading)
+    elif model_id is None and episodes and not scorer:
+        policy = MO.apply(embedded_tools.model(tok, seed, log=log), loading)
     elif model_id is None:
         policy = MO.apply(embedded.model(tok, seed, sequence_classifier=scorer), loading)
     else:
@@ -207,8 +213,8 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     fields = own + extra
     # messages name the source where there are several: "`npo_rt` source `retain`"
     label = f"{compiled.name}` source `{source.rows}" if source.named else compiled.name
-    table = _embedded_table(label, kind, seed, extra, log, compiled.graph.graph["rows"].get("responses")) \
-        if data is None else read_table(data)
+    table = _embedded_table(label, kind, seed, extra, log, compiled.graph.graph["rows"].get("responses"),
+                            embedded_tools.applies(compiled.plan)) if data is None else read_table(data)
     valid = validate(table, kind, label, extra, tuple(require_columns), skip_invalid_rows, log)
     rows, origins = _normalise(table, valid, kind, tok, label, skip_invalid_rows, log)
     list_rows = DATA_KINDS[kind].list_rows
@@ -228,8 +234,13 @@ def load_examples(compiled, data: str | None, tok, max_length: int, max_prompt_l
     return D.renamed(examples, source)
 
 
-def _embedded_table(label: str, kind: str, seed: int, extra: tuple[str, ...], log, list_size) -> Table:
-    rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=list_size)
+def _embedded_table(label: str, kind: str, seed: int, extra: tuple[str, ...], log, list_size,
+                    episodes: bool) -> Table:
+    """The synthetic task's rows; a method that plays episodes gets the tool task's prompts."""
+    if episodes and kind == "prompts":
+        rows = [{**row, **{f: 1.0 for f in extra}} for row in embedded_tools.dataset(seed=seed)]
+    else:
+        rows = embedded.dataset(kind, seed=seed, fields=extra, list_size=list_size)
     if extra:  # the synthetic task has no such column: say that it was made up
         log(f"note: the embedded dataset has no column {', '.join(f'`{f}`' for f in extra)} "
             f"(`{label}` reads it): every row gets {' and '.join(f'{f} = 1.0' for f in extra)}; "

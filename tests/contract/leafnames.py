@@ -3,7 +3,8 @@
 Code outside ptdsl builds these names, so they are part of stability contract C3.
 
 A form is written with the parts below in capitals; the query forms come from the query table
-(ptdsl/ir/builtins.py QUERIES) and the training time from its TIME, so a rename there shows in
+(ptdsl/ir/builtins.py QUERIES), the training time from its TIME and the episode functions from
+EPISODE_FUNCS, so a rename there shows in
 the snapshot; every library method's leaf names must match the form of their kind.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ def forms() -> dict[str, str]:
     out.update({"mask(SET)": "mask", "REWARD(SET)": "reward", "sizes(ROWS)": "sizes", "FIELD": "field",
                 "uniform@SITE": "uniform"})
     out.update({t: "time" for t in B.TIME})
+    out.update({f"{e}(SET)": "episode" for e in B.EPISODE_FUNCS})  # what an episode did: turns(y), turn(y), …
     return out
 
 
