@@ -6,6 +6,7 @@ value head's) moves by the first AdamW step's size.
 That size is derived, not observed: AdamW's first update of an entry is
 lr·g/(|g| + ε) (ε = 1e-8, no weight decay), so every entry with |g| ≫ ε moves by lr
 and the largest move in a tensor that gets any gradient is lr to float precision."""
+import json
 import math
 import zlib
 
@@ -14,11 +15,17 @@ import torch
 
 import ptdsl
 from ptdsl import library
-from ptdsl.runtime import loop
+from ptdsl.runtime import embedded, embedded_tools, loop
 from ptdsl.runtime.rewards import verifier_uses
 from ptdsl.runtime.setup import load_models
 
-LR = 3e-3  # the embedded model's default learning rate (runtime/loop.py)
+
+
+def _lr(name: str) -> float:
+    """The embedded default's learning rate for a method (runtime/loop.py): the tool model's for
+    methods that play episodes."""
+    plan = ptdsl.compile(name).plan
+    return embedded_tools.LEARNING_RATE if embedded_tools.applies(plan) else embedded.LEARNING_RATE
 
 
 def distinct(prompts, completions, **_):
@@ -28,7 +35,8 @@ def distinct(prompts, completions, **_):
     score alike has no gradient at all (rebel, rloo and two_grpo on this batch); test_train.py
     trains with `accuracy` itself. In [0, 2): about half of all texts reach 1.0, the threshold
     of a binary verifier (rest_em keeps those samples)."""
-    return [zlib.crc32(c.encode()) / 2 ** 31 for c in completions]
+    texts = [c if isinstance(c, str) else json.dumps(c, sort_keys=True) for c in completions]  # episodes: messages
+    return [zlib.crc32(t.encode()) / 2 ** 31 for t in texts]
 
 
 def _trainable(models) -> dict[str, torch.Tensor]:
@@ -66,5 +74,5 @@ def test_one_optimizer_step_trains(tmp_path, name, monkeypatch):
     scale = {learner.name: learner.lr_scale for learner in learners}
     for group in {k.split(".")[0] for k in moves if k not in still}:
         biggest = max(d for k, d in moves.items() if k.split(".")[0] == group)
-        assert biggest == pytest.approx(LR * scale.get(group, 1.0), rel=1e-3), group
+        assert biggest == pytest.approx(_lr(name) * scale.get(group, 1.0), rel=1e-3), group
     assert (tmp_path / "final" / "config.json").exists()
