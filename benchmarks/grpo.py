@@ -319,8 +319,8 @@ def worker(name: str, workdir: Path, warmup: int, chunk: int, steps: int):
     _wait_go()
     if name == "ptdsl_tools":
         multiturn.run_ptdsl(workdir, steps, clock, StepTimer(clock))
-    elif name == "trl_tools":
-        multiturn.run_trl(workdir, steps, clock, trl_timer(clock))
+    elif name in ("trl_tools", "trl_tools_nockpt"):
+        multiturn.run_trl(workdir, steps, clock, trl_timer(clock), checkpointing=name == "trl_tools")
     else:
         run = {"ptdsl": run_ptdsl, "trl": run_trl, "hand": run_hand}[base]
         run(workdir, steps, clock, **options)
@@ -405,7 +405,10 @@ def _measure(names, warmup: int, chunk: int, rounds: int) -> dict:
     steps = warmup + chunk * rounds
     with tempfile.TemporaryDirectory(prefix="ptdsl-grpo-bench-") as tmp:
         workdir = Path(tmp)
-        prepare(workdir, n_prompts=PROMPTS * steps + 8)
+        if set(names) - set(TOOLS):
+            prepare(workdir, n_prompts=PROMPTS * steps + 8)
+        else:  # the multi-turn workers only: they need the tool model, and the thread settings
+            common.setup_env()
         if set(names) & set(TOOLS):
             multiturn.prepare(workdir, n_prompts=multiturn.PROMPTS * steps + 8)
         workers = [Worker(n, workdir, warmup, chunk, steps) for n in names]
@@ -539,12 +542,16 @@ def multi_turn_markdown(s: dict, mode: str) -> str:
     """The multi-turn table (empty when the run left it out: the default smoke run)."""
     if not set(TOOLS) <= set(s):
         return ""
-    p, t = (s[n] for n in TOOLS)
+    p, t, tn = (s[n] for n in TOOLS)
     rows = [[LABELS[n]] + [f"{s[n][k]['median']:.1f} [{s[n][k]['q1']:.1f}–{s[n][k]['q3']:.1f}]" for k in PHASES]
             + [f"{s[n]['tool_calls_per_episode']:.2f} ({s[n]['tool_calls']})",
                f"{s[n]['peak_rss_mb']:.0f}" if s[n]["peak_rss_mb"] else "?"] for n in TOOLS]
-    ratio = {k: p[k]["median"] / max(t[k]["median"], 1e-9) for k in PHASES}
-    per_round = [a / b for a, b in zip(p["round_medians"], t["round_medians"])]
+    ratios = {b: {k: p[k]["median"] / max(s[b][k]["median"], 1e-9) for k in PHASES} for b in TOOLS[1:]}
+    per_round = {b: [x / y for x, y in zip(p["round_medians"], s[b]["round_medians"])] for b in TOOLS[1:]}
+    said = [f"{ratios[b]['step']:.2f}× {what} (target ≤ 0.8×: {'met' if ratios[b]['step'] <= 0.8 else 'missed'}; "
+            f"per round of alternation, the sides' medians over the same stretch of time: "
+            f"{min(per_round[b]):.2f}–{max(per_round[b]):.2f} over {len(per_round[b])} rounds)"
+            for b, what in zip(TOOLS[1:], ("TRL's with its defaults", "TRL's without gradient checkpointing"))]
     note = common.mode_note(mode == "quick", mode == "smoke")
     return "\n".join([
         "", "### Multi-turn episodes with a tool: `grpo_tools` vs GRPOTrainer(environment_factory=…)", "",
@@ -553,13 +560,11 @@ def multi_turn_markdown(s: dict, mode: str) -> str:
         common.table(["contender", "step", "generation", "reward", "train (fwd/bwd/opt + rest)",
                       "tool calls / episode (calls)", "peak RSS MiB"], rows), "",
         common.table(["ratio (median / median)"] + list(PHASES),
-                     [["ptdsl_tools / trl_tools"] + [f"{ratio[k]:.2f}" for k in PHASES]]), "",
-        f"- ptdsl's multi-turn step is {ratio['step']:.2f}× TRL's (target ≤ 0.8×: "
-        f"{'met' if ratio['step'] <= 0.8 else 'missed'}); per round of alternation (the two sides' medians over "
-        f"the same stretch of time) the ratio ranged {min(per_round):.2f}–{max(per_round):.2f} over "
-        f"{len(per_round)} rounds.",
-        f"- Both played real multi-turn episodes: {p['tool_calls_per_episode']:.2f} (ptdsl) and "
-        f"{t['tool_calls_per_episode']:.2f} (TRL) tool calls per episode, counted by the environment class."])
+                     [[f"ptdsl_tools / {b}"] + [f"{ratios[b][k]:.2f}" for k in PHASES] for b in TOOLS[1:]]), "",
+        f"- ptdsl's multi-turn step is {said[0]}, and {said[1]}.",
+        f"- All played real multi-turn episodes: {p['tool_calls_per_episode']:.2f} (ptdsl), "
+        f"{t['tool_calls_per_episode']:.2f} and {tn['tool_calls_per_episode']:.2f} (TRL) tool calls per episode, "
+        "counted by the environment class."])
 
 
 def main(argv=None):

@@ -15,7 +15,9 @@ Settings, the same on both sides: PROMPTS prompts × GROUP episodes per step, an
 of MAX_TOKENS completion tokens (policy and inserted tokens), at most MAX_TURNS policy turns
 (TRL: `max_tool_calling_iterations = MAX_TURNS − 1`, the rounds of tool results after the first
 turn), temperature 1.0 (top_p 1, top_k 0), β = 0, AdamW at LR with clipping at 1.0, no vLLM.
-The rows are the same; each side shuffles them with its own sampler.
+The rows are the same; each side shuffles them with its own sampler. TRL runs twice: with its
+defaults otherwise (gradient checkpointing on, as in grpo.py's other tables) and with
+`gradient_checkpointing=False`, ptdsl's default, so that the ratio is not won by checkpointing.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ import json
 from pathlib import Path
 
 PROMPTS, GROUP, MAX_TOKENS, MAX_TURNS, LR = 2, 8, 40, 3, 1e-6
-NAMES = ("ptdsl_tools", "trl_tools")
+NAMES = ("ptdsl_tools", "trl_tools", "trl_tools_nockpt")
 LABELS = {"ptdsl_tools": "ptdsl `grpo_tools` (`ptdsl.train`)",
-          "trl_tools": "TRL 1.16 GRPOTrainer(environment_factory=…)"}
+          "trl_tools": "TRL 1.16 GRPOTrainer(environment_factory=…)",
+          "trl_tools_nockpt": "TRL, `gradient_checkpointing=False`"}
 
 
 def prepare(workdir: Path, n_prompts: int):
@@ -83,7 +86,7 @@ def run_ptdsl(workdir: Path, steps: int, clock, timer):
                 log_steps=10 ** 9, quiet=True, callbacks=[timer])
 
 
-def run_trl(workdir: Path, steps: int, clock, callback):
+def run_trl(workdir: Path, steps: int, clock, callback, checkpointing: bool = True):
     import os
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,7 +104,8 @@ def run_trl(workdir: Path, steps: int, clock, callback):
                      max_tool_calling_iterations=MAX_TURNS - 1, temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
                      loss_type="grpo", learning_rate=LR, lr_scheduler_type="constant", max_grad_norm=1.0,
                      max_steps=steps, logging_steps=10 ** 6, save_strategy="no", report_to="none",
-                     disable_tqdm=True, use_cpu=True, seed=0, dataloader_num_workers=0)
+                     disable_tqdm=True, use_cpu=True, seed=0, dataloader_num_workers=0,
+                     gradient_checkpointing=checkpointing)
     trainer = GRPOTrainer(model=model, reward_funcs=[timed_reward(clock)], args=cfg, train_dataset=ds,
                           processing_class=tok, environment_factory=counted_calculator(clock), callbacks=[callback])
     trainer.train()
