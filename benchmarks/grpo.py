@@ -377,7 +377,7 @@ class Worker:
 
 # (warmup, chunk, rounds): one optimizer step per generation, then two (an even warmup and
 # chunk, so that every chunk holds whole generations), then groups of eight, then multi-turn
-# episodes (fewer rounds: their steps vary more with what the episodes do, and take longer)
+# episodes (three contenders, six rounds)
 PLANS = {"full": ((5, 10, 8), (6, 10, 8), (5, 10, 8), (3, 10, 6)),
          "quick": ((2, 3, 2), (2, 4, 2), (2, 3, 2), (1, 3, 2))}
 SMOKE = (0, 2, 1)  # two steps each, all seven workers at once: the start-ups (imports) overlap
