@@ -2,7 +2,7 @@
 hand-written torch step, side by side; then ptdsl vs TRL with num_iterations = 2, and
 with n = 8 completions per prompt and prompts 4× the completion.
 
-    python benchmarks/grpo.py [--quick | --smoke] [--json PATH]
+    python benchmarks/grpo.py [--quick | --smoke] [--multi-turn] [--json PATH]
 
 Setup (the same for every contender): the tiny Llama-style model (hidden 128, 4 layers,
 vocab 1024, random weights from a config, saved once to a temporary directory and
@@ -41,6 +41,10 @@ Groups of eight (third table): ptdsl and TRL with `num_generations = 8` and prom
 128 tokens (4× the 32 new tokens), where encoding a prompt once per group instead of once
 per completion pays most: ptdsl prefills each prompt once for its 8 samples (issue 14).
 
+Multi-turn (fourth table, issue 11; `--multi-turn` runs it alone): ptdsl's `grpo_tools`
+step vs TRL's GRPOTrainer with `environment_factory`, both playing the built-in calculator
+environment on the embedded tool task with the same warm-started model (multiturn.py).
+
 Phases, measured the same way for all three: generation = time inside
 `GenerationMixin.generate` (patched in each worker), plus for ptdsl its shared prompt
 prefill (`ptdsl.runtime.prefill.shared_prefill`, which runs just before `generate`);
@@ -62,6 +66,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # this checkout's ptdsl, not an installed copy
 import common  # noqa: E402
+import multiturn  # noqa: E402
 
 BENCHMARK = True
 SECTION = "GRPO step: ptdsl vs TRL GRPOTrainer vs hand-written torch"
@@ -72,7 +77,9 @@ REUSE = ("ptdsl_mu2", "trl_mu2")   # num_iterations = 2: each generation feeds t
 GROUPED = ("ptdsl_n8", "trl_n8")   # n = 8 completions of 128-token prompts
 LABELS = {"ptdsl": "ptdsl (`ptdsl.train`)", "trl": "TRL 1.16 GRPOTrainer", "hand": "hand-written torch",
           "ptdsl_mu2": "ptdsl, num_iterations = 2", "trl_mu2": "TRL 1.16 GRPOTrainer, num_iterations = 2",
-          "ptdsl_n8": "ptdsl, n = 8, long prompts", "trl_n8": "TRL 1.16 GRPOTrainer, n = 8, long prompts"}
+          "ptdsl_n8": "ptdsl, n = 8, long prompts", "trl_n8": "TRL 1.16 GRPOTrainer, n = 8, long prompts",
+          **multiturn.LABELS}
+TOOLS = multiturn.NAMES            # multi-turn episodes with a tool (issue 11)
 
 
 # ---- what every worker shares --------------------------------------------------------
@@ -84,17 +91,20 @@ class Clock:
     def __init__(self, warmup: int, chunk: int):
         self.warmup, self.chunk = warmup, chunk
         self.gen = self.reward = 0.0
+        self.tools = 0  # tool calls (the multi-turn workers' environment counts them)
         self.t0 = None
         self.records: list[dict] = []
         self.pending: list[dict] = []
 
     def start(self):
         self.gen = self.reward = 0.0
+        self.tools = 0
         self.t0 = time.perf_counter()
 
     def stop(self):
         step = (time.perf_counter() - self.t0) * 1000
-        rec = {"step": step, "gen": self.gen, "reward": self.reward, "warmup": len(self.records) < self.warmup}
+        rec = {"step": step, "gen": self.gen, "reward": self.reward, "tools": self.tools,
+               "warmup": len(self.records) < self.warmup}
         self.records.append(rec)
         self.pending.append(rec)
         n = len(self.records)
@@ -223,7 +233,7 @@ def run_ptdsl(workdir: Path, steps: int, clock: Clock, iterations: int = 1, grou
 
 def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1, group: int = GROUP):
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     tok = AutoTokenizer.from_pretrained(workdir / "model")
@@ -231,13 +241,6 @@ def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1, group:
     model = AutoModelForCausalLM.from_pretrained(workdir / "model")
     rows = _load_prompts(workdir, group)
     ds = Dataset.from_dict({"prompt": [r["prompt_bos"] for r in rows]})
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            clock.start()
-
-        def on_step_end(self, args, state, control, **kw):
-            clock.stop()
 
     cfg = GRPOConfig(output_dir=str(workdir / "out_trl"), per_device_train_batch_size=PROMPTS * group,
                      num_generations=group, max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0,
@@ -247,8 +250,21 @@ def run_trl(workdir: Path, steps: int, clock: Clock, iterations: int = 1, group:
                      report_to="none", disable_tqdm=True, use_cpu=True, seed=0, dataloader_num_workers=0,
                      generation_kwargs={"min_new_tokens": NEW_TOKENS})
     trainer = GRPOTrainer(model=model, reward_funcs=_reward_fn(clock), args=cfg, train_dataset=ds,
-                          processing_class=tok, callbacks=[Timer()])
+                          processing_class=tok, callbacks=[trl_timer(clock)])
     trainer.train()
+
+
+def trl_timer(clock: Clock):
+    """A TrainerCallback timing TRL's steps, the counterpart of StepTimer."""
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            clock.start()
+
+        def on_step_end(self, args, state, control, **kw):
+            clock.stop()
+    return Timer()
 
 
 def run_hand(workdir: Path, steps: int, clock: Clock):
@@ -301,8 +317,13 @@ def worker(name: str, workdir: Path, warmup: int, chunk: int, steps: int):
     sys.stdout = sys.stderr  # libraries' prints must not mix with the protocol lines
     _send("ready", None)
     _wait_go()
-    run = {"ptdsl": run_ptdsl, "trl": run_trl, "hand": run_hand}[base]
-    run(workdir, steps, clock, **options)
+    if name == "ptdsl_tools":
+        multiturn.run_ptdsl(workdir, steps, clock, StepTimer(clock))
+    elif name in ("trl_tools", "trl_tools_nockpt"):
+        multiturn.run_trl(workdir, steps, clock, trl_timer(clock), checkpointing=name == "trl_tools")
+    else:
+        run = {"ptdsl": run_ptdsl, "trl": run_trl, "hand": run_hand}[base]
+        run(workdir, steps, clock, **options)
     sys.stdout = real_stdout
     if clock.pending:
         _send("chunk", clock.pending)
@@ -355,21 +376,29 @@ class Worker:
 
 
 # (warmup, chunk, rounds): one optimizer step per generation, then two (an even warmup and
-# chunk, so that every chunk holds whole generations), then groups of eight
-PLANS = {"full": ((5, 10, 8), (6, 10, 8), (5, 10, 8)), "quick": ((2, 3, 2), (2, 4, 2), (2, 3, 2))}
+# chunk, so that every chunk holds whole generations), then groups of eight, then multi-turn
+# episodes (three contenders, six rounds)
+PLANS = {"full": ((5, 10, 8), (6, 10, 8), (5, 10, 8), (3, 10, 6)),
+         "quick": ((2, 3, 2), (2, 4, 2), (2, 3, 2), (1, 3, 2))}
 SMOKE = (0, 2, 1)  # two steps each, all seven workers at once: the start-ups (imports) overlap
-WORKERS = CONTENDERS + REUSE + GROUPED
+WORKERS = CONTENDERS + REUSE + GROUPED   # the default smoke run's
+ALL_WORKERS = WORKERS + TOOLS
 
 
-def measure(mode: str) -> dict:
-    """The three configurations: one optimizer step per generation (three contenders), two
-    (ptdsl and TRL), and groups of eight with long prompts (ptdsl and TRL)."""
+def measure(mode: str, multi_turn: bool = False) -> dict:
+    """The four configurations: one optimizer step per generation (three contenders), two
+    (ptdsl and TRL), groups of eight with long prompts (ptdsl and TRL), and multi-turn episodes
+    (ptdsl and TRL); `multi_turn`: only the last. The default smoke run leaves the last out
+    (tests/benchmarks runs it with `--multi-turn --smoke`)."""
+    if multi_turn:
+        return _measure(TOOLS, *(SMOKE if mode == "smoke" else PLANS[mode][3]))
     if mode == "smoke":
         return _measure(WORKERS, *SMOKE)
-    one, two, grouped = PLANS[mode]
+    one, two, grouped, tools = PLANS[mode]
     raw = _measure(CONTENDERS, *one)
     raw.update(_measure(REUSE, *two))
     raw.update(_measure(GROUPED, *grouped))
+    raw.update(_measure(TOOLS, *tools))
     return raw
 
 
@@ -377,7 +406,12 @@ def _measure(names, warmup: int, chunk: int, rounds: int) -> dict:
     steps = warmup + chunk * rounds
     with tempfile.TemporaryDirectory(prefix="ptdsl-grpo-bench-") as tmp:
         workdir = Path(tmp)
-        prepare(workdir, n_prompts=PROMPTS * steps + 8)
+        if set(names) - set(TOOLS):
+            prepare(workdir, n_prompts=PROMPTS * steps + 8)
+        else:  # the multi-turn workers only: they need the tool model, and the thread settings
+            common.setup_env()
+        if set(names) & set(TOOLS):
+            multiturn.prepare(workdir, n_prompts=multiturn.PROMPTS * steps + 8)
         workers = [Worker(n, workdir, warmup, chunk, steps) for n in names]
         for w in workers:
             w.expect(("ready",))
@@ -394,7 +428,8 @@ def _measure(names, warmup: int, chunk: int, rounds: int) -> dict:
                 w.expect(("done",))
             w.p.stdin.close()
             w.p.wait()
-        return {w.name: {"records": [r for r in w.records if not r["warmup"]], **w.done} for w in workers}
+        return {w.name: {"records": [r for r in w.records if not r["warmup"]], "chunk": chunk, **w.done}
+                for w in workers}
 
 
 def summarise(raw: dict) -> dict:
@@ -408,6 +443,12 @@ def summarise(raw: dict) -> dict:
             "train": common.summarise([r["step"] - r["gen"] - r["reward"] for r in recs]),
             "peak_rss_mb": d.get("peak_rss_mb"),
         }
+        if name in TOOLS:  # what the episodes did: tool calls per episode, over the measured steps
+            episodes = len(recs) * multiturn.PROMPTS * multiturn.GROUP
+            out[name]["tool_calls"] = sum(r["tools"] for r in recs)
+            out[name]["tool_calls_per_episode"] = out[name]["tool_calls"] / max(episodes, 1)
+            out[name]["round_medians"] = [common.summarise([r["step"] for r in recs[i:i + d["chunk"]]])["median"]
+                                          for i in range(0, len(recs), d["chunk"])]
     return out
 
 
@@ -498,9 +539,40 @@ def _grouped_markdown(s: dict) -> list[str]:
             f"the whole step {ratio['step']:.2f}×."]
 
 
+def multi_turn_markdown(s: dict, mode: str) -> str:
+    """The multi-turn table (empty when the run left it out: the default smoke run)."""
+    if not set(TOOLS) <= set(s):
+        return ""
+    p, t, tn = (s[n] for n in TOOLS)
+    rows = [[LABELS[n]] + [f"{s[n][k]['median']:.1f} [{s[n][k]['q1']:.1f}–{s[n][k]['q3']:.1f}]" for k in PHASES]
+            + [f"{s[n]['tool_calls_per_episode']:.2f} ({s[n]['tool_calls']})",
+               f"{s[n]['peak_rss_mb']:.0f}" if s[n]["peak_rss_mb"] else "?"] for n in TOOLS]
+    ratios = {b: {k: p[k]["median"] / max(s[b][k]["median"], 1e-9) for k in PHASES} for b in TOOLS[1:]}
+    per_round = {b: [x / y for x, y in zip(p["round_medians"], s[b]["round_medians"])] for b in TOOLS[1:]}
+    said = [f"{ratios[b]['step']:.2f}× {what} (target ≤ 0.8×: {'met' if ratios[b]['step'] <= 0.8 else 'missed'}; "
+            f"per round of alternation, the sides' medians over the same stretch of time: "
+            f"{min(per_round[b]):.2f}–{max(per_round[b]):.2f} over {len(per_round[b])} rounds)"
+            for b, what in zip(TOOLS[1:], ("TRL's with its defaults", "TRL's without gradient checkpointing"))]
+    note = common.mode_note(mode == "quick", mode == "smoke")
+    return "\n".join([
+        "", "### Multi-turn episodes with a tool: `grpo_tools` vs GRPOTrainer(environment_factory=…)", "",
+        multiturn.settings_line() + " Each side in its own process, alternated in rounds; milliseconds per "
+        f"optimizer step, median [quartiles] over {t['step']['n']} steps each{note}.", "",
+        common.table(["contender", "step", "generation", "reward", "train (fwd/bwd/opt + rest)",
+                      "tool calls / episode (calls)", "peak RSS MiB"], rows), "",
+        common.table(["ratio (median / median)"] + list(PHASES),
+                     [[f"ptdsl_tools / {b}"] + [f"{ratios[b][k]:.2f}" for k in PHASES] for b in TOOLS[1:]]), "",
+        f"- ptdsl's multi-turn step is {said[0]}, and {said[1]}.",
+        f"- All played real multi-turn episodes: {p['tool_calls_per_episode']:.2f} (ptdsl), "
+        f"{t['tool_calls_per_episode']:.2f} and {tn['tool_calls_per_episode']:.2f} (TRL) tool calls per episode, "
+        "counted by the environment class."])
+
+
 def main(argv=None):
     ap = common.cli(__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=WORKERS, help=argparse_hidden())
+    ap.add_argument("--multi-turn", action="store_true",
+                    help="only the multi-turn configuration (grpo_tools vs TRL's environment_factory)")
+    ap.add_argument("--worker", choices=ALL_WORKERS, help=argparse_hidden())
     ap.add_argument("--workdir")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=1)
@@ -511,12 +583,15 @@ def main(argv=None):
         return
     common.setup_env(args.smoke)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    raw = measure(mode)
+    raw = measure(mode, args.multi_turn)
     s = summarise(raw)
-    md = markdown(s, mode)
+    md = multi_turn_markdown(s, mode) if args.multi_turn else markdown(s, mode) + "\n" + multi_turn_markdown(s, mode)
     data = {"setup": {"prompts": PROMPTS, "group": GROUP, "prompt_tokens": PROMPT_LEN, "new_tokens": NEW_TOKENS,
                       "big_group": BIG_GROUP, "long_prompt_tokens": LONG_PROMPT_LEN,
-                      "quick": args.quick, "mode": mode}, "machine": common.machine_info(), "summary": s,
+                      "quick": args.quick, "mode": mode, "multi_turn_only": args.multi_turn,
+                      "multi_turn": {"prompts": multiturn.PROMPTS, "group": multiturn.GROUP,
+                                     "max_tokens": multiturn.MAX_TOKENS, "max_turns": multiturn.MAX_TURNS,
+                                     "lr": multiturn.LR}}, "machine": common.machine_info(), "summary": s,
             "steps_ms": {k: v["records"] for k, v in raw.items()}}
     common.emit(args.json, SECTION, md, data)
 

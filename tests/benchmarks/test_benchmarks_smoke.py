@@ -18,7 +18,10 @@ COMPONENTS = {"data_validation": {"ptdsl.runtime.data", "ptdsl.runtime.chat", "p
               "prefix_crossover": {"ptdsl.runtime.batch", "ptdsl.runtime.queries"},  # not run_all's: a measurement
               # the step is ptdsl.train's; the shared prompt prefill, which runs just before
               # `generate`, is wrapped only to count its time as generation
-              "grpo": {"ptdsl.runtime.prefill"}}
+              "grpo": {"ptdsl.runtime.prefill"},
+              # grpo.py's multi-turn contenders: the embedded tool task's model, tokenizer and rows, and the
+              # built-in calculator environment and reward both frameworks play (the step is ptdsl.train's)
+              "multiturn": {"ptdsl.runtime.embedded_tools", "ptdsl.runtime.calculator"}}
 
 
 def module(name: str):
@@ -76,6 +79,30 @@ def check_data_validation(result, mod):
 
 CHECKS = {"dpo": check_dpo, "grpo": check_grpo, "logprob_memory": check_logprob_memory,
           "compiler": check_compiler, "data_validation": check_data_validation}
+
+
+@pytest.mark.integration
+def test_grpo_multi_turn_smoke_run(tmp_path):
+    """grpo.py's multi-turn configuration (left out of its default smoke run): every contender
+    timed its steps, generated inside them, and played episodes that called the tool."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "result.json"
+    p = subprocess.run([sys.executable, str(BENCH / "grpo.py"), "--multi-turn", "--smoke", "--json", str(out)],
+                       cwd=str(ROOT), capture_output=True, text=True, timeout=300, start_new_session=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                                      os.environ.get("PYTHONPATH")]))})
+    assert p.returncode == 0, p.stderr[-3000:]
+    result, mod = json.loads(out.read_text()), module("grpo")
+    summary = result["data"]["summary"]
+    assert set(summary) == set(mod.TOOLS) and result["section"] == mod.SECTION
+    for n in mod.TOOLS:
+        assert summary[n]["step"]["n"] == 2 and summary[n]["step"]["median"] > summary[n]["generation"]["median"] > 0
+        assert summary[n]["tool_calls"] > 0, n   # 2 steps × 16 episodes: the warm-started model calls the tool
+        assert 0 < summary[n]["tool_calls_per_episode"] <= mod.multiturn.MAX_TURNS - 1
+        assert mod.LABELS[n] in result["markdown"]
+    assert "smoke: not a measurement" in result["markdown"] and "ptdsl_tools / trl_tools_nockpt" in result["markdown"]
 
 
 def test_every_benchmark_is_discovered_and_checked():
