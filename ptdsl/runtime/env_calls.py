@@ -2,18 +2,20 @@
 hang, return an async coroutine — escapes as a crash of the run.
 
 A Python call cannot be interrupted from outside, so a call with a timeout runs in a daemon
-worker thread that the caller waits for with `join(timeout)`. When it times out the thread is
-*abandoned*, not killed: it keeps running until the environment's code returns (it may still
-mutate the environment instance, which is why a timed-out episode's tool results after that
-point deserve suspicion), and being a daemon it never keeps the interpreter alive at exit.
-Async methods (TRL accepts `async def` tools and `get_reward`) run with `asyncio.run` in
-that thread.
+worker thread that the caller waits for. The worker is reused from call to call (one per calling
+thread): starting a thread per call cost about 1 ms on a loaded machine, 14% of a grpo_tools step
+with its ~40 calls. When a call times out its worker is *abandoned*, not killed: it keeps running
+until the environment's code returns (it may still mutate the environment instance, which is why
+a timed-out episode's tool results after that point deserve suspicion) and then ends; being a
+daemon it never keeps the interpreter alive at exit. The next call starts a fresh worker. Async
+methods (TRL accepts `async def` tools and `get_reward`) run with `asyncio.run` in the worker.
 """
 from __future__ import annotations
 
 import asyncio
 import importlib
 import inspect
+import queue
 import threading
 import traceback
 from dataclasses import dataclass
@@ -40,16 +42,36 @@ class Outcome:
         return self.error is None and not self.timed_out
 
 
+class _Worker:
+    """A daemon thread running calls one at a time until it is abandoned (module docstring)."""
+
+    def __init__(self):
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.abandoned = False
+        threading.Thread(target=self._serve, daemon=True, name="ptdsl-env").start()
+
+    def _serve(self) -> None:
+        while not self.abandoned:
+            fn, kwargs, box, done = self.jobs.get()
+            box.append(_run(fn, kwargs))
+            done.set()
+
+
+_local = threading.local()  # each calling thread's worker: calls never queue behind another thread's
+
+
 def call(fn: Callable, kwargs: dict, timeout: float | None) -> Outcome:
     """`fn(**kwargs)`, within `timeout` seconds when one is given (None: in this thread, unbounded)."""
     if timeout is None:
         return _run(fn, kwargs)
+    worker = getattr(_local, "worker", None)
+    if worker is None:
+        worker = _local.worker = _Worker()
     box: list[Outcome] = []
-    worker = threading.Thread(target=lambda: box.append(_run(fn, kwargs)), daemon=True,
-                              name=f"ptdsl-env-{getattr(fn, '__name__', 'call')}")
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():  # abandoned: see the module docstring
+    done = threading.Event()
+    worker.jobs.put((fn, kwargs, box, done))
+    if not done.wait(timeout):  # abandoned: see the module docstring
+        worker.abandoned, _local.worker = True, None
         return Outcome(timed_out=True)
     return box[0]
 

@@ -223,3 +223,27 @@ def test_a_hanging_tool_times_out_and_the_call_returns_promptly(box):
 def test_malformed_result_tells_the_model_the_format():
     r = tools.malformed("Expecting value")
     assert (r.error, r.message["content"]) == ("malformed", "Error: the tool call could not be read (Expecting value)")
+
+
+def test_calls_reuse_one_worker_until_one_times_out():
+    """A call with a timeout runs in a reused worker thread (a thread per call cost ~1 ms each);
+    a call that times out abandons its worker, the next call gets a fresh one, and the abandoned
+    worker ends once the hung call returns."""
+    import threading
+    from ptdsl.runtime import env_calls
+    release = threading.Event()
+
+    def ident():
+        return threading.get_ident()
+
+    first, second = (env_calls.call(ident, {}, 5).value for _ in range(2))
+    assert first == second != threading.get_ident()
+    hung = env_calls.call(lambda: (release.wait(5), threading.current_thread())[1], {}, 0.1)
+    assert hung.timed_out
+    fresh = env_calls.call(ident, {}, 5).value
+    assert fresh != first
+    abandoned = next(t for t in threading.enumerate() if t.ident == first)
+    release.set()
+    abandoned.join(5)
+    assert not abandoned.is_alive()
+    assert env_calls.call(ident, {}, 5).value == fresh
