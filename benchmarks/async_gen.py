@@ -1,0 +1,102 @@
+"""Asynchronous generation: the GRPO step time with `--async-staleness 0` (generate, then
+train) and `--async-staleness 1` (a worker thread samples the next batch, one policy version
+behind, while the trainer trains), side by side.
+
+    python benchmarks/async_gen.py [--quick | --smoke] [--json PATH]
+
+Setup: the embedded default (`ptdsl.train("grpo")`: the tiny model, its arithmetic prompts and
+its `accuracy` verifier), 2 prompts × 4 samples per step, the embedded rollout budget. A step
+is timed through the public callbacks, `on_step_begin` to `on_step_end`: with K = 0 it holds
+the sampling of its batch, with K = 1 only the wait for the worker's batch (if it is not ready)
+and the training. The first step of each run (K = 1: the only one that waits for a whole
+batch) is not counted. The runs alternate (K = 0, K = 1, K = 0, …) so that drift in machine
+load hits both alike. The ratio that counts is the mean step time (throughput), K = 1 over
+K = 0: below 1 where sampling and training overlap. On a CPU the overlap is limited by the
+cores (two here, shared) and by the GIL: transformers' generate spends much of a tiny model's
+step in Python, which does not run while the trainer's Python runs.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # this checkout's ptdsl, not an installed copy
+import common  # noqa: E402
+
+BENCHMARK = True
+SECTION = "Asynchronous generation: GRPO step time with --async-staleness 0 and 1"
+CONTENDERS = (0, 1)
+LABELS = {0: "`--async-staleness 0` (synchronous)", 1: "`--async-staleness 1` (worker one version ahead)"}
+PROMPTS, GROUP = 2, 4
+
+
+class StepClock:
+    """Wall ms of each step, from on_step_begin to on_step_end, and each step's staleness."""
+
+    def __init__(self):
+        self.times, self.staleness, self.t0 = [], [], 0.0
+
+    def on_step_begin(self, step):
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, step, metrics):
+        self.times.append((time.perf_counter() - self.t0) * 1000)
+        self.staleness.append(metrics.get("async/staleness", 0.0))
+
+
+def run(staleness: int, steps: int, max_tokens: int | None, out: Path) -> StepClock:
+    import ptdsl
+    clock = StepClock()
+    rollout = {"max_tokens": max_tokens} if max_tokens else {}
+    ptdsl.train("grpo", output=str(out), steps=steps, batch_size=PROMPTS, max_examples=PROMPTS * steps,
+                params={"num_generations": GROUP}, rollout=rollout, quiet=True, async_staleness=staleness,
+                callbacks=[clock])
+    return clock
+
+
+def measure(rounds: int, steps: int, max_tokens: int | None) -> dict:
+    times = {k: [] for k in CONTENDERS}
+    staleness = {k: [] for k in CONTENDERS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for k in CONTENDERS:
+                clock = run(k, steps, max_tokens, Path(tmp) / f"k{k}-{r}")
+                times[k] += clock.times[1:]  # the first step (K = 1: waits for a whole batch) is not counted
+                staleness[k] += clock.staleness[1:]
+    return {str(k): {**common.summarise(times[k]), "mean": statistics.fmean(times[k]),
+                     "staleness": statistics.fmean(staleness[k])} for k in CONTENDERS}
+
+
+def markdown(res: dict, mode: str, settings: str) -> str:
+    lines = [f"# {SECTION}", "", f"Mode: {mode}{common.mode_note(quick=mode == 'quick', smoke=mode == 'smoke')}. "
+             f"{settings}. Wall ms per step (the first step of each run not counted).", ""]
+    body = [[LABELS[k], f"{res[str(k)]['mean']:.1f}", common.fmt_ms(res[str(k)]), common.fmt_spread(res[str(k)]),
+             f"{res[str(k)]['staleness']:.2f}", res[str(k)]["n"]] for k in CONTENDERS]
+    lines.append(common.table(["run", "mean ms", "median ms", "spread", "mean staleness", "steps"], body))
+    ratio = res["1"]["mean"] / res["0"]["mean"]
+    lines += ["", f"- mean step time, K = 1 / K = 0: {ratio:.2f} (below 1: sampling overlaps training)."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = common.cli(__doc__.splitlines()[0])
+    args = ap.parse_args(argv)
+    common.setup_env(args.smoke)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    rounds, steps, max_tokens = {"smoke": (1, 3, 4), "quick": (1, 5, None), "full": (3, 9, None)}[mode]
+    res = measure(rounds, steps, max_tokens)
+    settings = (f"embedded grpo, {PROMPTS} prompts × {GROUP} samples, "
+                f"{f'{max_tokens} new tokens at most' if max_tokens else 'the embedded rollout budget'}, "
+                f"{rounds} round(s) of {steps} steps per run")
+    common.emit(args.json, SECTION, markdown(res, mode, settings),
+                {"results": res, "ratio": res["1"]["mean"] / res["0"]["mean"], "mode": mode,
+                 "machine": common.machine_info()})
+
+
+if __name__ == "__main__":
+    main()
