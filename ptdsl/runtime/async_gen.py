@@ -152,7 +152,8 @@ class Pipeline:
         self.step, k = step, self.reuse.experience(step)
         if self.current is None or self.current.index != k:
             msg = self.worker.take(k)
-            self.current, self.sampled_by, self.means = self.base.unpack(msg["experience"]), msg["version"], msg["means"]
+            self.current = self.base.unpack(msg["experience"])
+            self.sampled_by, self.means = msg["version"], msg["means"]
             for batch in (b for mb in self.current.minibatches for b in mb):
                 batch.version = self.sampled_by
         return self.current.minibatches[self.reuse.minibatch(step)]
@@ -167,7 +168,8 @@ class Pipeline:
 
     def _needed(self, v: int) -> bool:
         near = (v + self.staleness) // self.reuse.steps
-        return any(self.first <= k < self.last and self.version_of(k) == v for k in {self.first, near - 1, near, near + 1})
+        candidates = {self.first, near - 1, near, near + 1}  # the experiences that can map to v
+        return any(self.first <= k < self.last and self.version_of(k) == v for k in candidates)
 
     def _start(self, step: int) -> None:
         """The worker, from the experience after the one restored (if any), on the weights of now."""

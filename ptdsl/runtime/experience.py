@@ -11,7 +11,9 @@ recorded by a no-grad forward before the first update. Then each of the `passes`
 takes the mini-batches in the same order, one optimizer step each (as TRL's GRPO
 reuses its buffered generation batch): step s trains on experience s // (P·M),
 mini-batch s % M. With one pass and one mini-batch nothing is recorded: `old` is
-the current policy, detached (runtime/step.py).
+the current policy, detached (runtime/step.py) — except with asynchronous generation
+(runtime/async_gen.py), where a worker makes each experience ahead on its own copy of the
+weights and always records `old` on them (`on`).
 
 An experience in progress is saved with each checkpoint (one file per process,
 plain tensors, lists and strings, loadable with `torch.load(weights_only=True)`) and

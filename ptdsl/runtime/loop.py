@@ -88,7 +88,7 @@ class TrainOptions:
     log_samples: int = 0                 # write N greedy completions per evaluation to samples.jsonl
     envs: object = ()                    # environments of episodes: NAME=module:factory strings, or {name: factory}
     generator: str = "hf"                # hf | vllm: the sampling backend (runtime/generators.py)
-    async_staleness: int = 0             # K ≥ 1: a worker samples up to K policy versions ahead (runtime/async_gen.py)
+    async_staleness: int = 0             # K ≥ 1: a worker samples up to K versions ahead (runtime/async_gen.py)
 
 
 class TrainResult(dict):
