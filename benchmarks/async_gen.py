@@ -8,7 +8,9 @@ Setup: the embedded default (`ptdsl.train("grpo")`: the tiny model, its arithmet
 its `accuracy` verifier), 2 prompts × 4 samples per step, the embedded rollout budget. A step
 is timed through the public callbacks, `on_step_begin` to `on_step_end`: with K = 0 it holds
 the sampling of its batch, with K = 1 only the wait for the worker's batch (if it is not ready)
-and the training. The first step of each run (K = 1: the only one that waits for a whole
+and the training. Generation is also timed on its own (time inside transformers' `generate`,
+in whichever thread: with K = 1 it runs beside the trainer, so it may take longer than alone).
+The first step of each run (K = 1: the only one that waits for a whole
 batch) is not counted. The runs alternate (K = 0, K = 1, K = 0, …) so that drift in machine
 load hits both alike. The ratio that counts is the mean step time (throughput), K = 1 over
 K = 0: below 1 where sampling and training overlap. On a CPU the overlap is limited by the
@@ -33,6 +35,23 @@ SECTION = "Asynchronous generation: GRPO step time with --async-staleness 0 and 
 CONTENDERS = (0, 1)
 LABELS = {0: "`--async-staleness 0` (synchronous)", 1: "`--async-staleness 1` (worker one version ahead)"}
 PROMPTS, GROUP = 2, 4
+
+
+GENERATE_MS = [0.0]  # time inside transformers' generate, whichever thread called it
+
+
+def _patch_generate():
+    from transformers.generation.utils import GenerationMixin
+    original = GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            GENERATE_MS[0] += (time.perf_counter() - t0) * 1000
+
+    GenerationMixin.generate = generate
 
 
 class StepClock:
@@ -62,22 +81,28 @@ def run(staleness: int, steps: int, max_tokens: int | None, out: Path) -> StepCl
 def measure(rounds: int, steps: int, max_tokens: int | None) -> dict:
     times = {k: [] for k in CONTENDERS}
     staleness = {k: [] for k in CONTENDERS}
+    generate = {k: [] for k in CONTENDERS}  # ms inside generate per batch, each run's mean
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for k in CONTENDERS:
+                GENERATE_MS[0] = 0.0
                 clock = run(k, steps, max_tokens, Path(tmp) / f"k{k}-{r}")
+                generate[k].append(GENERATE_MS[0] / steps)  # one batch per step
                 times[k] += clock.times[1:]  # the first step (K = 1: waits for a whole batch) is not counted
                 staleness[k] += clock.staleness[1:]
     return {str(k): {**common.summarise(times[k]), "mean": statistics.fmean(times[k]),
-                     "staleness": statistics.fmean(staleness[k])} for k in CONTENDERS}
+                     "staleness": statistics.fmean(staleness[k]), "generate_ms": statistics.fmean(generate[k])}
+            for k in CONTENDERS}
 
 
 def markdown(res: dict, mode: str, settings: str) -> str:
     lines = [f"# {SECTION}", "", f"Mode: {mode}{common.mode_note(quick=mode == 'quick', smoke=mode == 'smoke')}. "
              f"{settings}. Wall ms per step (the first step of each run not counted).", ""]
     body = [[LABELS[k], f"{res[str(k)]['mean']:.1f}", common.fmt_ms(res[str(k)]), common.fmt_spread(res[str(k)]),
-             f"{res[str(k)]['staleness']:.2f}", res[str(k)]["n"]] for k in CONTENDERS]
-    lines.append(common.table(["run", "mean ms", "median ms", "spread", "mean staleness", "steps"], body))
+             f"{res[str(k)]['generate_ms']:.1f}", f"{res[str(k)]['staleness']:.2f}", res[str(k)]["n"]]
+            for k in CONTENDERS]
+    lines.append(common.table(["run", "mean ms", "median ms", "spread", "generate ms per batch", "mean staleness",
+                               "steps"], body))
     ratio = res["1"]["mean"] / res["0"]["mean"]
     lines += ["", f"- mean step time, K = 1 / K = 0: {ratio:.2f} (below 1: sampling overlaps training)."]
     return "\n".join(lines)
@@ -89,6 +114,7 @@ def main(argv=None):
     common.setup_env(args.smoke)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     rounds, steps, max_tokens = {"smoke": (1, 3, 4), "quick": (1, 5, None), "full": (3, 9, None)}[mode]
+    _patch_generate()
     res = measure(rounds, steps, max_tokens)
     settings = (f"embedded grpo, {PROMPTS} prompts × {GROUP} samples, "
                 f"{f'{max_tokens} new tokens at most' if max_tokens else 'the embedded rollout budget'}, "

@@ -79,6 +79,7 @@ def check_async_gen(result, mod):
     assert set(runs) == {"0", "1"} and all(runs[k]["n"] == 2 and runs[k]["mean"] > 0 for k in runs)
     assert runs["0"]["staleness"] == 0.0 and runs["1"]["staleness"] == 1.0  # K = 1 trained one version behind
     assert result["data"]["ratio"] > 0 and "K = 1 / K = 0" in result["markdown"]
+    assert all(runs[k]["generate_ms"] > 0 for k in runs)  # both sampled, the worker too
     assert all(mod.LABELS[k] in result["markdown"] for k in mod.CONTENDERS)
 
 
