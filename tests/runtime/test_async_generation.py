@@ -125,3 +125,37 @@ def test_the_flag():
     assert parser.parse_args(["--async-staleness", "2"]).async_staleness == 2
     assert parser.parse_args([]).async_staleness is None  # the default (0) lives in TrainOptions
     assert loop.TrainOptions().async_staleness == 0
+
+
+@pytest.mark.integration
+def test_an_error_in_the_worker_stops_the_run_with_that_error(tmp_path, monkeypatch):
+    """A verifier that raises while the worker scores: the trainer raises it (no hang)."""
+    (tmp_path / "async_bad_reward.py").write_text("def f(completions, **kwargs):\n    raise ValueError('bad row')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Exception, match="bad row"):
+        loop.train("grpo", output=str(tmp_path / "out"), reward_fns=["async_bad_reward:f"], async_staleness=1,
+                   steps=2, **ARGS)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_inside_an_experience_continues_it_with_its_version(reward, tmp_path):
+    """Two passes per experience, K = 1: checkpoint-3 is taken inside experience 1 (sampled on
+    version 1); the resumed run continues it from the saved file, version included, and its last
+    step matches the uninterrupted run's."""
+    import json
+    import shutil
+    args = dict(ARGS, params={"num_generations": 2, "num_iterations": 2}, max_examples=16)
+    full = tmp_path / "full"
+    loop.train("grpo", output=str(full), reward_fns=[reward], async_staleness=1, steps=4, save_steps=1, **args)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "final")
+    shutil.rmtree(resumed / "checkpoint-4", ignore_errors=True)
+    loop.train("grpo", output=str(resumed), reward_fns=[reward], async_staleness=1, steps=4, save_steps=1,
+               resume=True, **args)
+
+    def rows(out):
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return [(r["loss"], r[async_gen.METRIC]) for r in map(json.loads, lines)]
+    assert rows(full) == rows(resumed)
+    assert [s for _, s in rows(full)] == [0.0, 1.0, 1.0, 2.0]
