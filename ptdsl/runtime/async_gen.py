@@ -10,7 +10,8 @@ plain data only: the trainer posts (version, the trainable parameters' state dic
 posts back each experience as a checkpoint saves it (experience.pack: token ids, floats,
 recorded tensors, example indices) with the version that sampled it. Nothing else crosses, so
 the worker could run in another process or host with the same two messages (docs/scaling.md).
-On a CPU torch releases the GIL inside its ops, so sampling overlaps the trainer's step.
+torch releases the GIL inside its ops, so sampling overlaps the trainer's step where ops, not
+Python, fill it (benchmarks/async_gen.py).
 
 Versions. Version v is the policy after v optimizer steps. Experience k, first trained at step
 s_k = k × (steps per experience), is sampled on version max(start, s_k − K) (start: the step the
