@@ -87,6 +87,9 @@ OPTS: tuple[Opt, ...] = (
     Opt("generator", ("--generator",), str, "how completions are sampled: hf (transformers' generate, default) or "
         "vllm (a vLLM engine in this process, weights pushed after each step; CUDA and `pip install "
         "'ptdsl[vllm]'`)", choices=("hf", "vllm")),
+    Opt("async_staleness", ("--async-staleness",), int, "generate up to K policy versions ahead of training, in a "
+        "worker with its own copy of the weights; `old` is the sampling version's (default 0: synchronous; "
+        "docs/scaling.md)", metavar="K"),
     Opt("rollout.temperature", ("--temperature",), float, "override the rollout sampling temperature"),
     Opt("rollout.max_tokens", ("--max-tokens", "--max_completion_length"), int,
         "override the rollout's maximum completion tokens"),

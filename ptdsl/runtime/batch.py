@@ -41,6 +41,7 @@ class Batch:
     rewards: dict[str, list[float]] = field(default_factory=dict)  # "r(y)" → one score per row of y
     recorded: dict = field(default_factory=dict)  # leaf → tensor computed when the experience was made
     sources: dict[str, list] = field(default_factory=dict)  # the other sources' examples, by row space
+    version: int | None = None    # the policy version that sampled it (runtime/async_gen.py); None: the current
 
     @property
     def prompts(self) -> list[str]:

@@ -11,7 +11,9 @@ recorded by a no-grad forward before the first update. Then each of the `passes`
 takes the mini-batches in the same order, one optimizer step each (as TRL's GRPO
 reuses its buffered generation batch): step s trains on experience s // (P·M),
 mini-batch s % M. With one pass and one mini-batch nothing is recorded: `old` is
-the current policy, detached (runtime/step.py).
+the current policy, detached (runtime/step.py) — except with asynchronous generation
+(runtime/async_gen.py), where a worker makes each experience ahead on its own copy of the
+weights and always records `old` on them (`on`).
 
 An experience in progress is saved with each checkpoint (one file per process,
 plain tensors, lists and strings, loadable with `torch.load(weights_only=True)`) and
@@ -132,6 +134,16 @@ class Experiences:
         self.generator = generator      # the policy's sampler (runtime/generators.py); None: transformers'
         self.synced = 0                 # the step the generator's weights are from
         self.episode_stats: dict[str, list[float]] = {}  # since the last drain_means()
+        self.record_always = False      # record `old` even for one step per experience (on(): sampled ahead)
+
+    def on(self, models, ctx, generator, rewards) -> "Experiences":
+        """This run's experiences made on other models (asynchronous generation's snapshot,
+        runtime/async_gen.py), `old` always recorded as each is made: the steps that train on it
+        run on later weights."""
+        other = Experiences(self.compiled, self.sources, self.reuse, self.opts, self.acc, models, rewards, ctx,
+                            self.shares, self.envs, generator)
+        other.record_always = True
+        return other
 
     def minibatch(self, step: int) -> list[Batch]:
         """The micro-batches optimizer step `step` trains on."""
@@ -151,7 +163,7 @@ class Experiences:
         minibatches = [[self._micro_batch([self.examples[x] for x in micro], k, j * r.grad_accum + i,
                                           {name: parts[j][i] for name, parts in others.items()})
                         for i, micro in enumerate(mb)] for j, mb in enumerate(rows)]
-        if r.steps > 1:  # the behaviour policy's outputs, before the experience's first update
+        if r.steps > 1 or self.record_always:  # the behaviour policy's outputs, before the experience's first update
             for batch in (b for mb in minibatches for b in mb):
                 with acc.autocast():
                     batch.recorded = record(self.ctx, batch)
@@ -218,11 +230,18 @@ class Experiences:
 
     def state(self) -> dict | None:
         """The experience in progress, as plain data (None before the first)."""
-        if self.current is None:
-            return None
+        return None if self.current is None else self.pack(self.current)
+
+    def pack(self, experience: Experience) -> dict:
+        """An experience as plain data: tensors, lists, strings (what a checkpoint saves and the
+        asynchronous generation worker sends)."""
         made = {s for s, info in self.compiled.graph.graph["sets"].items() if info.source in ("rollout", "picked")}
-        return {"format": FORMAT, "index": self.current.index,
-                "minibatches": [[_batch_state(b, made) for b in mb] for mb in self.current.minibatches]}
+        return {"format": FORMAT, "index": experience.index,
+                "minibatches": [[_batch_state(b, made) for b in mb] for mb in experience.minibatches]}
+
+    def unpack(self, state: dict) -> Experience:
+        """The experience `pack` made `state` of, its batches rebuilt on this run's examples."""
+        return Experience(state["index"], [[self._restored(b) for b in mb] for mb in state["minibatches"]])
 
     def restore(self, state: dict, step: int) -> None:
         """Continue the experience `state` holds at `step` (a checkpoint taken inside it)."""
@@ -231,10 +250,7 @@ class Experiences:
             raise RuntimeSetupError(f"the checkpoint's saved experience is not experience {k} of this run "
                                     f"(it holds {state.get('index')!r})",
                                     help="resume with the settings the run was started with")
-        minibatches = []
-        for mb in state["minibatches"]:
-            minibatches.append([self._restored(b) for b in mb])
-        self.current = Experience(k, minibatches)
+        self.current = self.unpack(state)
 
     def _restored(self, saved: dict) -> Batch:
         others = {rows: [self.by_index[i] for i in ids] for rows, ids in saved.get("sources", {}).items()}

@@ -30,6 +30,7 @@ from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_lo
 from ptdsl.runtime import embedded_tools, episode_rollout, generators, sharding, weights
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
+from ptdsl.runtime import async_gen
 from ptdsl.runtime.callbacks import check_callbacks, notify
 from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
@@ -88,6 +89,7 @@ class TrainOptions:
     log_samples: int = 0                 # write N greedy completions per evaluation to samples.jsonl
     envs: object = ()                    # environments of episodes: NAME=module:factory strings, or {name: factory}
     generator: str = "hf"                # hf | vllm: the sampling backend (runtime/generators.py)
+    async_staleness: int = 0             # K ≥ 1: a worker samples up to K versions ahead (runtime/async_gen.py)
 
 
 class TrainResult(dict):
@@ -143,6 +145,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
                           project_dir=opts.output, cpu=not torch.cuda.is_available())
     set_seed(opts.seed)
     generators.check(opts.generator, acc.device)  # --generator vllm without CUDA: before anything loads
+    async_gen.check(opts.async_staleness, compiled, acc.num_processes, mode.fsdp, opts.generator, opts.lora_dropout)
     log = _logger(acc, opts)
     for w in compiled.warnings:  # e.g. W0202: `old` with one optimizer step per batch
         log(render(w, compiled.method.definition.sources))
@@ -226,6 +229,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         if compiled.plan.rollouts else None
     experiences = experience.Experiences(compiled, sources, reuse, opts, acc, models, rewards, ctx, shares, envs,
                                          generator)
+    if opts.async_staleness:  # experiences made ahead, on a copy of the weights, by a worker
+        experiences = async_gen.Pipeline(experiences, opts.async_staleness, total, log)
     evaluator = evaluate.Evaluator(compiled, models, eval_sources, opts, acc, rewards, out, log, _global_counts,
                                    _reduce_metrics, explicit=opts.eval_data is not None, envs=envs) \
         if eval_sources else None
@@ -307,6 +312,8 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
         last = {**last, **evaluator.run(ctx, total, state)}
     if generator is not None:
         generator.close()
+    if opts.async_staleness:
+        experiences.close()
     acc.wait_for_everyone()
     weights.write(out / "final", models, acc, mode.fsdp)
     if rewards is not None:

@@ -77,8 +77,17 @@ def check_data_validation(result, mod):
     assert "validate µs/row" in result["markdown"]
 
 
+def check_async_gen(result, mod):
+    runs = result["data"]["results"]
+    assert set(runs) == {"0", "1"} and all(runs[k]["n"] == 2 and runs[k]["mean"] > 0 for k in runs)
+    assert runs["0"]["staleness"] == 0.0 and runs["1"]["staleness"] == 1.0  # K = 1 trained one version behind
+    assert result["data"]["ratio"] > 0 and "K = 1 / K = 0" in result["markdown"]
+    assert all(runs[k]["generate_ms"] > 0 for k in runs)  # both sampled, the worker too
+    assert all(mod.LABELS[k] in result["markdown"] for k in mod.CONTENDERS)
+
+
 CHECKS = {"dpo": check_dpo, "grpo": check_grpo, "logprob_memory": check_logprob_memory,
-          "compiler": check_compiler, "data_validation": check_data_validation}
+          "compiler": check_compiler, "data_validation": check_data_validation, "async_gen": check_async_gen}
 
 
 @pytest.mark.integration
