@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 import ptdsl
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.reference_cases import REFERENCE, checks
 
 SCORE, MASK, LABEL = "token_score(policy, steps)", "mask(steps)", "step_label"
@@ -59,7 +59,7 @@ def stepwise_inputs(draw, max_rows=4, max_len=7):
 @settings(max_examples=60, deadline=None)
 @given(x=stepwise_inputs())
 def test_prm_matches_token_classification_cross_entropy(method, last, x):
-    c = ptdsl.compile(method)
+    c = compiled(method)
     got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, [SCORE])
     want, want_g = loss_and_grads(lambda i: prm_reference(i, last), x, [SCORE])
     assert_close(got, want, rtol=1e-6, what=f"{method} loss")
