@@ -109,7 +109,10 @@ def test_prm_learns_to_judge_steps_on_the_embedded_task(tmp_path):
     import json
 
     from ptdsl.runtime.loop import train
-    train("prm", output=str(tmp_path), steps=1000, batch_size=16, quiet=True)
+    # 500 steps (1000 were half of tests/methods' run time): the last fifth beats the bounds by 0.09
+    # in accuracy and 0.06 nats in loss (measured; 1000 steps: 0.13 and 0.09); fewer steps than
+    # this leave less margin than the assertion should have
+    train("prm", output=str(tmp_path), steps=500, batch_size=16, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "accuracy" in r]
     k = len(rows) // 5
