@@ -1,8 +1,25 @@
 """Shared test helpers: run a compiled loss with gradients w.r.t. its trainable inputs, and
-compare two such results."""
+compare two such results; compile a method once per test process."""
 from __future__ import annotations
 
+import functools
+
 import torch
+
+import ptdsl
+
+
+def compiled(name: str, **params):
+    """`ptdsl.compile(name, **params)`, compiled once per process and shared: for the bodies of
+    hypothesis tests, which run once per example (a compile is 30-130 ms; a method × 40 examples
+    spent seconds compiling the same spec again). Sharing is safe: a CompiledMethod holds no
+    state between `loss`/`interpret` calls (running statistics live in the caller's `state`)."""
+    return _compiled(name, tuple(sorted(params.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(name: str, params: tuple):
+    return ptdsl.compile(name, **dict(params))
 
 
 def with_grad(inputs: dict, names) -> dict:

@@ -13,6 +13,7 @@ from ptdsl.api import CompiledMethod
 from ptdsl.codegen import kernels
 from ptdsl.codegen.safety import UnsafeSource, check_source, comment_text, kernel_names
 from ptdsl.library import methods_dir
+from tests.helpers import compiled
 
 SFT = (methods_dir() / "sft.ptdsl").read_text()
 KERNELS = kernel_names(kernels)
@@ -87,7 +88,7 @@ def test_user_text_never_changes_the_generated_code(tmp_path_factory, directory,
     c = ptdsl.compile(str(f))
     check_source(c.source, KERNELS)
     assert _shape(c.source) == BASELINE
-    assert len(c.source.splitlines()) == len(ptdsl.compile("sft").source.splitlines())
+    assert len(c.source.splitlines()) == len(compiled("sft").source.splitlines())
 
 
 @pytest.mark.parametrize("text", ["a\nb", "a\rb", "a\x00b", "a\u2028b", "a\x85b", "a\x0bb", "a\x1bb", "\U000e0001"])

@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings, strategies as st
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as input_strategy, trainable_names
 from ptdsl import library
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.near_ties import flipped_near_tie
 
 METHODS = library.all_names()
@@ -17,7 +17,7 @@ METHODS = library.all_names()
 @settings(max_examples=15)  # × every library method; the per-method reference tests search harder
 @given(data=st.data())
 def test_three_evaluations_agree(name, data):
-    c = ptdsl.compile(name)
+    c = compiled(name)
     graphs = [c.graph, c.unoptimised_graph]
     x = data.draw(input_strategy(graphs))
     assert trainable_names([c.graph])  # every method trains something

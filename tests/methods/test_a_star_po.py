@@ -24,7 +24,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as leaf_inputs
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.reference_cases import REFERENCE, TRL, checks
 from tests.trl_harness import needs_trl
 
@@ -63,7 +63,7 @@ CASES = [(8, {}), (3, {"beta1": 0.2, "beta2": 0.05}), (2, {"filter_all_incorrect
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_a_star_po_matches_reference(n, params, data):
-    c = ptdsl.compile("a_star_po", num_value_samples=n, **params)
+    c = compiled("a_star_po", num_value_samples=n, **params)
     x = _draw(data, c)
     got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, [LP])
     want, want_g = loss_and_grads(lambda i: a_star_po_reference(i, n, **params), x, [LP])
@@ -111,7 +111,7 @@ def _trl_loss(x, keep, v_star, beta2):
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_a_star_po_matches_trl_stage_two(n, params, data):
-    c = ptdsl.compile("a_star_po", num_value_samples=n, **params)
+    c = compiled("a_star_po", num_value_samples=n, **params)
     x = _draw(data, c)
     _, v_star, keep = _parts(x, n, c.params["beta1"])
     assume(keep.any())  # TRL's stage two has nothing to compare when every group is filtered out

@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as input_strategy, trainable_names
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.reference_cases import REFERENCE, checks
 
 
@@ -94,7 +94,7 @@ CASES = [("pro", {}, lambda x: pro_ref(x)), ("pro", {"beta": 0.3}, lambda x: pro
 @pytest.mark.parametrize("name,params,ref", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 @given(data=st.data())
 def test_matches_reference_on_ragged_lists(name, params, ref, data):
-    c = ptdsl.compile(name, **params)
+    c = compiled(name, **params)
     assert c.group_size("responses") == 4  # K_max: the lists drawn hold 2 to 4 responses
     x = data.draw(input_strategy([c.graph]))
     names = trainable_names([c.graph])
@@ -110,7 +110,7 @@ def test_matches_reference_on_ragged_lists(name, params, ref, data):
 def test_a_batch_is_the_mean_of_its_lists_alone(name, data):
     """A list of K responses in a batch of mixed lengths gives exactly the loss it gives alone
     (a batch of one list of K): padding reaches no list's loss or gradient."""
-    c = ptdsl.compile(name)
+    c = compiled(name)
     x = data.draw(input_strategy([c.graph]))
     names = trainable_names([c.graph])
     got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, names)

@@ -5,8 +5,7 @@ masked-out positions, groups for the GRPO family)."""
 import pytest
 from hypothesis import given, strategies as st
 
-import ptdsl
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.methods import references as R
 from tests.methods import strategies as S
 from tests.reference_cases import REFERENCE, checks
@@ -47,7 +46,7 @@ def _strategy(method, n):
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 @given(data=st.data())
 def test_matches_reference(method, params, extra, data):
-    c = ptdsl.compile(method, **params)
+    c = compiled(method, **params)
     x = data.draw(_strategy(method, extra.get("n")))
     ref_params = {**R.DEFAULTS[method], **{k: v for k, v in params.items() if k != "num_generations"}, **extra}
     names = [i.name for i in c.inputs if i.trainable]

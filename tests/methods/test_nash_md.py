@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 import ptdsl
 from ptdsl.runtime import embedded
 from ptdsl.runtime.rollout import GeometricMixture, pick_tokens
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.methods import strategies as S
 from tests.reference_cases import REFERENCE, checks
 
@@ -46,7 +46,7 @@ def nash_inputs(draw):
 @settings(max_examples=60, deadline=None)
 @given(x=nash_inputs())
 def test_nash_md_matches_trl_formula(beta, x):
-    c = ptdsl.compile("nash_md", beta=beta)
+    c = compiled("nash_md", beta=beta)
     got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, [LP])
     want, want_g = loss_and_grads(lambda i: nash_md_reference(i, beta), x, [LP])
     assert_close(got, want, rtol=1e-6, what="nash_md loss")

@@ -15,11 +15,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import ptdsl
 from ptdsl.equivalence.strategies import inputs as graph_inputs
 from ptdsl.runtime.data import Example
 from ptdsl.runtime.draws import draw
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.methods import references_random as R
 from tests.reference_cases import REFERENCE, checks
 
@@ -46,7 +45,7 @@ def _same(got, want, names, what):
 @FEW
 @given(data=st.data())
 def test_sampo_matches_reference(beta, data):
-    c = ptdsl.compile("sampo", beta=beta)
+    c = compiled("sampo", beta=beta)
     x = data.draw(graph_inputs([c.graph]))
     names = _trainable(c)
     got = loss_and_grads(lambda i: c.loss(i)[0], x, names)
@@ -64,7 +63,7 @@ BETA_DPO = [{}, {"alpha": 2.0, "beta": 0.5}, {"rho": 0.5, "momentum": 0.5}, {"rh
 def test_beta_dpo_matches_reference_across_steps(params, data, steps):
     """The moving averages M₀ and σ live in `state`: after k batches the spec's loss is the
     reference's with those k batches' (mean, std) as history."""
-    c = ptdsl.compile("beta_dpo", **params)
+    c = compiled("beta_dpo", **params)
     names, draw_name = _trainable(c), _draws(c)[None]
     state, history = {}, []
     for _ in range(steps - 1):

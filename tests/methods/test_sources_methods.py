@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ptdsl
 from ptdsl.equivalence.strategies import inputs as graph_inputs
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.methods import references_sources as R
 from tests.reference_cases import REFERENCE, checks
 
@@ -32,7 +32,7 @@ def _check(c, reference, data, **params):
 @FEW
 @given(data=st.data())
 def test_npo_matches_the_paper(params, data):
-    _check(ptdsl.compile("npo", **params), R.npo, data, **params)
+    _check(compiled("npo", **params), R.npo, data, **params)
 
 
 @checks(REFERENCE, "npo_rt")
@@ -41,7 +41,7 @@ def test_npo_matches_the_paper(params, data):
 @FEW
 @given(data=st.data())
 def test_npo_rt_matches_the_paper(params, data):
-    _check(ptdsl.compile("npo_rt", **params), R.npo_rt, data, **params)
+    _check(compiled("npo_rt", **params), R.npo_rt, data, **params)
 
 
 @checks(REFERENCE, "dpo_sft_mix")
@@ -50,7 +50,7 @@ def test_npo_rt_matches_the_paper(params, data):
 @FEW
 @given(data=st.data())
 def test_dpo_sft_mix_is_dpo_plus_the_sft_sources_nll(params, data):
-    _check(ptdsl.compile("dpo_sft_mix", **params), R.dpo_sft_mix, data, **params)
+    _check(compiled("dpo_sft_mix", **params), R.dpo_sft_mix, data, **params)
 
 
 def test_the_sources_are_row_spaces_of_their_own():

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import ptdsl
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.methods import strategies as S
 from tests.reference_cases import REFERENCE, checks
 
@@ -30,7 +30,7 @@ def sppo_reference(x, n, beta):
 def test_sppo_matches_reference(n, beta, data):
     x = data.draw(S.rollout_inputs(n))
     x = {k: v for k, v in x.items() if k != "logprobs(old, y)"}
-    c = ptdsl.compile("sppo", num_samples=n, beta=beta)
+    c = compiled("sppo", num_samples=n, beta=beta)
     got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, [LP])
     want, want_g = loss_and_grads(lambda i: sppo_reference(i, n, beta), x, [LP])
     assert_close(got, want, rtol=1e-6, what="sppo loss")

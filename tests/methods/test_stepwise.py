@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 import ptdsl
-from tests.helpers import assert_close, loss_and_grads
+from tests.helpers import assert_close, compiled, loss_and_grads
 from tests.reference_cases import REFERENCE, checks
 
 SCORE, MASK, LABEL = "token_score(policy, steps)", "mask(steps)", "step_label"
@@ -59,7 +59,7 @@ def stepwise_inputs(draw, max_rows=4, max_len=7):
 @settings(max_examples=60, deadline=None)
 @given(x=stepwise_inputs())
 def test_prm_matches_token_classification_cross_entropy(method, last, x):
-    c = ptdsl.compile(method)
+    c = compiled(method)
     got, got_g = loss_and_grads(lambda i: c.loss(i)[0], x, [SCORE])
     want, want_g = loss_and_grads(lambda i: prm_reference(i, last), x, [SCORE])
     assert_close(got, want, rtol=1e-6, what=f"{method} loss")
@@ -109,7 +109,10 @@ def test_prm_learns_to_judge_steps_on_the_embedded_task(tmp_path):
     import json
 
     from ptdsl.runtime.loop import train
-    train("prm", output=str(tmp_path), steps=1000, batch_size=16, quiet=True)
+    # 500 steps (1000 were half of tests/methods' run time): the last fifth beats the bounds by 0.09
+    # in accuracy and 0.06 nats in loss (measured; 1000 steps: 0.13 and 0.09); fewer steps than
+    # this leave less margin than the assertion should have
+    train("prm", output=str(tmp_path), steps=500, batch_size=16, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "accuracy" in r]
     k = len(rows) // 5

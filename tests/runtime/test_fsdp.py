@@ -88,7 +88,7 @@ def test_the_request_is_hidden_from_accelerate_and_restored(monkeypatch):
 PROBE = """
 import json, sys
 import ptdsl
-result = ptdsl.train("dpo", output=sys.argv[1], steps=2, batch_size=4, quiet=True)
+result = ptdsl.train("dpo", output=sys.argv[1], steps=2, batch_size=4, max_examples=64, quiet=True)
 w = result.model.lm_head.weight
 from torch.distributed import get_rank
 json.dump({"type": type(w).__name__, "local": list(w.to_local().shape), "full": list(w.shape)},
@@ -99,9 +99,12 @@ json.dump({"type": type(w).__name__, "local": list(w.to_local().shape), "full": 
 @pytest.mark.integration
 def test_fsdp2_shards_the_policy_and_dpo_trains_as_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = _cli("train", "dpo", "--steps", "3", "--batch-size", "8", "--output", str(one), "--quiet")
+    # 64 examples: the reference's precompute (before step 1) covers what 3 steps read, not all 4096
+    r1 = _cli("train", "dpo", "--steps", "3", "--batch-size", "8", "--max-examples", "64", "--output", str(one),
+              "--quiet")
     assert r1.returncode == 0, r1.stderr
-    r2 = _launch(FSDP, "-m", "ptdsl", "train", "dpo", "--steps", "3", "--batch-size", "4", "--output", str(two))
+    r2 = _launch(FSDP, "-m", "ptdsl", "train", "dpo", "--steps", "3", "--batch-size", "4", "--max-examples", "64",
+                 "--output", str(two))
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "FSDP2 (fully_shard, full shard), 2 processes" in r2.stdout + r2.stderr
     assert json.loads((two / "run.json").read_text())["distributed"] == "FSDP2 (fully_shard, full shard), 2 processes"

@@ -13,7 +13,8 @@ from ptdsl.runtime import run_record
 @pytest.mark.integration
 def test_run_json_records_method_options_versions_and_mode(tmp_path, capsys):
     out = tmp_path / "o"
-    ptdsl.train("dpo", output=str(out), steps=2, batch_size=4, seed=3, params={"beta": 0.2}, log_steps=1)
+    ptdsl.train("dpo", output=str(out), steps=2, batch_size=4, seed=3, params={"beta": 0.2}, log_steps=1,
+                max_examples=16)  # a slice: the reference's precompute covers 16 examples, not 4096
     run = json.loads((out / "run.json").read_text())
     spec = (ptdsl.load("dpo").path)
     text = open(spec, encoding="utf-8").read()

@@ -103,7 +103,7 @@ def test_accumulation_does_not_change_the_trained_model(tmp_path, method):
     outs = []
     for bs, ga in ((8, 1), (4, 2), (2, 4)):
         out = tmp_path / f"ga{ga}"
-        train(method, output=str(out), steps=3, batch_size=bs, grad_accum=ga, quiet=True)
+        train(method, output=str(out), steps=3, batch_size=bs, grad_accum=ga, max_examples=64, quiet=True)
         outs.append(final_params(out))
     for other in outs[1:]:
         assert_same_training(other, outs[0])
@@ -135,10 +135,12 @@ def _two_processes(*script_and_args):
 @pytest.mark.parametrize("method", ["dpo", "bco"])  # bco: a running mean over every process's batch
 def test_two_processes_match_one(tmp_path, method):
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = _cli("train", method, "--steps", "3", "--batch-size", "8", "--output", str(one), "--quiet")
+    # 64 examples: the reference's precompute (before step 1) covers what 3 steps read, not all 4096
+    r1 = _cli("train", method, "--steps", "3", "--batch-size", "8", "--max-examples", "64", "--output", str(one),
+              "--quiet")
     assert r1.returncode == 0, r1.stderr
-    r2 = _two_processes("-m", "ptdsl", "train", method, "--steps", "3", "--batch-size", "4", "--output", str(two),
-                        "--quiet")
+    r2 = _two_processes("-m", "ptdsl", "train", method, "--steps", "3", "--batch-size", "4", "--max-examples", "64",
+                        "--output", str(two), "--quiet")
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert len(metrics(two)) == 3  # one log line per step: only the main process writes
     assert_same_training(final_params(two), final_params(one))
