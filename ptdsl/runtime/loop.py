@@ -27,10 +27,9 @@ from ptdsl.api import compile as compile_method  # the API below the runtime, no
 from ptdsl.diagnostics import render
 from ptdsl.passes.batching import inexact_nodes, split_analysis
 from ptdsl.runtime import checkpoint, embedded, evaluate, experience, metrics_log, reporters, run_record, samples_log
-from ptdsl.runtime import embedded_tools, episode_rollout, generators, sharding, weights
+from ptdsl.runtime import async_gen, embedded_tools, episode_rollout, generators, sharding, weights
 from ptdsl.runtime import critic as C
 from ptdsl.runtime.alloc import tune_malloc
-from ptdsl.runtime import async_gen
 from ptdsl.runtime.callbacks import check_callbacks, notify
 from ptdsl.runtime.draws import Clock, check_schedules
 from ptdsl.runtime.errors import RuntimeSetupError
