@@ -146,7 +146,7 @@ def train(method, model=None, data=None, reward_fns=(), params: dict | None = No
     generators.check(opts.generator, acc.device)  # --generator vllm without CUDA: before anything loads
     async_gen.check(opts.async_staleness, compiled, acc.num_processes, mode.fsdp, opts.generator, opts.lora_dropout)
     log = _logger(acc, opts)
-    for w in compiled.warnings:  # e.g. W0202: `old` with one optimizer step per batch
+    for w in startup_warnings(compiled, opts.async_staleness):
         log(render(w, compiled.method.definition.sources))
     out = Path(opts.output)
     if acc.is_main_process:
@@ -486,6 +486,13 @@ def _tracker_config(compiled, opts) -> dict:
     config = {"method": compiled.name, **compiled.params,
               **{f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "callbacks"}}
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
+
+
+def startup_warnings(compiled, async_staleness: int) -> list:
+    """The compiler's warnings that hold for this run. W0202 (`old` is the current policy when each
+    batch feeds one step) does not with K ≥ 1: the worker records `old` on the sampling version's
+    weights (runtime/async_gen.py), so the ratios it says are 1 are not."""
+    return [w for w in compiled.warnings if not (async_staleness and w.code == "W0202")]
 
 
 def _logger(acc, opts):

@@ -159,3 +159,17 @@ def test_a_run_resumed_inside_an_experience_continues_it_with_its_version(reward
         return [(r["loss"], r[async_gen.METRIC]) for r in map(json.loads, lines)]
     assert rows(full) == rows(resumed)
     assert [s for _, s in rows(full)] == [0.0, 1.0, 1.0, 2.0]
+
+
+def test_w0202_is_not_said_when_old_comes_from_the_sampling_version(tmp_path):
+    """W0202 says `old` is the current policy (ratios 1) when each batch feeds one step; with
+    K ≥ 1 the worker records `old` on the sampling version's weights, so the warning would be wrong."""
+    import ptdsl
+    spec = tmp_path / "no_update.ptdsl"
+    spec.write_text('method no_update "GRPO without an update line"\nexperimental\ndata prompts\npolicy\n'
+                    'reward r = verifier("accuracy")\nrollout y = sample(policy, n = 2)\n'
+                    'let ratio = exp(logprobs(policy, y) - logprobs(old, y))\n'
+                    'loss mean(mean_tokens(-ratio * (r(y) - group_mean(r(y)))))\n')
+    compiled = ptdsl.compile(str(spec))
+    assert [w.code for w in loop.startup_warnings(compiled, 0)] == ["W0202"]
+    assert loop.startup_warnings(compiled, 1) == []
