@@ -48,17 +48,9 @@ GENERATE_MS = [0.0]  # time inside transformers' generate, whichever thread call
 
 
 def _patch_generate():
-    from transformers.generation.utils import GenerationMixin
-    original = GenerationMixin.generate
-
-    def generate(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            GENERATE_MS[0] += (time.perf_counter() - t0) * 1000
-
-    GenerationMixin.generate = generate
+    def add(ms: float) -> None:
+        GENERATE_MS[0] += ms
+    common.time_generate(add)
 
 
 class StepClock:

@@ -163,6 +163,22 @@ def fmt_spread(s: dict) -> str:
 
 # ---- memory -------------------------------------------------------------------------
 
+def time_generate(add_ms) -> None:
+    """Time every call of transformers' `generate` in this process, whichever thread makes it:
+    `add_ms(milliseconds)` after each (the generation share of a step)."""
+    from transformers.generation.utils import GenerationMixin
+    original = GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            add_ms((time.perf_counter() - t0) * 1000)
+
+    GenerationMixin.generate = generate
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, MiB (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

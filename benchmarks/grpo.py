@@ -129,17 +129,9 @@ def _wait_go():
 
 
 def _patch_generate(clock: Clock):
-    from transformers.generation.utils import GenerationMixin
-    original = GenerationMixin.generate
-
-    def generate(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            clock.gen += (time.perf_counter() - t0) * 1000
-
-    GenerationMixin.generate = generate
+    def add(ms: float) -> None:
+        clock.gen += ms
+    common.time_generate(add)
 
 
 def _patch_shared_prefill(clock: Clock):
