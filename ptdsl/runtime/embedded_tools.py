@@ -21,7 +21,7 @@ share of prompts (seed 0: 51%), copies the result right after most calls (98%) a
 every direct answer wrong (1%); the RL run then shows tool use and reward rising together. (With
 fewer tool demonstrations or steps the copying is not learned reliably: 30% and 400 steps gave
 27% right after a call.) The warm-up is plain cross-entropy on the assistant's tokens, seeded;
-it takes about a minute of one core, once, since its weights are cached. It stands in for the
+it runs once per seed, since its weights are cached. It stands in for the
 instruction tuning a real model had.
 """
 from __future__ import annotations
