@@ -60,7 +60,7 @@ def make_model(size: str, seed: int = 0):
     s = dict(SIZES[size])
     s.pop("length")
     torch.manual_seed(seed)
-    cfg = LlamaConfig(**s, num_key_value_heads=s["num_attention_heads"], max_position_embeddings=512,
+    cfg = LlamaConfig(**s, num_key_value_heads=s["num_attention_heads"], max_position_embeddings=1024,
                       pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, tie_word_embeddings=False)
     return LlamaForCausalLM(cfg)
 

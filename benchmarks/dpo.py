@@ -6,7 +6,9 @@ Setup (PERF.md's): Llama-style models built from a config with random weights (t
 small ≈20M), batches of 8 preference pairs of exact-length sequences (prompt L/2 + completion
 L/2 tokens, L = 64 tiny / 128 small), AdamW (lr 1e-6), gradient clipping at 1.0, β = 0.1;
 fp32 and bf16 autocast. The "long-prompt" configuration (issue 14: prompt 4× the completion)
-has prompts of L and completions of L/4 tokens (tiny: 64 + 16); `--long-prompt` runs it alone.
+has prompts of L and completions of L/4 tokens (tiny: 64 + 16; small: 512 + 128, the `small` model
+at 512-token prompts, with three contenders: hand, ptdsl and trl_live); `--long-prompt` runs the
+tiny one alone.
 There ptdsl's forward encodes each pair's prompt once (runtime/prefix.py); the hand-written
 step and TRL encode it for chosen and for rejected.
 
@@ -76,12 +78,18 @@ PAIRS, BETA, LR = 8, 0.1, 1e-6
 # A key's third part is the shape: "even" (prompt L/2, completions L/2) or "long" (prompt L,
 # completions L/4).
 FULL = {("tiny", "fp32", "even"): 40, ("tiny", "bf16", "even"): 40, ("small", "fp32", "even"): 12,
-        ("small", "bf16", "even"): 16, ("tiny", "fp32", "long"): 40}
+        ("small", "bf16", "even"): 16, ("tiny", "fp32", "long"): 40, ("small", "fp32", "long"): 4}
 QUICK = {("tiny", "fp32", "even"): 6, ("tiny", "bf16", "even"): 6}
 SMOKE = {("tiny", "fp32", "even"): 1}   # one round, no warm-up; peak RSS: the timing process's, for all
 LONG = {("tiny", "fp32", "long"): 40}   # --long-prompt
 WARMUP = 2
 MEM_STEPS = 3
+# Prompt tokens of the "long" shape (completions a quarter of it). The small model at 512-token
+# prompts runs ~10 s a step for the hand-written step, so it times only the contenders its
+# targets compare (≤ 0.7× hand-written, ≤ 0.45× TRL's default, peak RSS ≤ TRL's).
+LONG_PROMPT = {"tiny": 64, "small": 512}
+FEW = ["hand", "ptdsl", "trl_live"]
+ONLY = {("small", "fp32", "long"): FEW}   # a configuration's contenders, where not all of CONTENDERS
 
 
 # ---- contenders -------------------------------------------------------------------
@@ -98,10 +106,11 @@ class Examples:
 
 
 def long_prompt_data(size: str, n: int, seed: int = 0):
-    """n triples with a prompt of L tokens and completions of L/4 (prompt 4× the completion)."""
+    """n triples with a prompt of L tokens and completions of L/4 (prompt 4× the completion),
+    L = LONG_PROMPT[size]."""
     import torch
     g = torch.Generator().manual_seed(seed)
-    L, V = C.SIZES[size]["length"], C.SIZES[size]["vocab_size"]
+    L, V = LONG_PROMPT[size], C.SIZES[size]["vocab_size"]
     out = []
     for _ in range(n):
         ids = torch.randint(C.FIRST, V, (L + L // 2,), generator=g).tolist()
@@ -110,8 +119,9 @@ def long_prompt_data(size: str, n: int, seed: int = 0):
 
 
 def seq_len(size: str, shape: str) -> int:
-    L = C.SIZES[size]["length"]
-    return L + L // 4 if shape == "long" else L
+    if shape == "long":
+        return LONG_PROMPT[size] + LONG_PROMPT[size] // 4
+    return C.SIZES[size]["length"]
 
 
 def config_name(size: str, precision: str, shape: str) -> str:
@@ -350,12 +360,14 @@ def run(quick: bool, smoke: bool = False, long_prompt: bool = False) -> dict:
            "warmup": warmup, "mem_steps": MEM_STEPS}
     for (size, precision, shape), rounds in plan.items():
         key = config_name(size, precision, shape)
-        print(f"[dpo] timing {key}: {rounds} rounds × {len(CONTENDERS)} contenders", file=sys.stderr, flush=True)
+        names = ONLY.get((size, precision, shape), CONTENDERS)
+        print(f"[dpo] timing {key}: {rounds} rounds × {len(names)} contenders", file=sys.stderr, flush=True)
         t = C.run_json_subprocess([__file__, "--worker", "time", "--size", size, "--precision", precision,
-                                   "--rounds", str(rounds), "--warmup", str(warmup), "--shape", shape])
+                                   "--rounds", str(rounds), "--warmup", str(warmup), "--shape", shape,
+                                   "--only", ",".join(names)])
         shared = t.pop("shared_memory")
-        mem = {name: shared for name in CONTENDERS} if smoke else {}  # smoke: no memory processes (seconds)
-        for name in [] if smoke else CONTENDERS:
+        mem = {name: shared for name in names} if smoke else {}  # smoke: no memory processes (seconds)
+        for name in [] if smoke else names:
             print(f"[dpo] memory {key} {name}", file=sys.stderr, flush=True)
             mem[name] = C.run_json_subprocess([__file__, "--worker", "mem", "--size", size, "--precision",
                                                precision, "--contender", name, "--shape", shape])
@@ -365,18 +377,28 @@ def run(quick: bool, smoke: bool = False, long_prompt: bool = False) -> dict:
 
 
 def ratio(cfg, a, b):
+    """Median a / median b; None where the configuration did not time both."""
+    if a not in cfg["steps"] or b not in cfg["steps"]:
+        return None
     return cfg["steps"][a]["median"] / cfg["steps"][b]["median"]
 
 
 def cpu_ratio(cfg, a, b):
+    if a not in cfg["steps"] or b not in cfg["steps"]:
+        return None
     return cfg["steps"][a]["cpu"]["median"] / cfg["steps"][b]["cpu"]["median"]
+
+
+def _cell(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
 
 
 def markdown(data: dict) -> str:
     lines = [f"## {SECTION}", "",
              "Llama-style models from a config (tiny ≈1.3M params: hidden 128, 4 layers, vocab 1024, "
-             "64 tokens; small ≈20M: hidden 384, 6 layers, vocab 8192, 128 tokens; long-prompt: prompt L, "
-             "completions L/4, so 80 tokens in tiny); 8 preference pairs of "
+             "64 tokens; small ≈20M: hidden 384, 6 layers, vocab 8192, 128 tokens; long-prompt: prompt 4× the "
+             "completion, 64 + 16 tokens in tiny, 512 + 128 in small, which times only the hand-written step, "
+             "ptdsl's default and TRL's default); 8 preference pairs of "
              "exact-length sequences per step; AdamW, clip 1.0, β = 0.1. Per-step wall time, contenders "
              f"interleaved step by step in one process after {data['warmup']} warm-up rounds; rounds per "
              f"configuration: {', '.join(f'{k} {v}' for k, v in data['rounds'].items())}"
@@ -391,7 +413,7 @@ def markdown(data: dict) -> str:
     ratios = []
     for key, cfg in data["configs"].items():
         rows = []
-        for name in CONTENDERS:
+        for name in [n for n in CONTENDERS if n in cfg["steps"]]:
             s, m = cfg["steps"][name], cfg["memory"][name]
             rows.append([LABELS[name], C.fmt_ms(s), C.fmt_spread(s), f"{s['cpu']['median']:.1f}",
                          f"{cfg['tokens_per_step'] / s['median'] * 1000:,.0f}",
@@ -409,7 +431,7 @@ def markdown(data: dict) -> str:
              "CPU: ptdsl_live / hand": cpu_ratio(cfg, "ptdsl_live", "hand"),
              "CPU: ptdsl / policy_only": cpu_ratio(cfg, "ptdsl", "policy_only")}
         cfg["ratios"] = r
-        ratios.append([key] + [f"{v:.2f}" for v in r.values()])
+        ratios.append([key] + [_cell(v) for v in r.values()])
     lines += ["### Ratios (medians)", "", C.table(["config", "ptdsl live / hand-written (target ≤ 1.05)",
                                                    "ptdsl precompute / policy-only (≤ 1.05)",
                                                    "ptdsl default / TRL default (≤ 0.65; long prompts ≤ 0.45)",
@@ -432,6 +454,8 @@ def _trl_opt(data) -> str:
 def _floor_vs_trl(r, config) -> str:
     """How close the policy-only floor (no reference forward at all) itself is to the target:
     when TRL's default is cheap relative to it, 0.65× TRL is below what any DPO step can do."""
+    if r["ptdsl / policy_only"] is None:
+        return f"{config} did not time the policy-only floor"
     floor = r["ptdsl default / TRL default"] / r["ptdsl / policy_only"]
     return (f"in {config} the policy-only floor (one policy forward/backward, no reference) is already "
             f"{floor:.2f}× TRL's default step, and ptdsl's default is {r['ptdsl / policy_only']:.2f}× that floor")
@@ -444,17 +468,18 @@ def _verdict(data) -> list[str]:
                ("ptdsl default / TRL default", 0.65, "ptdsl's default at or below 0.65× TRL's default"),
                ("ptdsl peak RSS / TRL", 1.0, "ptdsl's peak memory no higher than TRL's")]
     for key, limit, what in targets:
-        vals = {k: c["ratios"][key] for k, c in data["configs"].items()}
+        vals = {k: c["ratios"][key] for k, c in data["configs"].items() if c["ratios"][key] is not None}
         missed = {k: v for k, v in vals.items() if v > limit}
         span = f"{min(vals.values()):.2f}–{max(vals.values()):.2f}"
         out.append(f"- {what}: {'met' if not missed else 'missed in ' + ', '.join(missed)} (ratios {span}).")
         if missed and key == "ptdsl default / TRL default":
             out.append("  Why: " + "; ".join(_floor_vs_trl(data["configs"][k]["ratios"], k) for k in missed) + ".")
     out += _long_prompt_verdict(data)
-    t = [c["ratios"]["TRL default / hand"] for c in data["configs"].values()]
+    t = [c["ratios"]["TRL default / hand"] for c in data["configs"].values()]  # every configuration times these
     out.append(f"- TRL's default step costs {min(t):.2f}–{max(t):.2f}× the hand-written one here "
                "(PERF.md measured 1.3–1.8×).")
-    c = [c["ratios"]["CPU: ptdsl_live / hand"] for c in data["configs"].values()]
+    c = [c["ratios"]["CPU: ptdsl_live / hand"] for c in data["configs"].values()
+         if c["ratios"]["CPU: ptdsl_live / hand"] is not None]
     out.append(f"- In CPU time (all threads) ptdsl live / hand-written is {min(c):.2f}–{max(c):.2f}. These "
                "timings need a quiet machine: with other processes on the 2 cores, torch's OpenMP threads "
                "spin at barriers while a sibling waits for a core, and wall and CPU time both inflate "
