@@ -38,6 +38,7 @@ SCRIPTS, MISSING = RUN_ALL.discover()
 # ---- what each script's smoke JSON must hold ---------------------------------------
 
 def check_dpo(result, mod):
+    assert not result["data"].get("failed"), result["data"]["failed"]  # a failing configuration is only recorded
     cfg = result["data"]["configs"]["tiny fp32"]
     assert set(cfg["steps"]) == set(cfg["memory"]) == set(mod.CONTENDERS)
     assert all(cfg["steps"][n]["median"] > 0 and cfg["steps"][n]["n"] == 1 for n in mod.CONTENDERS)
