@@ -95,7 +95,7 @@ def measure(rounds: int, steps: int, max_tokens: int | None) -> dict:
 
 
 def markdown(res: dict, mode: str, settings: str) -> str:
-    lines = [f"# {SECTION}", "", f"Mode: {mode}{common.mode_note(quick=mode == 'quick', smoke=mode == 'smoke')}. "
+    lines = [f"## {SECTION}", "", f"Mode: {mode}{common.mode_note(quick=mode == 'quick', smoke=mode == 'smoke')}. "
              f"{settings}. Wall ms per step (the first step of each run not counted).", ""]
     body = [[LABELS[k], f"{res[str(k)]['mean']:.1f}", common.fmt_ms(res[str(k)]), common.fmt_spread(res[str(k)]),
              f"{res[str(k)]['generate_ms']:.1f}", f"{res[str(k)]['staleness']:.2f}", res[str(k)]["n"]]

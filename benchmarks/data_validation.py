@@ -79,7 +79,7 @@ def measure(n: int, conversational: bool, tok, repeats: int, tmp: Path) -> dict:
 
 
 def markdown(results: list[dict], mode: str) -> str:
-    lines = [f"# {SECTION}", "", f"Mode: {mode}{common.mode_note(smoke=mode == 'smoke')}. Preference rows (`dpo`), JSON Lines; median seconds per stage "
+    lines = [f"## {SECTION}", "", f"Mode: {mode}{common.mode_note(smoke=mode == 'smoke')}. Preference rows (`dpo`), JSON Lines; median seconds per stage "
              "and microseconds per row. Validation is every row's every column checked against the data "
              "kind's schema (runtime/validate.py); tokenisation is normalise + tokenize.", ""]
     body = [[r["format"], f"{r['rows']:,}", f"{r['read_s']:.3f}", f"{r['validate_s']:.3f}",
