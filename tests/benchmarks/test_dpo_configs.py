@@ -53,3 +53,25 @@ def test_native_bf16_keeps_the_small_bf16_configuration(monkeypatch):
         mod, size, precision, shape, mod.CONTENDERS))
     data = mod.run(quick=False)
     assert set(data["configs"]) == {"small bf16"} and not data.get("skipped") and not data.get("failed")
+
+
+def test_trls_bf16_policy_forward_runs_under_autocast():
+    """transformers 5's Trainer leaves autocast to accelerate's prepared model: the benchmark's
+    TRL step must use that model, or its "bf16" policy runs in fp32 (as it did until 2026-12-06)."""
+    import torch
+    mod = dpo_module()
+    mod.C.setup_env(True)
+    seen = []
+
+    def hook(module, args, output):
+        # a layer's hook runs inside the model's forward, which accelerate wraps in autocast (the
+        # model's own hooks run outside it); training: the policy's layers, not the reference's
+        if type(module).__name__ == "LlamaDecoderLayer" and module.training:
+            seen.append(torch.is_autocast_enabled("cpu"))
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        step, _ = mod.make_trl("tiny", "bf16", mod.Examples("tiny", 1), False, 1)
+        step(0)
+    finally:
+        handle.remove()
+    assert seen and all(seen), seen
