@@ -5,8 +5,8 @@
 Setup (PERF.md's): Llama-style models built from a config with random weights (tiny ≈1.3M,
 small ≈20M), batches of 8 preference pairs of exact-length sequences (prompt L/2 + completion
 L/2 tokens, L = 64 tiny / 128 small), AdamW (lr 1e-6), gradient clipping at 1.0, β = 0.1;
-fp32 and bf16 autocast. The "long-prompt" configuration (issue 14: prompt 4× the completion)
-has prompts of L and completions of L/4 tokens (tiny: 64 + 16; small: 512 + 128, the `small` model
+fp32 and bf16 autocast (bf16 only on CPUs with bf16 instructions: see NEEDS_NATIVE_BF16). The
+"long-prompt" configuration (issue 14: prompt 4× the completion) has prompts of L and completions of L/4 tokens (tiny: 64 + 16; small: 512 + 128, the `small` model
 at 512-token prompts, with three contenders: hand, ptdsl and trl_live); `--long-prompt` runs the
 tiny one alone.
 There ptdsl's forward encodes each pair's prompt once (runtime/prefix.py); the hand-written
@@ -32,7 +32,8 @@ Contenders (each with its own copy of the same initial model, reference and opti
 - ptdsl:       the same with ptdsl's default reference precompute (`precompute=True`).
 - trl_live:    TRL's DPOTrainer built through its public API (in-memory model, explicit
                ref_model, a local word-level tokenizer, an in-memory `datasets.Dataset`,
-               HF_HUB_OFFLINE=1); a step is `trainer.training_step(model, batch)` on a batch
+               HF_HUB_OFFLINE=1); a step is `trainer.training_step(model, batch)`, with the model
+               accelerate prepares (as Trainer's loop does: that applies bf16 autocast), on a batch
                from `trainer.get_train_dataloader()` (collated before timing), then
                `accelerator.clip_grad_norm_`, `optimizer.step()`, `lr_scheduler.step()`,
                `zero_grad`: the body of Trainer's inner loop without logging/callbacks
@@ -87,7 +88,7 @@ WARMUP = 2
 MEM_STEPS = 3
 TIMEOUT = 2400  # seconds per measurement process
 # Prompt tokens of the "long" shape (completions a quarter of it). The small model at 512-token
-# prompts runs ~10 s a step for the hand-written step, so it times only the contenders its
+# prompts runs ~23 s a step for the hand-written step, so it times only the contenders its
 # targets compare (≤ 0.7× hand-written, ≤ 0.45× TRL's default, peak RSS ≤ TRL's).
 LONG_PROMPT = {"tiny": 64, "small": 512}
 FEW = ["hand", "ptdsl", "trl_live"]
